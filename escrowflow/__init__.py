@@ -1,0 +1,1 @@
+"""The application shell: settings, CLI (and later the HTTP API)."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables, engines, transactions and the error hierarchy."""

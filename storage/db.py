@@ -1,0 +1,130 @@
+"""Database engines and transactions, with driver errors translated once, here.
+
+`make_engine(settings)` is the only way to get an engine: nothing connects at import.
+SQLite runs in WAL mode with foreign keys on, and every transaction starts with
+`BEGIN IMMEDIATE` so that a writer holds the lock from its first read (no upgrade
+deadlocks between two writers). PostgreSQL runs at READ COMMITTED; the engine above
+serialises work on a contract with `SELECT ... FOR UPDATE` on the contract row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from storage.errors import ConflictError, StorageError, ValidationError
+
+_SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+
+class DatabaseSettings(Protocol):
+    """What storage needs to know; the application's settings object provides it."""
+
+    @property
+    def database_url(self) -> str: ...
+
+    @property
+    def sqlite_synchronous(self) -> str: ...
+
+
+def make_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> Engine:
+    """Build the engine for `settings.database_url` (SQLite file or PostgreSQL)."""
+    url = sa.make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        return _make_sqlite_engine(url, settings.sqlite_synchronous, **engine_kwargs)
+    if url.get_backend_name() == "postgresql":
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        return sa.create_engine(url, pool_pre_ping=True, **engine_kwargs)
+    raise ValidationError(
+        f"unsupported database URL {settings.database_url!r}: "
+        "use sqlite:///path/to/file.db or postgresql://user@host/dbname",
+        code="unsupported_database",
+    )
+
+
+def _make_sqlite_engine(url: sa.URL, synchronous: str, **engine_kwargs: Any) -> Engine:
+    synchronous = synchronous.upper()
+    if synchronous not in _SYNCHRONOUS:
+        raise ValidationError(
+            f"ESCROWFLOW_SQLITE_SYNCHRONOUS={synchronous!r} is not one of "
+            f"{', '.join(sorted(_SYNCHRONOUS))}",
+            code="invalid_setting",
+        )
+    if url.database in (None, "", ":memory:"):
+        raise ValidationError(
+            "escrowflow needs a SQLite file, not an in-memory database: "
+            "use sqlite:///escrowflow.db",
+            code="unsupported_database",
+        )
+    engine = sa.create_engine(
+        url, connect_args={"timeout": 30, "check_same_thread": False}, **engine_kwargs
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event, below, issue the BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def is_postgresql(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+_CONSTRAINT = re.compile(r"(ck_[a-z_]+|uq_[a-z_]+)")
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Turn driver errors into escrowflow errors, so no caller sees a DBAPI exception."""
+    try:
+        yield
+    except sa.exc.IntegrityError as exc:
+        found = _CONSTRAINT.search(str(exc.orig))
+        name = found.group(1) if found else "integrity"
+        if name.startswith("uq_") or "UNIQUE" in str(exc.orig).upper():
+            raise ConflictError(
+                f"a concurrent change broke the uniqueness rule {name}: re-read and try again",
+                code="concurrent_change",
+                details={"constraint": name},
+            ) from exc
+        raise ConflictError(
+            f"the database refused a change that breaks {name}",
+            code="constraint_violated",
+            details={"constraint": name},
+        ) from exc
+    except sa.exc.OperationalError as exc:
+        text = str(exc.orig).lower()
+        if "locked" in text or "deadlock" in text or "could not serialize" in text:
+            raise ConflictError(
+                "the database was busy with a concurrent change: try again",
+                code="database_busy",
+            ) from exc
+        raise StorageError(f"database error: {exc.orig}") from exc
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"database error: {exc.orig}") from exc
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction: committed if the block succeeds, rolled back if it raises."""
+    with translated_errors(), engine.begin() as conn:
+        yield conn

@@ -1,0 +1,1 @@
+"""The escrow lifecycles: machines, policies, permissions and the engine that applies events."""

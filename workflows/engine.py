@@ -1,0 +1,724 @@
+"""The engine: applies one event to one entity in one transaction.
+
+`Engine.apply()` follows design.md: lock the contract row (every entity belongs to one
+contract, so all work on a contract is serialised and lock order is always the same),
+honour the idempotency key, check role (PA1), membership (PA2) and expected version,
+let the machine decide, then write in the same transaction the new state and version,
+a history row, ledger entries, deadlines and an outbox event. Follow-on moves of other
+entities ("cascades", e.g. a submission cancels the pending change request, CR5) run
+through the same path inside the same transaction and record what caused them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Engine as DBEngine
+from statemachine.exceptions import TransitionNotAllowed
+
+from storage import models
+from storage.db import is_postgresql, transaction, translated_errors
+from storage.errors import (
+    EscrowflowError,
+    IdempotencyConflict,
+    NotFound,
+    PermissionDenied,
+    TransitionRejected,
+    ValidationError,
+    VersionConflict,
+)
+from workflows.actors import SYSTEM, Actor, Role
+from workflows.clock import Clock
+from workflows.machines import MACHINES, Context, EscrowMachine, events_from, timer_of
+from workflows.payloads import only, reason
+from workflows.policy import Policy
+
+Result = dict[str, Any]
+
+_contracts = models.Contract.__table__
+_history = models.History.__table__
+_ledger = models.LedgerEntry.__table__
+_deadlines = models.Deadline.__table__
+_outbox = models.OutboxEvent.__table__
+_idempotency = models.IdempotencyRecord.__table__
+
+
+# -- what an event does besides changing state ---------------------------------------
+
+
+@dataclass(frozen=True)
+class Effect:
+    run: Callable[[Step], None]
+    takes: tuple[str, ...]
+
+
+EFFECTS: dict[tuple[str, str], Effect] = {}
+"""(entity, event) -> the effect that runs after the machine accepted the event."""
+
+
+def effect(entity: str, event: str, *, takes: tuple[str, ...] = ()) -> Callable[
+    [Callable[[Step], None]], Callable[[Step], None]
+]:
+    """Register what `event` on `entity` does, and the payload fields it takes."""
+
+    def register(run: Callable[[Step], None]) -> Callable[[Step], None]:
+        machine = MACHINES[entity]
+        if event not in machine.permissions:
+            raise TypeError(f"effect for unknown event {entity}.{event}")
+        EFFECTS[(entity, event)] = Effect(run, takes)
+        return run
+
+    return register
+
+
+# -- rows ---------------------------------------------------------------------------
+
+
+class Record:
+    """A row loaded for update: its values, and the columns changed since loading."""
+
+    __slots__ = ("changed", "entity", "table", "values")
+
+    def __init__(self, entity: str, table: sa.Table, values: dict[str, Any]) -> None:
+        self.entity = entity
+        self.table = table
+        self.values = values
+        self.changed: dict[str, Any] = {}
+
+    def __getitem__(self, column: str) -> Any:
+        return self.values[column]
+
+    @property
+    def id(self) -> int:
+        return int(self.values["id"])
+
+    def set(self, **columns: Any) -> None:
+        self.values.update(columns)
+        self.changed.update(columns)
+
+    def add(self, **amounts: int) -> None:
+        """Add to integer columns (money totals)."""
+        self.set(**{column: self.values[column] + delta for column, delta in amounts.items()})
+
+
+@dataclass
+class Step:
+    """One transition being applied: what effects read and write."""
+
+    unit: Unit
+    entity: str
+    record: Record
+    event: str
+    payload: Mapping[str, Any]
+    from_state: str | None
+    to_state: str
+    version: int
+    history_id: int
+
+    @property
+    def contract(self) -> Record:
+        return self.unit.contract
+
+    @property
+    def policy(self) -> Policy:
+        return self.unit.engine.policy
+
+
+class _Carrier:
+    """The model a machine is bound to: it only holds the state being decided on."""
+
+    state: str | None = None
+
+
+class _Machines(threading.local):
+    """One bound machine per lifecycle per thread: building one costs far more than
+    sending it an event, and a machine is not safe to share between threads."""
+
+    def __init__(self) -> None:
+        self.bound: dict[str, tuple[EscrowMachine, _Carrier]] = {}
+
+    def decide(self, entity: str, state: str, event: str, ctx: Context) -> str:
+        bound = self.bound.get(entity)
+        # A machine that reached a final state stops taking events: bind a new one.
+        if bound is None or bound[0].is_terminated:
+            carrier = _Carrier()
+            bound = (MACHINES[entity](model=carrier, state_field="state"), carrier)
+            self.bound[entity] = bound
+        machine, carrier = bound
+        carrier.state = state
+        machine.send(event, ctx=ctx)
+        assert carrier.state is not None
+        return carrier.state
+
+
+# -- one transaction ----------------------------------------------------------------
+
+
+class Unit:
+    """The work of one transaction: the locked contract, the rows loaded, the writes."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        conn: Connection,
+        actor: Actor,
+        cause: str,
+        now: datetime,
+        deadline: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.conn = conn
+        self.actor = actor
+        self.cause = cause
+        self.now = now
+        self.deadline = deadline
+        self.records: dict[tuple[str, int], Record] = {}
+        self.created: list[dict[str, Any]] = []
+        self._contract: Record | None = None
+
+    @property
+    def contract(self) -> Record:
+        assert self._contract is not None, "lock the contract first"
+        return self._contract
+
+    # reading and locking
+
+    def lock_contract(self, contract_id: int) -> Record:
+        query = sa.select(_contracts).where(_contracts.c.id == contract_id)
+        if is_postgresql(self.conn):
+            query = query.with_for_update()
+        row = self.conn.execute(query).mappings().first()
+        if row is None:
+            raise NotFound(f"contract {contract_id} does not exist", code="contract_not_found")
+        self._contract = Record("contract", _contracts, dict(row))
+        self.records[("contract", contract_id)] = self._contract
+        return self._contract
+
+    def load(self, entity: str, entity_id: int) -> Record:
+        key = (entity, entity_id)
+        if key not in self.records:
+            table = models.TABLES[entity]
+            row = self.conn.execute(sa.select(table).where(table.c.id == entity_id)).mappings()
+            found = row.first()
+            if found is None or found["contract_id"] != self.contract.id:
+                raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
+            self.records[key] = Record(entity, table, dict(found))
+        return self.records[key]
+
+    def insert(self, table: sa.Table, values: Mapping[str, Any]) -> int:
+        result = self.conn.execute(table.insert().values(**values))
+        assert result.inserted_primary_key is not None
+        return int(result.inserted_primary_key[0])
+
+    # transitions
+
+    def transition(
+        self,
+        record: Record,
+        event: str,
+        payload: Mapping[str, Any],
+        parent: Step | None = None,
+    ) -> Step:
+        """Let the machine decide `event` on `record`, then persist and run its effects."""
+        entity = record.entity
+        effect_ = EFFECTS.get((entity, event))
+        only(payload, effect_.takes if effect_ else (), f"{entity} event {event}")
+        reason(payload)
+        ctx = Context(entity, record.values, self.contract.values, payload, self.actor)
+        from_state = record["state"]
+        try:
+            to_state = self.engine._machines.decide(entity, from_state, event, ctx)
+        except TransitionNotAllowed:
+            allowed = ", ".join(events_from(MACHINES[entity], from_state)) or "none"
+            raise TransitionRejected(
+                f"{entity} {record.id} is {from_state}: {event} is not possible there "
+                f"(possible: {allowed})",
+                code="event_not_allowed_in_state",
+                details={"state": from_state, "event": event},
+            ) from None
+        version = record["version"] + 1
+        step = Step(self, entity, record, event, payload, from_state, to_state, version, 0)
+        step.history_id = self._history(step, parent)
+        record.set(state=to_state, version=version, updated_at=self.now)
+        if effect_ is not None:
+            effect_.run(step)
+        self._reschedule(step)
+        self._publish(step)
+        return step
+
+    def cascade(
+        self, entity: str, entity_id: int, event: str, parent: Step, **payload: Any
+    ) -> Step:
+        """Move another entity of the contract because of `parent` (same actor and cause)."""
+        return self.transition(self.load(entity, entity_id), event, payload, parent)
+
+    def create(self, entity: str, values: Mapping[str, Any], parent: Step | None) -> Step:
+        """Create an entity in its machine's initial state, as a transition from nothing."""
+        machine = MACHINES[entity]
+        initial = machine.initial_state.id
+        row = {**values, "state": initial, "version": 1, "created_at": self.now,
+               "updated_at": self.now}
+        table = models.TABLES[entity]
+        row["id"] = self.insert(table, row)
+        record = Record(entity, table, row)
+        self.records[(entity, record.id)] = record
+        if entity == "contract":
+            self._contract = record
+        step = Step(self, entity, record, "create", {}, None, initial, 1, 0)
+        step.history_id = self._history(step, parent)
+        self._reschedule(step)
+        self._publish(step)
+        self.created.append({"entity": entity, "id": record.id})
+        return step
+
+    # money (ES1, ES2)
+
+    def deposit(self, step: Step, amount: int, milestone_id: int | None) -> None:
+        if amount > 0:
+            self._ledger(step, "deposit", amount, milestone_id, None)
+            self.contract.add(deposited=amount, held=amount)
+
+    def pay_out(
+        self, step: Step, kind: str, amount: int, milestone_id: int | None, refund_id: int | None
+    ) -> None:
+        """Release to the freelancer or refund to the client money that is held."""
+        if amount > 0:
+            self._ledger(step, kind, amount, milestone_id, refund_id)
+            totals = {"release": "released", "refund": "refunded"}
+            self.contract.add(**{totals[kind]: amount, "held": -amount})
+
+    def _ledger(
+        self, step: Step, kind: str, amount: int, milestone_id: int | None, refund_id: int | None
+    ) -> None:
+        self.conn.execute(
+            _ledger.insert().values(
+                contract_id=self.contract.id,
+                milestone_id=milestone_id,
+                refund_id=refund_id,
+                history_id=step.history_id,
+                kind=kind,
+                amount=amount,
+                currency=self.contract["currency"],
+                at=self.now,
+            )
+        )
+
+    # what every transition writes
+
+    def _history(self, step: Step, parent: Step | None) -> int:
+        timer = self.deadline if parent is None and self.cause == "timer" else None
+        # Dates and the like as text: the history is JSON.
+        payload = json.loads(json.dumps(step.payload, default=str)) if step.payload else {}
+        return self.insert(
+            _history,
+            {
+                "contract_id": self.contract.id,
+                "entity": step.entity,
+                "entity_id": step.record.id,
+                "event": step.event,
+                "from_state": step.from_state,
+                "to_state": step.to_state,
+                "version": step.version,
+                "actor_role": self.actor.role.value,
+                "actor_party": self.actor.party,
+                "cause": self.cause,
+                "caused_by": parent.history_id if parent else None,
+                "deadline_id": timer["id"] if timer else None,
+                "due_at": timer["due_at"] if timer else None,
+                "at": self.now,
+                "payload": payload,
+            },
+        )
+
+    def _reschedule(self, step: Step) -> None:
+        """Keep deadlines in step with the state: a timer runs only while its state lasts."""
+        machine = MACHINES[step.entity]
+        left = timer_of(machine, step.from_state) if step.from_state else None
+        entered = timer_of(machine, step.to_state)
+        if step.from_state == step.to_state and entered is not None:
+            if step.event in entered.restart_on:
+                self._cancel_deadlines(step)
+                self._schedule(step, entered.policy, entered.event)
+            else:
+                # Keep the running deadline, and the version it may fire on.
+                self.conn.execute(
+                    _deadlines.update()
+                    .where(self._pending_deadlines_of(step))
+                    .values(state_version=step.version)
+                )
+            return
+        if left is not None:
+            self._cancel_deadlines(step)
+        if entered is not None:
+            self._schedule(step, entered.policy, entered.event)
+
+    def _pending_deadlines_of(self, step: Step) -> sa.ColumnElement[bool]:
+        clause = sa.and_(
+            _deadlines.c.entity == step.entity,
+            _deadlines.c.entity_id == step.record.id,
+            _deadlines.c.status == "pending",
+        )
+        if self.deadline is not None:
+            clause = sa.and_(clause, _deadlines.c.id != self.deadline["id"])
+        return clause
+
+    def _cancel_deadlines(self, step: Step) -> None:
+        self.conn.execute(
+            _deadlines.update()
+            .where(self._pending_deadlines_of(step))
+            .values(status="cancelled", closed_at=self.now)
+        )
+
+    def _schedule(self, step: Step, policy: str, event: str) -> None:
+        self.conn.execute(
+            _deadlines.insert().values(
+                contract_id=self.contract.id,
+                entity=step.entity,
+                entity_id=step.record.id,
+                event=event,
+                due_at=self.now + self.engine.policy.duration(policy),
+                state_version=step.version,
+                status="pending",
+                created_at=self.now,
+            )
+        )
+
+    def _publish(self, step: Step) -> None:
+        contract = self.contract
+        parties = {Role.CLIENT: contract["freelancer_id"], Role.FREELANCER: contract["client_id"]}
+        counterparty = parties.get(self.actor.role)
+        recipients = (
+            [counterparty] if counterparty else [contract["client_id"], contract["freelancer_id"]]
+        )
+        self.conn.execute(
+            _outbox.insert().values(
+                event_id=str(uuid.uuid4()),
+                contract_id=contract.id,
+                history_id=step.history_id,
+                type=f"{step.entity}.{step.event}",
+                entity=step.entity,
+                entity_id=step.record.id,
+                recipients=recipients,
+                at=self.now,
+                data={
+                    "from": step.from_state,
+                    "to": step.to_state,
+                    "version": step.version,
+                    "actor": self.actor.as_dict(),
+                    "cause": self.cause,
+                    **_money_snapshot(step.record),
+                },
+            )
+        )
+
+    def close_if_settled(self, step: Step) -> None:
+        """X3: an ended contract that holds nothing and has nothing open is closed."""
+        contract = self.contract
+        if (
+            contract["state"] == "ended"
+            and contract["held"] == 0
+            and contract["active_milestone_id"] is None
+            and contract["open_refund_id"] is None
+        ):
+            self.transition(contract, "close", {}, step)
+
+    def flush(self) -> None:
+        for record in self.records.values():
+            if record.changed:
+                table = record.table
+                self.conn.execute(
+                    table.update().where(table.c.id == record.id).values(**record.changed)
+                )
+                record.changed = {}
+
+
+def _money_snapshot(record: Record) -> dict[str, Any]:
+    columns = {
+        "contract": ("held", "deposited", "released", "refunded", "credit", "currency"),
+        "milestone": ("amount", "escrow", "released_amount"),
+        "refund": ("amount", "to_client", "to_freelancer"),
+        "change_request": ("amount",),
+    }.get(record.entity, ())
+    return {column: record.values.get(column) for column in columns}
+
+
+def fingerprint(request: Mapping[str, Any]) -> str:
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_actor(unit: Unit, entity: str, event: str, actor: Actor) -> None:
+    roles = MACHINES[entity].permissions[event]
+    if actor.role not in roles:
+        allowed = ", ".join(sorted(r.value for r in roles))
+        raise PermissionDenied(
+            f"{actor.role.value} may not {event} a {entity}; only {allowed} may",
+            code="role_not_allowed",
+            details={"role": actor.role.value, "allowed": sorted(r.value for r in roles)},
+        )
+    contract = unit.contract
+    member = {Role.CLIENT: contract["client_id"], Role.FREELANCER: contract["freelancer_id"]}
+    if actor.role in member and member[actor.role] != actor.party:
+        raise PermissionDenied(
+            f"{actor.party} is not the {actor.role.value} of contract {contract.id}",
+            code="not_a_party",
+            details={"party": actor.party, "contract_id": contract.id},
+        )
+
+
+@dataclass
+class FireReport:
+    fired: int = 0
+    stale: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """Applies events to escrow lifecycles. Thread-safe; one per database."""
+
+    def __init__(self, db: DBEngine, policy: Policy, clock: Clock) -> None:
+        self.db = db
+        self.policy = policy
+        self.clock = clock
+        self._machines = _Machines()
+
+    @contextmanager
+    def _unit(
+        self, actor: Actor, cause: str = "request", deadline: Mapping[str, Any] | None = None
+    ) -> Iterator[Unit]:
+        with transaction(self.db) as conn:
+            unit = Unit(self, conn, actor, cause, self.clock.now(), deadline)
+            yield unit
+            unit.flush()
+
+    # -- writing ------------------------------------------------------------------
+
+    def apply(
+        self,
+        entity: str,
+        entity_id: int,
+        event: str,
+        actor: Actor,
+        payload: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        expected_version: int | None = None,
+    ) -> Result:
+        """Apply `event` to an entity as `actor`, atomically. See the module docstring."""
+        machine = _machine(entity)
+        if event not in machine.permissions:
+            raise NotFound(
+                f"{entity} has no event {event!r}; its events are: "
+                f"{', '.join(machine.permissions)}",
+                code="unknown_event",
+            )
+        payload = dict(payload or {})
+        if actor.role is Role.SYSTEM and machine.permissions[event] != {Role.SYSTEM}:
+            raise PermissionDenied(
+                "the system role only fires the engine's own timers", code="role_not_allowed"
+            )
+        request = {"entity": entity, "id": entity_id, "event": event, "actor": actor.as_dict(),
+                   "payload": payload, "expected_version": expected_version}
+        with self._unit(actor) as unit:
+            unit.lock_contract(self._contract_of(unit.conn, entity, entity_id))
+            if idempotency_key is not None:
+                replay = self._replay(unit.conn, idempotency_key, request)
+                if replay is not None:
+                    return replay
+            record = unit.load(entity, entity_id)
+            _check_actor(unit, entity, event, actor)
+            if expected_version is not None and record["version"] != expected_version:
+                raise VersionConflict(
+                    f"{entity} {entity_id} is at version {record['version']}, "
+                    f"not {expected_version}: re-read it and decide again",
+                    details={"version": record["version"], "state": record["state"]},
+                )
+            step = unit.transition(record, event, payload)
+            unit.close_if_settled(step)
+            result = self._result(unit, step)
+            if idempotency_key is not None:
+                self._remember(unit, idempotency_key, request, result)
+            return result
+
+    def create_contract(
+        self, actor: Actor, payload: Mapping[str, Any], idempotency_key: str | None = None
+    ) -> Result:
+        """CT2: a client offers a contract to a freelancer, with milestones if given (MS2)."""
+        from workflows import effects  # the effects register themselves on import
+
+        payload = dict(payload)
+        request = {"entity": "contract", "event": "create", "actor": actor.as_dict(),
+                   "payload": payload}
+        if actor.role is not Role.CLIENT:
+            raise PermissionDenied(
+                f"only a client offers contracts, not a {actor.role.value}",
+                code="role_not_allowed",
+            )
+        with self._unit(actor) as unit:
+            if idempotency_key is not None:
+                replay = self._replay(unit.conn, idempotency_key, request)
+                if replay is not None:
+                    return replay
+            step = effects.offer_contract(unit, payload)
+            result = self._result(unit, step)
+            if idempotency_key is not None:
+                self._remember(unit, idempotency_key, request, result)
+            return result
+
+    def fire_due_deadlines(self, now: datetime | None = None, limit: int = 1000) -> FireReport:
+        """Fire every deadline due by `now`, oldest first, each in its own transaction.
+
+        A deadline fires only if its entity still has the version it was scheduled for;
+        otherwise the entity has moved on (a party acted first) and it is marked stale.
+        """
+        now = now or self.clock.now()
+        report = FireReport()
+        while True:
+            with translated_errors(), self.db.connect() as conn:
+                due = conn.execute(
+                    sa.select(_deadlines.c.id)
+                    .where(_deadlines.c.status == "pending", _deadlines.c.due_at <= now)
+                    .order_by(_deadlines.c.due_at, _deadlines.c.id)
+                    .limit(limit)
+                ).scalars().all()
+            for deadline_id in due:
+                try:
+                    outcome = self.fire_deadline(deadline_id)
+                except EscrowflowError as exc:
+                    report.failed += 1
+                    report.errors.append(f"deadline {deadline_id}: {exc.message}")
+                    self._record_failure(deadline_id, exc)
+                    continue
+                if outcome == "fired":
+                    report.fired += 1
+                elif outcome == "stale":
+                    report.stale += 1
+            if len(due) < limit or report.failed >= len(due):
+                return report
+
+    def fire_deadline(self, deadline_id: int) -> str:
+        """Fire one deadline: "fired", "stale", or "gone" if another worker took it."""
+        with translated_errors(), self.db.connect() as conn:
+            contract_id = conn.execute(
+                sa.select(_deadlines.c.contract_id).where(_deadlines.c.id == deadline_id)
+            ).scalar_one_or_none()
+        if contract_id is None:
+            raise NotFound(f"deadline {deadline_id} does not exist", code="deadline_not_found")
+        with self._unit(SYSTEM, cause="timer") as unit:
+            unit.lock_contract(contract_id)
+            deadline = unit.conn.execute(
+                sa.select(_deadlines).where(_deadlines.c.id == deadline_id)
+            ).mappings().one()
+            if deadline["status"] != "pending":
+                return "gone"
+            unit.deadline = deadline
+            record = unit.load(deadline["entity"], deadline["entity_id"])
+            timer = timer_of(MACHINES[record.entity], record["state"])
+            if (
+                record["version"] != deadline["state_version"]
+                or timer is None
+                or timer.event != deadline["event"]
+            ):
+                self._close_deadline(unit, deadline_id, "stale", None)
+                return "stale"
+            step = unit.transition(record, deadline["event"], {})
+            unit.close_if_settled(step)
+            self._close_deadline(unit, deadline_id, "fired", step.history_id)
+            return "fired"
+
+    def _close_deadline(
+        self, unit: Unit, deadline_id: int, status: str, history_id: int | None
+    ) -> None:
+        unit.conn.execute(
+            _deadlines.update()
+            .where(_deadlines.c.id == deadline_id)
+            .values(status=status, closed_at=unit.now, history_id=history_id)
+        )
+
+    def _record_failure(self, deadline_id: int, error: EscrowflowError) -> None:
+        with transaction(self.db) as conn:
+            conn.execute(
+                _deadlines.update()
+                .where(_deadlines.c.id == deadline_id)
+                .values(attempts=_deadlines.c.attempts + 1, last_error=error.message[:2000])
+            )
+
+    # -- helpers ------------------------------------------------------------------
+
+    @staticmethod
+    def _contract_of(conn: Connection, entity: str, entity_id: int) -> int:
+        if entity == "contract":
+            return entity_id
+        table = models.TABLES[entity]
+        contract_id = conn.execute(
+            sa.select(table.c.contract_id).where(table.c.id == entity_id)
+        ).scalar_one_or_none()
+        if contract_id is None:
+            raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
+        return int(contract_id)
+
+    @staticmethod
+    def _replay(conn: Connection, key: str, request: Mapping[str, Any]) -> Result | None:
+        """The stored result of a request already made with this key, if it was this one."""
+        if not key or len(key) > 200:
+            raise ValidationError(
+                "Idempotency-Key must be 1 to 200 characters", code="invalid_idempotency_key"
+            )
+        stored = conn.execute(
+            sa.select(_idempotency.c.fingerprint, _idempotency.c.result).where(
+                _idempotency.c.key == key
+            )
+        ).first()
+        if stored is None:
+            return None
+        if stored.fingerprint != fingerprint(request):
+            raise IdempotencyConflict(
+                f"Idempotency-Key {key!r} was already used for a different request: "
+                "use a new key for a new request"
+            )
+        return {**stored.result, "replayed": True}
+
+    @staticmethod
+    def _remember(unit: Unit, key: str, request: Mapping[str, Any], result: Result) -> None:
+        unit.conn.execute(
+            _idempotency.insert().values(
+                key=key, fingerprint=fingerprint(request), result=result, created_at=unit.now
+            )
+        )
+
+    @staticmethod
+    def _result(unit: Unit, step: Step) -> Result:
+        return {
+            "entity": step.entity,
+            "id": step.record.id,
+            "event": step.event,
+            "state": step.record["state"],
+            "version": step.record["version"],
+            "history_id": step.history_id,
+            "created": list(unit.created),
+            "replayed": False,
+        }
+
+
+def _machine(entity: str) -> type[EscrowMachine]:
+    # Importing the effects registers them; done here so that machines stay importable
+    # (for diagrams, say) without the engine.
+    from workflows import effects  # noqa: F401
+
+    try:
+        return MACHINES[entity]
+    except KeyError:
+        raise NotFound(
+            f"unknown entity {entity!r}: use one of {', '.join(MACHINES)}",
+            code="unknown_entity",
+        ) from None

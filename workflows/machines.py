@@ -1,0 +1,397 @@
+"""The escrow lifecycles, declared as python-statemachine classes.
+
+Each machine declares its states and events, who may fire each event (PA1), named
+guards that refuse with a precise reason, and the timers of the states that time out
+("in review for the review window, then `auto_approve`"). Machines do no I/O: the
+engine binds one to a carrier of the entity's state (`state_field="state"`), passes the
+facts in a :class:`Context`, and persists whatever the machine decided.
+
+Every class is checked when it is defined (see :class:`_ValidatedMeta`): a machine with
+an event no role may fire, or a timer that names an unknown event or policy, does not
+import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from statemachine import State, StateMachine
+from statemachine.factory import StateMachineMetaclass
+
+from storage.errors import TransitionRejected
+from workflows.actors import Actor, Role
+from workflows.policy import TIMER_POLICIES
+
+CLIENT = frozenset({Role.CLIENT})
+FREELANCER = frozenset({Role.FREELANCER})
+PARTIES = frozenset({Role.CLIENT, Role.FREELANCER})
+ADMIN = frozenset({Role.ADMIN})
+SYSTEM = frozenset({Role.SYSTEM})
+
+
+@dataclass(frozen=True)
+class Timer:
+    """After the policy's duration in the state, the engine fires `event` (as system)."""
+
+    policy: str
+    event: str
+    # Self-transitions that give the other party a fresh full duration (e.g. an edited
+    # change request); any other self-transition keeps the running deadline.
+    restart_on: frozenset[str] = field(default_factory=frozenset)
+
+
+class TimedState(State):  # type: ignore[misc]
+    """A state that times out: it carries its :class:`Timer`."""
+
+    def __init__(self, *args: Any, timer: Timer, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timer = timer
+
+
+@dataclass(frozen=True)
+class Context:
+    """The facts a guard may read. Plain values: the machine never touches the database."""
+
+    entity: str
+    row: Mapping[str, Any]
+    contract: Mapping[str, Any]
+    payload: Mapping[str, Any]
+    actor: Actor
+
+
+def _refuse(code: str, message: str) -> TransitionRejected:
+    return TransitionRejected(message, code=code)
+
+
+class _ValidatedMeta(StateMachineMetaclass):  # type: ignore[misc]
+    """Checks each lifecycle's declarations when its class is created."""
+
+    def __init__(cls, name: str, bases: tuple[type, ...], attrs: dict[str, Any]) -> None:
+        super().__init__(name, bases, attrs)
+        if attrs.get("entity"):
+            _check_declarations(cls)
+
+
+def _check_declarations(cls: Any) -> None:
+    events = {event.id for event in cls.events}
+    declared = set(cls.permissions)
+    if events != declared:
+        raise TypeError(
+            f"{cls.__name__}: permissions must name every event exactly; "
+            f"missing {sorted(events - declared)}, unknown {sorted(declared - events)}"
+        )
+    for event, roles in cls.permissions.items():
+        if not roles or not roles <= set(Role):
+            raise TypeError(f"{cls.__name__}.{event}: roles must be a non-empty set of Role")
+    for state in cls.states:
+        timer = getattr(state, "timer", None)
+        if timer is None:
+            continue
+        if timer.policy not in TIMER_POLICIES:
+            raise TypeError(f"{cls.__name__}.{state.id}: unknown timer policy {timer.policy!r}")
+        leaving = {t.event for t in state.transitions if t.target is not state}
+        if timer.event not in leaving:
+            raise TypeError(
+                f"{cls.__name__}.{state.id}: timer event {timer.event!r} must leave the state"
+            )
+        if cls.permissions[timer.event] != SYSTEM:
+            raise TypeError(f"{cls.__name__}.{timer.event}: a timer event is the system's alone")
+
+
+class EscrowMachine(StateMachine, metaclass=_ValidatedMeta):  # type: ignore[misc]
+    """Base of the lifecycles: shared guards and the declarations the engine reads."""
+
+    entity: ClassVar[str] = ""
+    permissions: ClassVar[Mapping[str, frozenset[Role]]] = {}
+
+    # -- guards shared by several lifecycles -----------------------------------
+
+    def contract_open(self, ctx: Context) -> None:
+        """The contract is an offer or active: milestones can still be planned and funded."""
+        if ctx.contract["state"] not in ("offer", "active"):
+            raise _refuse(
+                "contract_closed",
+                f"contract {ctx.contract['id']} is {ctx.contract['state']}: "
+                "milestones can only be changed or funded on an offer or an active contract",
+            )
+
+    def contract_is_active(self, ctx: Context) -> None:
+        if ctx.contract["state"] != "active":
+            raise _refuse(
+                "contract_not_active",
+                f"contract {ctx.contract['id']} is {ctx.contract['state']}, not active",
+            )
+
+    def contract_accepted(self, ctx: Context) -> None:
+        """The freelancer accepted the contract at some point (it is active or ended)."""
+        if ctx.contract["state"] not in ("active", "ended"):
+            raise _refuse(
+                "contract_not_accepted",
+                f"contract {ctx.contract['id']} is {ctx.contract['state']}: "
+                "payment can be released only once the freelancer has accepted it",
+            )
+
+    def is_fixed_price(self, ctx: Context) -> None:
+        """CT1: milestones exist only on fixed-price contracts."""
+        if ctx.contract["kind"] != "fixed":
+            raise _refuse(
+                "not_fixed_price",
+                f"contract {ctx.contract['id']} is an {ctx.contract['kind']} contract: "
+                "milestones exist only on fixed-price contracts",
+            )
+
+    def no_pending_proposal(self, ctx: Context) -> None:
+        """FP3: while a proposal waits, the client makes no other milestone change."""
+        if ctx.contract["open_proposal_id"] is not None:
+            raise _refuse(
+                "proposal_pending",
+                f"proposal {ctx.contract['open_proposal_id']} is waiting for the client: "
+                "accept or decline it before changing milestones",
+            )
+
+
+class ContractMachine(EscrowMachine):
+    """A fixed-price (or hourly) contract: an offer, then active, then ended (CT)."""
+
+    entity = "contract"
+
+    offer = State(initial=True)
+    active = State()
+    # Not final: refunds of what is still held can be requested after the end (RF1).
+    ended = State()
+    # Ended with nothing held and nothing open: the engine closes it (X3).
+    closed = State(final=True)
+    withdrawn = State(final=True)
+    declined = State(final=True)
+
+    accept = offer.to(active)
+    decline = offer.to(declined)
+    withdraw = offer.to(withdrawn)
+    end = active.to(ended)
+    close = ended.to(closed, validators="nothing_left_open")
+    add_milestones = offer.to.itself(
+        validators=["is_fixed_price", "no_pending_proposal"]
+    ) | active.to.itself(validators=["is_fixed_price", "no_pending_proposal"])
+    reorder_milestones = offer.to.itself(
+        validators=["is_fixed_price", "no_pending_proposal"]
+    ) | active.to.itself(validators=["is_fixed_price", "no_pending_proposal"])
+    propose = offer.to.itself(
+        validators=["is_fixed_price", "no_pending_proposal"]
+    ) | active.to.itself(validators=["is_fixed_price", "no_pending_proposal"])
+    request_refund = active.to.itself(validators="no_open_refund") | ended.to.itself(
+        validators="no_open_refund"
+    )
+
+    permissions = {
+        "accept": FREELANCER,
+        "decline": FREELANCER,
+        "withdraw": CLIENT,
+        "end": PARTIES,
+        "close": SYSTEM,
+        "add_milestones": CLIENT,
+        "reorder_milestones": CLIENT,
+        "propose": FREELANCER,
+        "request_refund": CLIENT,
+    }
+
+    def nothing_left_open(self, ctx: Context) -> None:
+        if ctx.contract["held"] or ctx.contract["active_milestone_id"] is not None:
+            raise _refuse(
+                "escrow_still_held",
+                f"contract {ctx.contract['id']} still holds escrow: release or refund it first",
+            )
+
+    def no_open_refund(self, ctx: Context) -> None:
+        if ctx.contract["open_refund_id"] is not None:
+            raise _refuse(
+                "refund_pending",
+                f"refund {ctx.contract['open_refund_id']} is still open on this contract: "
+                "wait for it to be settled",
+            )
+
+
+class MilestoneMachine(EscrowMachine):
+    """A milestone: planned, funded into escrow, submitted, reviewed, paid (MS)."""
+
+    entity = "milestone"
+
+    pending = State(initial=True)
+    active = State()
+    in_review = TimedState(timer=Timer("review_window", "auto_approve"))
+    refund_requested = State()
+    released = State(final=True)
+    refunded = State(final=True)
+    settled = State(final=True)  # a disputed refund split between the parties (RF3)
+    deleted = State(final=True)
+
+    fund = pending.to(active, validators=["contract_open", "no_other_milestone_active"])
+    edit = pending.to.itself(validators=["contract_open", "no_pending_proposal"])
+    delete = pending.to(deleted, validators=["contract_open", "no_pending_proposal"])
+    submit = active.to(in_review, validators="contract_is_active")
+    request_changes = in_review.to(active)
+    release = active.to(released, validators="contract_accepted") | in_review.to(
+        released, validators="contract_accepted"
+    )
+    deposit = active.to.itself(validators="escrow_short") | in_review.to.itself(
+        validators="escrow_short"
+    )
+    auto_approve = in_review.to(released)
+    open_change_request = active.to.itself(
+        validators=["contract_is_active", "no_open_change_request", "no_pending_proposal"]
+    )
+    # Moves caused by other entities' transitions (the engine's cascades).
+    apply_change = active.to.itself()
+    hold_for_refund = active.to(refund_requested)
+    release_hold = refund_requested.to(active)
+    refund = active.to(refunded) | refund_requested.to(refunded)
+    award = refund_requested.to(released)
+    split = refund_requested.to(settled)
+
+    permissions = {
+        "fund": CLIENT,
+        "edit": CLIENT,
+        "delete": CLIENT,
+        "submit": FREELANCER,
+        "request_changes": CLIENT,
+        "release": CLIENT,
+        "deposit": CLIENT,
+        "auto_approve": SYSTEM,
+        "open_change_request": CLIENT,
+        "apply_change": SYSTEM,
+        "hold_for_refund": SYSTEM,
+        "release_hold": SYSTEM,
+        "refund": SYSTEM,
+        "award": SYSTEM,
+        "split": SYSTEM,
+    }
+
+    def no_other_milestone_active(self, ctx: Context) -> None:
+        """MS4: one milestone at a time is active; money is not deposited ahead."""
+        active = ctx.contract["active_milestone_id"]
+        if active is not None:
+            raise _refuse(
+                "milestone_already_active",
+                f"milestone {active} of contract {ctx.contract['id']} is still active: "
+                "release or refund it before funding another",
+            )
+
+    def escrow_short(self, ctx: Context) -> None:
+        """CR3: a deposit tops up a milestone whose amount grew past its escrow."""
+        if ctx.row["escrow"] >= ctx.row["amount"]:
+            raise _refuse(
+                "escrow_already_full",
+                f"milestone {ctx.row['id']} already holds its full amount in escrow",
+            )
+
+    def no_open_change_request(self, ctx: Context) -> None:
+        """CR1: at most one pending change request per milestone."""
+        if ctx.row["open_change_request_id"] is not None:
+            raise _refuse(
+                "change_request_pending",
+                f"change request {ctx.row['open_change_request_id']} is already pending on "
+                f"milestone {ctx.row['id']}: edit or withdraw it instead",
+            )
+
+
+class ChangeRequestMachine(EscrowMachine):
+    """The client's request to change the active milestone (CR)."""
+
+    entity = "change_request"
+
+    pending = TimedState(
+        initial=True,
+        timer=Timer("change_request_lifetime", "expire", restart_on=frozenset({"edit"})),
+    )
+    accepted = State(final=True)
+    rejected = State(final=True)
+    withdrawn = State(final=True)
+    expired = State(final=True)
+    cancelled = State(final=True)
+
+    accept = pending.to(accepted)
+    reject = pending.to(rejected)
+    edit = pending.to.itself()
+    withdraw = pending.to(withdrawn)
+    expire = pending.to(expired)
+    cancel = pending.to(cancelled)
+
+    permissions = {
+        "accept": FREELANCER,
+        "reject": FREELANCER,
+        "edit": CLIENT,
+        "withdraw": CLIENT,
+        "expire": SYSTEM,
+        "cancel": SYSTEM,
+    }
+
+
+class ProposalMachine(EscrowMachine):
+    """The freelancer's proposal to add, edit or delete future milestones (FP)."""
+
+    entity = "proposal"
+
+    pending = State(initial=True)
+    accepted = State(final=True)
+    declined = State(final=True)
+    withdrawn = State(final=True)
+    cancelled = State(final=True)
+
+    accept = pending.to(accepted, validators="contract_open")
+    decline = pending.to(declined)
+    withdraw = pending.to(withdrawn)
+    cancel = pending.to(cancelled)
+
+    permissions = {
+        "accept": CLIENT,
+        "decline": CLIENT,
+        "withdraw": FREELANCER,
+        "cancel": SYSTEM,
+    }
+
+
+class RefundMachine(EscrowMachine):
+    """The client's request to get escrow back, and its dispute (RF)."""
+
+    entity = "refund"
+
+    requested = TimedState(initial=True, timer=Timer("refund_response_time", "refund_by_default"))
+    disputed = State()
+    refunded = State(final=True)
+    resolved = State(final=True)
+    cancelled = State(final=True)
+
+    approve = requested.to(refunded)
+    refund_by_default = requested.to(refunded)
+    dispute = requested.to(disputed)
+    resolve = disputed.to(resolved)
+    cancel = requested.to(cancelled)
+
+    permissions = {
+        "approve": FREELANCER,
+        "refund_by_default": SYSTEM,
+        "dispute": FREELANCER,
+        "resolve": ADMIN,
+        "cancel": CLIENT,
+    }
+
+
+MACHINES: Mapping[str, type[EscrowMachine]] = {
+    m.entity: m
+    for m in (ContractMachine, MilestoneMachine, ChangeRequestMachine, ProposalMachine, RefundMachine)
+}
+"""Every lifecycle, by entity name."""
+
+
+def timer_of(machine: type[EscrowMachine], state: str) -> Timer | None:
+    return getattr(machine.states_map[state], "timer", None)
+
+
+def events_from(machine: type[EscrowMachine], state: str) -> list[str]:
+    """The events declared out of `state`, in declaration order (guards not evaluated)."""
+    seen: dict[str, None] = {}
+    for transition in machine.states_map[state].transitions:
+        for event in transition.events:
+            seen[str(event)] = None
+    return list(seen)

@@ -1,0 +1,93 @@
+"""Policies: the durations and limits of rules.md, with their defaults.
+
+A deployment changes them through settings; the machines name a policy (e.g. a state's
+timer says "after `review_window`"), and only this object knows its length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+
+from storage.errors import ValidationError
+
+# ISO 4217 codes in use, with the number of digits of their minor unit.
+ISO_4217: Mapping[str, int] = MappingProxyType(
+    {
+        **dict.fromkeys(
+            "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BRL BSD BTN "
+            "BWP BYN BZD CAD CDF CHF CNY COP CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD "
+            "FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS "
+            "KHR KPW KYD KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK "
+            "MXN MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR "
+            "SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SYP SZL THB TJS TMT TOP TRY TTD TWD "
+            "TZS UAH USD UYU UZS VES WST XCD YER ZAR ZMW ZWL".split(),
+            2,
+        ),
+        **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF".split(), 0),
+        **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+    }
+)
+
+TIMER_POLICIES = ("review_window", "change_request_lifetime", "refund_response_time")
+"""The durations a machine's timer may name."""
+
+DEFAULT_DURATIONS: Mapping[str, timedelta] = MappingProxyType(
+    {
+        "review_window": timedelta(days=14),  # MS10
+        "change_request_lifetime": timedelta(days=7),  # CR6
+        "refund_response_time": timedelta(days=7),  # RF2
+    }
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    durations: Mapping[str, timedelta] = field(default_factory=lambda: dict(DEFAULT_DURATIONS))
+    # Smallest milestone amount per currency, in minor units (MS1). A currency not
+    # listed needs five of its major units, as USD needs 5.00.
+    minimum_amounts: Mapping[str, int] = field(default_factory=lambda: {"USD": 500})
+    max_milestones: int = 200  # CT3
+    currencies: frozenset[str] = frozenset(ISO_4217)
+
+    def __post_init__(self) -> None:
+        missing = [name for name in TIMER_POLICIES if name not in self.durations]
+        if missing:
+            raise ValidationError(f"policy has no duration for {', '.join(missing)}")
+        for name, length in self.durations.items():
+            if length <= timedelta(0):
+                raise ValidationError(f"policy duration {name} must be positive, not {length}")
+        unknown = sorted(set(self.currencies) - set(ISO_4217))
+        if unknown:
+            raise ValidationError(f"not ISO 4217 currencies: {', '.join(unknown)}")
+        if self.max_milestones < 1:
+            raise ValidationError("max_milestones must be at least 1")
+
+    def duration(self, name: str) -> timedelta:
+        return self.durations[name]
+
+    def check_currency(self, currency: object) -> str:
+        if not isinstance(currency, str) or currency.upper() not in self.currencies:
+            raise ValidationError(
+                f"unknown currency {currency!r}: give an ISO 4217 code such as USD or EUR",
+                code="unknown_currency",
+                details={"field": "currency"},
+            )
+        return currency.upper()
+
+    def minimum_amount(self, currency: str) -> int:
+        if currency in self.minimum_amounts:
+            return self.minimum_amounts[currency]
+        return 5 * 10 ** ISO_4217[currency]
+
+
+def format_money(amount: int, currency: str) -> str:
+    """1234, "USD" -> "12.34 USD": for messages only; money itself stays an integer."""
+    digits = ISO_4217.get(currency, 2)
+    if digits == 0:
+        return f"{amount} {currency}"
+    sign = "-" if amount < 0 else ""
+    whole, part = divmod(abs(amount), 10**digits)
+    return f"{sign}{whole}.{part:0{digits}d} {currency}"
