@@ -111,8 +111,13 @@ def translated_errors() -> Iterator[None]:
             code="constraint_violated",
             details={"constraint": name},
         ) from exc
-    except sa.exc.OperationalError as exc:
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
         text = str(exc.orig).lower()
+        if "no such table" in text or ("relation" in text and "does not exist" in text):
+            raise StorageError(
+                "the database has no escrowflow schema yet: run `escrowflow migrate`",
+                code="not_migrated",
+            ) from exc
         if "locked" in text or "deadlock" in text or "could not serialize" in text:
             raise ConflictError(
                 "the database was busy with a concurrent change: try again",

@@ -1,0 +1,3 @@
+from escrowflow.cli import main
+
+main()

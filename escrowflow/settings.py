@@ -1,0 +1,55 @@
+"""One typed settings object, read from ``ESCROWFLOW_*`` environment variables."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflows.policy import ISO_4217, Policy
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Durations take seconds or ISO 8601 (``P14D``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ESCROWFLOW_", extra="ignore")
+
+    database_url: str = "sqlite:///./escrowflow.db"
+    # FULL: a committed release survives a power cut (WAL with NORMAL could lose it).
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+
+    review_window: timedelta = timedelta(days=14)  # MS10
+    change_request_lifetime: timedelta = timedelta(days=7)  # CR6
+    refund_response_time: timedelta = timedelta(days=7)  # RF2
+    minimum_amounts: dict[str, int] = Field(default_factory=lambda: {"USD": 500})  # MS1
+    max_milestones: int = Field(default=200, ge=1)  # CT3
+
+    @field_validator("minimum_amounts")
+    @classmethod
+    def _known_currencies(cls, value: dict[str, int]) -> dict[str, int]:
+        for currency, amount in value.items():
+            if currency not in ISO_4217:
+                raise ValueError(f"{currency} is not an ISO 4217 currency code")
+            if amount <= 0:
+                raise ValueError(f"minimum amount for {currency} must be positive")
+        return value
+
+    @field_validator("review_window", "change_request_lifetime", "refund_response_time")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return value
+
+    def policy(self) -> Policy:
+        return Policy(
+            durations={
+                "review_window": self.review_window,
+                "change_request_lifetime": self.change_request_lifetime,
+                "refund_response_time": self.refund_response_time,
+            },
+            minimum_amounts=dict(self.minimum_amounts),
+            max_milestones=self.max_milestones,
+        )

@@ -1,0 +1,110 @@
+"""Read-only views: an entity's state, what may happen next, history, ledger, deadlines."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine as DBEngine
+
+from storage import models
+from storage.db import translated_errors
+from storage.errors import NotFound
+from workflows.actors import Role
+from workflows.machines import MACHINES, events_from
+
+_history = models.History.__table__
+_ledger = models.LedgerEntry.__table__
+_deadlines = models.Deadline.__table__
+_contracts = models.Contract.__table__
+
+ESCROW_COLUMNS = ("deposited", "released", "refunded", "held", "credit")
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def allowed_events(entity: str, state: str) -> dict[str, list[str]]:
+    """The events each role may fire from `state` (guards still apply when fired)."""
+    machine = MACHINES[entity]
+    events = events_from(machine, state)
+    return {
+        role.value: [e for e in events if role in machine.permissions[e]]
+        for role in Role
+        if any(role in machine.permissions[e] for e in events)
+    }
+
+
+def show(db: DBEngine, entity: str, entity_id: int) -> dict[str, Any]:
+    if entity not in models.TABLES:
+        raise NotFound(
+            f"unknown entity {entity!r}: use one of {', '.join(models.TABLES)}",
+            code="unknown_entity",
+        )
+    table = models.TABLES[entity]
+    with translated_errors(), db.connect() as conn:
+        row = conn.execute(sa.select(table).where(table.c.id == entity_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
+        contract_id = entity_id if entity == "contract" else row["contract_id"]
+        contract = conn.execute(
+            sa.select(_contracts).where(_contracts.c.id == contract_id)
+        ).mappings().one()
+        deadlines = conn.execute(
+            sa.select(_deadlines.c.id, _deadlines.c.event, _deadlines.c.due_at)
+            .where(
+                _deadlines.c.entity == entity,
+                _deadlines.c.entity_id == entity_id,
+                _deadlines.c.status == "pending",
+            )
+            .order_by(_deadlines.c.due_at)
+        ).mappings().all()
+    return {
+        "entity": entity,
+        "id": entity_id,
+        **{k: _jsonable(v) for k, v in row.items() if k != "id"},
+        "allowed_events": allowed_events(entity, row["state"]),
+        "pending_deadlines": [
+            {"id": d["id"], "event": d["event"], "due_at": d["due_at"].isoformat()}
+            for d in deadlines
+        ],
+        "contract_escrow": {
+            "currency": contract["currency"],
+            **{column: contract[column] for column in ESCROW_COLUMNS},
+        },
+    }
+
+
+def history(db: DBEngine, entity: str, entity_id: int) -> list[dict[str, Any]]:
+    with translated_errors(), db.connect() as conn:
+        rows = conn.execute(
+            sa.select(_history)
+            .where(_history.c.entity == entity, _history.c.entity_id == entity_id)
+            .order_by(_history.c.id)
+        ).mappings().all()
+    if not rows:
+        show(db, entity, entity_id)  # names the missing entity precisely
+    return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
+
+
+def ledger(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
+    with translated_errors(), db.connect() as conn:
+        rows = conn.execute(
+            sa.select(_ledger).where(_ledger.c.contract_id == contract_id).order_by(_ledger.c.id)
+        ).mappings().all()
+    return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
+
+
+def pending_deadlines(
+    db: DBEngine, *, overdue_at: datetime | None = None, contract_id: int | None = None
+) -> list[dict[str, Any]]:
+    query = sa.select(_deadlines).where(_deadlines.c.status == "pending")
+    if overdue_at is not None:
+        query = query.where(_deadlines.c.due_at <= overdue_at)
+    if contract_id is not None:
+        query = query.where(_deadlines.c.contract_id == contract_id)
+    with translated_errors(), db.connect() as conn:
+        rows = conn.execute(query.order_by(_deadlines.c.due_at, _deadlines.c.id)).mappings()
+        return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
