@@ -1,0 +1,109 @@
+"""Fixtures: every engine test runs on a real SQLite file and a real PostgreSQL server.
+
+`ESCROWFLOW_TEST_BACKENDS=sqlite` restricts the run to SQLite. Without PostgreSQL
+server binaries the PostgreSQL half skips with the reason, except under CI (CI=true),
+where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine as DBEngine
+
+from storage.db import make_engine
+from storage.models import metadata
+from tests.helpers import Scenario
+from tests.pg import Cluster, PostgresUnavailable
+from workflows.clock import ManualClock
+from workflows.engine import Engine
+from workflows.policy import Policy
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+BACKENDS = [
+    b.strip()
+    for b in os.environ.get("ESCROWFLOW_TEST_BACKENDS", "sqlite,postgresql").split(",")
+    if b.strip()
+]
+
+
+def database_settings(url: str, synchronous: str = "NORMAL") -> types.SimpleNamespace:
+    return types.SimpleNamespace(database_url=url, sqlite_synchronous=synchronous)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    try:
+        cluster = Cluster()
+        cluster.start()
+    except PostgresUnavailable as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required under CI: {exc}")
+        pytest.skip(f"PostgreSQL not available here: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_schema_url(pg_cluster: Cluster) -> Iterator[str]:
+    url = pg_cluster.create_database("escrowflow_test")
+    engine = make_engine(database_settings(url))
+    metadata.create_all(engine)
+    engine.dispose()
+    yield url
+
+
+def _truncate_all(engine: DBEngine) -> None:
+    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db(backend: str, tmp_path: object, request: pytest.FixtureRequest) -> Iterator[DBEngine]:
+    if backend == "sqlite":
+        engine = make_engine(database_settings(f"sqlite:///{tmp_path}/escrowflow.db"))
+        metadata.create_all(engine)
+    else:
+        url = request.getfixturevalue("pg_schema_url")
+        engine = make_engine(database_settings(url), pool_size=10, max_overflow=20)
+        _truncate_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return Policy()
+
+
+@pytest.fixture
+def engine(db: DBEngine, policy: Policy, clock: ManualClock) -> Engine:
+    return Engine(db, policy, clock)
+
+
+@pytest.fixture
+def sc(engine: Engine, clock: ManualClock) -> Scenario:
+    return Scenario(engine, clock)
+
+
+def table_counts(db: DBEngine) -> dict[str, int]:
+    with db.connect() as conn:
+        return {
+            t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+            for t in metadata.sorted_tables
+        }
