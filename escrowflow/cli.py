@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
@@ -100,7 +99,10 @@ def offer(
 ) -> None:
     """A client offers a contract (CT2), optionally with its milestones (MS2)."""
     payload: dict[str, Any] = {
-        "freelancer_id": freelancer, "title": title, "currency": currency, "kind": kind,
+        "freelancer_id": freelancer,
+        "title": title,
+        "currency": currency,
+        "kind": kind,
     }
     if milestone:
         payload["milestones"] = [_milestone_option(m) for m in milestone]
@@ -132,7 +134,7 @@ def fire(
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Apply an event to an entity as a party, e.g. `fire milestone 3 submit --as freelancer:ada`."""
+    """Apply an event to an entity as a party: `fire milestone 3 submit --as freelancer:ada`."""
     payload = _json_arg(data, "--data")
     engine = _engine()
     with _errors():
@@ -143,8 +145,10 @@ def fire(
 
 
 def _describe_result(result: dict[str, Any]) -> str:
-    lines = [f"{result['entity']} {result['id']}: {result['event']} -> {result['state']} "
-             f"(version {result['version']}){' [replayed]' if result['replayed'] else ''}"]
+    lines = [
+        f"{result['entity']} {result['id']}: {result['event']} -> {result['state']} "
+        f"(version {result['version']}){' [replayed]' if result['replayed'] else ''}"
+    ]
     lines += [f"  created {c['entity']} {c['id']}" for c in result["created"]]
     return "\n".join(lines)
 
@@ -167,8 +171,10 @@ def _describe_view(view: dict[str, Any]) -> str:
     currency = escrow["currency"]
     lines = [f"{view['entity']} {view['id']}: {view['state']} (version {view['version']})"]
     if view["entity"] == "milestone":
-        lines.append(f"  {view['title']}: amount {format_money(view['amount'], currency)}, "
-                     f"in escrow {format_money(view['escrow'], currency)}")
+        lines.append(
+            f"  {view['title']}: amount {format_money(view['amount'], currency)}, "
+            f"in escrow {format_money(view['escrow'], currency)}"
+        )
     for role, events in view["allowed_events"].items():
         lines.append(f"  {role} may: {', '.join(events)}")
     for deadline in view["pending_deadlines"]:
@@ -190,11 +196,15 @@ def history(
     engine = _engine()
     with _errors():
         rows = views.history(engine.db, entity, entity_id)
-    _print(rows, as_json, lambda rs: "\n".join(
-        f"{r['at']}  v{r['version']}  {r['from_state'] or '-'} -> {r['to_state']}  "
-        f"{r['event']} by {r['actor_role']}:{r['actor_party']} ({r['cause']})"
-        for r in rs
-    ))
+    _print(
+        rows,
+        as_json,
+        lambda rs: "\n".join(
+            f"{r['at']}  v{r['version']}  {r['from_state'] or '-'} -> {r['to_state']}  "
+            f"{r['event']} by {r['actor_role']}:{r['actor_party']} ({r['cause']})"
+            for r in rs
+        ),
+    )
 
 
 @app.command("fire-due")
@@ -215,4 +225,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -12,7 +12,7 @@ Money is always an integer number of minor units plus an ISO 4217 currency code.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -54,11 +54,14 @@ class Contract(SQLModel, table=True):
     __tablename__ = "contracts"
     __table_args__ = (
         sa.CheckConstraint("kind IN ('fixed', 'hourly')", name="ck_contracts_kind"),
-        sa.CheckConstraint("deposited >= 0 AND released >= 0 AND refunded >= 0",
-                           name="ck_contracts_totals_non_negative"),
+        sa.CheckConstraint(
+            "deposited >= 0 AND released >= 0 AND refunded >= 0",
+            name="ck_contracts_totals_non_negative",
+        ),
         sa.CheckConstraint("held >= 0", name="ck_contracts_held_non_negative"),
-        sa.CheckConstraint("deposited = released + refunded + held",
-                           name="ck_contracts_ledger_balances"),
+        sa.CheckConstraint(
+            "deposited = released + refunded + held", name="ck_contracts_ledger_balances"
+        ),
         sa.CheckConstraint("credit >= 0 AND credit <= held", name="ck_contracts_credit_in_held"),
         sa.CheckConstraint("length(currency) = 3", name="ck_contracts_currency"),
     )
@@ -325,11 +328,29 @@ class IdempotencyRecord(SQLModel, table=True):
 
 metadata = SQLModel.metadata
 
+
+def table(model: type[SQLModel]) -> sa.Table:
+    """The Core table of a model, for the engine's hot path (no ORM session there)."""
+    return cast(sa.Table, model.__table__)  # type: ignore[attr-defined]
+
+
+CONTRACTS = table(Contract)
+MILESTONES = table(Milestone)
+CHANGE_REQUESTS = table(ChangeRequest)
+PROPOSALS = table(Proposal)
+PROPOSAL_ITEMS = table(ProposalItem)
+REFUNDS = table(Refund)
+HISTORY = table(History)
+LEDGER = table(LedgerEntry)
+DEADLINES = table(Deadline)
+OUTBOX = table(OutboxEvent)
+IDEMPOTENCY = table(IdempotencyRecord)
+
 TABLES: dict[str, sa.Table] = {
-    "contract": Contract.__table__,  # type: ignore[dict-item]
-    "milestone": Milestone.__table__,  # type: ignore[dict-item]
-    "change_request": ChangeRequest.__table__,  # type: ignore[dict-item]
-    "proposal": Proposal.__table__,  # type: ignore[dict-item]
-    "refund": Refund.__table__,  # type: ignore[dict-item]
+    "contract": CONTRACTS,
+    "milestone": MILESTONES,
+    "change_request": CHANGE_REQUESTS,
+    "proposal": PROPOSALS,
+    "refund": REFUNDS,
 }
 """The tables of the entities that have a lifecycle, by entity name."""

@@ -28,9 +28,15 @@ class Scenario:
 
     # arrange
 
-    def offer(self, *amounts: int, kind: str = "fixed", currency: str = "USD") -> tuple[int, list[int]]:
-        payload: dict[str, Any] = {"freelancer_id": FREELANCER.party, "title": "Website",
-                                   "currency": currency, "kind": kind}
+    def offer(
+        self, *amounts: int, kind: str = "fixed", currency: str = "USD"
+    ) -> tuple[int, list[int]]:
+        payload: dict[str, Any] = {
+            "freelancer_id": FREELANCER.party,
+            "title": "Website",
+            "currency": currency,
+            "kind": kind,
+        }
         if amounts:
             payload["milestones"] = [
                 {"title": f"Milestone {i}", "amount": a} for i, a in enumerate(amounts, 1)
@@ -52,8 +58,15 @@ class Scenario:
 
     # act
 
-    def fire(self, entity: str, entity_id: int, event: str, actor: Actor = CLIENT,
-             payload: dict[str, Any] | None = None, **kw: Any) -> Result:
+    def fire(
+        self,
+        entity: str,
+        entity_id: int,
+        event: str,
+        actor: Actor = CLIENT,
+        payload: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> Result:
         return self.engine.apply(entity, entity_id, event, actor, payload, **kw)
 
     def wait(self, **delta: float) -> FireReport:
@@ -66,7 +79,9 @@ class Scenario:
     def row(self, entity: str, entity_id: int) -> dict[str, Any]:
         table = models.TABLES[entity]
         with self.db.connect() as conn:
-            return dict(conn.execute(sa.select(table).where(table.c.id == entity_id)).mappings().one())
+            return dict(
+                conn.execute(sa.select(table).where(table.c.id == entity_id)).mappings().one()
+            )
 
     def state(self, entity: str, entity_id: int) -> str:
         return str(self.row(entity, entity_id)["state"])
@@ -102,27 +117,29 @@ class Scenario:
 
 def check_invariants(db: sa.Engine) -> None:
     with db.connect() as conn:
-        contracts = conn.execute(sa.select(models.Contract.__table__)).mappings().all()
-        ledger = conn.execute(sa.select(models.LedgerEntry.__table__)).mappings().all()
-        history = conn.execute(
-            sa.select(models.History.__table__).order_by(models.History.__table__.c.id)
-        ).mappings().all()
-        deadlines = conn.execute(
-            sa.select(models.Deadline.__table__).where(models.Deadline.__table__.c.status == "pending")
-        ).mappings().all()
+        contracts = conn.execute(sa.select(models.CONTRACTS)).mappings().all()
+        ledger = conn.execute(sa.select(models.LEDGER)).mappings().all()
+        history = (
+            conn.execute(sa.select(models.HISTORY).order_by(models.HISTORY.c.id)).mappings().all()
+        )
+        deadlines = (
+            conn.execute(sa.select(models.DEADLINES).where(models.DEADLINES.c.status == "pending"))
+            .mappings()
+            .all()
+        )
         entities = {
             name: {r["id"]: r for r in conn.execute(sa.select(t)).mappings()}
             for name, t in models.TABLES.items()
         }
         milestone_escrow = {
-            m["contract_id"]: m["escrow"]
-            for m in entities["milestone"].values()
-            if m["escrow"]
+            m["contract_id"]: m["escrow"] for m in entities["milestone"].values() if m["escrow"]
         }
         refund_reserved: dict[int, int] = {}
         for r in entities["refund"].values():
             if r["state"] in ("requested", "disputed"):
-                refund_reserved[r["contract_id"]] = refund_reserved.get(r["contract_id"], 0) + r["amount"]
+                refund_reserved[r["contract_id"]] = (
+                    refund_reserved.get(r["contract_id"], 0) + r["amount"]
+                )
     for c in contracts:
         sums = {"deposit": 0, "release": 0, "refund": 0}
         for entry in ledger:
@@ -135,7 +152,9 @@ def check_invariants(db: sa.Engine) -> None:
         assert held == c["held"] >= 0, (c, sums)
         # ES2: released + refunded + held = deposited.
         assert (c["deposited"], c["released"], c["refunded"]) == (
-            sums["deposit"], sums["release"], sums["refund"]
+            sums["deposit"],
+            sums["release"],
+            sums["refund"],
         )
         assert c["released"] + c["refunded"] + c["held"] == c["deposited"]
         # Every held cent is accounted for: a milestone, the credit, or an open refund.

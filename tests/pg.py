@@ -69,18 +69,47 @@ class Cluster:
     def start(self) -> None:
         self._log = open(self.root / "postgres.log", "wb")  # noqa: SIM115 - closed in stop()
         subprocess.run(
-            self._run_as([f"{self.bin_dir}/initdb", "-D", str(self.data), "-U", "postgres",
-                          "-A", "trust", "-E", "UTF8", "--no-sync"]),
-            check=True, capture_output=True,
+            self._run_as(
+                [
+                    f"{self.bin_dir}/initdb",
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
         self.process = subprocess.Popen(
-            self._run_as([
-                f"{self.bin_dir}/postgres", "-D", str(self.data), "-k", str(self.socket),
-                "-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off", "-c", "max_connections=200",
-                "-c", "shared_buffers=128MB",
-            ]),
-            stdout=subprocess.DEVNULL, stderr=self._log,
+            self._run_as(
+                [
+                    f"{self.bin_dir}/postgres",
+                    "-D",
+                    str(self.data),
+                    "-k",
+                    str(self.socket),
+                    "-c",
+                    "listen_addresses=",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
+                    "-c",
+                    "shared_buffers=128MB",
+                ]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
         )
         deadline = time.monotonic() + 30
         while not (self.socket / ".s.PGSQL.5432").exists():

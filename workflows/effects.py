@@ -18,8 +18,8 @@ from workflows import payloads as p
 from workflows.engine import Step, Unit, effect
 from workflows.policy import format_money
 
-_milestones = models.Milestone.__table__
-_items = models.ProposalItem.__table__
+_milestones = models.MILESTONES
+_items = models.PROPOSAL_ITEMS
 FIELDS = p.MILESTONE_FIELDS
 
 
@@ -38,7 +38,8 @@ def offer_contract(unit: Unit, payload: Mapping[str, Any]) -> Step:
     kind = payload.get("kind", "fixed")
     if kind not in ("fixed", "hourly"):
         raise ValidationError(
-            f"kind must be fixed or hourly, not {kind!r}", code="invalid_kind",
+            f"kind must be fixed or hourly, not {kind!r}",
+            code="invalid_kind",
             details={"field": "kind"},
         )
     values = {
@@ -47,9 +48,15 @@ def offer_contract(unit: Unit, payload: Mapping[str, Any]) -> Step:
         "freelancer_id": freelancer,
         "title": p.text(payload, "title", max_length=200, required=True),
         "currency": unit.engine.policy.check_currency(payload.get("currency")),
-        "deposited": 0, "released": 0, "refunded": 0, "held": 0, "credit": 0,
+        "deposited": 0,
+        "released": 0,
+        "refunded": 0,
+        "held": 0,
+        "credit": 0,
         "milestone_count": 0,
-        "active_milestone_id": None, "open_proposal_id": None, "open_refund_id": None,
+        "active_milestone_id": None,
+        "open_proposal_id": None,
+        "open_refund_id": None,
     }
     step = unit.create("contract", values, parent=None)
     if payload.get("milestones") is not None:
@@ -143,8 +150,16 @@ def propose(s: Step) -> None:
     s.unit.conn.execute(
         _items.insert(),
         [
-            {"proposal_id": proposal.record.id, "ordinal": ordinal, "milestone_id": None,
-             "title": None, "description": None, "due_date": None, "amount": None, **row}
+            {
+                "proposal_id": proposal.record.id,
+                "ordinal": ordinal,
+                "milestone_id": None,
+                "title": None,
+                "description": None,
+                "due_date": None,
+                "amount": None,
+                **row,
+            }
             for ordinal, row in enumerate(rows)
         ],
     )
@@ -167,7 +182,8 @@ def _proposal_item(s: Step, item: Mapping[str, Any]) -> dict[str, Any]:
         fields = p.milestone_fields(item, currency, s.policy, new=False)
         return {"action": "edit", "milestone_id": milestone.id, **fields}
     raise ValidationError(
-        f"action must be add, edit or delete, not {action!r}", code="invalid_action",
+        f"action must be add, edit or delete, not {action!r}",
+        code="invalid_action",
         details={"field": "action"},
     )
 
@@ -207,8 +223,12 @@ def request_refund(s: Step) -> None:
         )
     refund = unit.create(
         "refund",
-        {"contract_id": contract.id, "milestone_id": milestone_id, "amount": amount,
-         "reason": p.reason(s.payload) or ""},
+        {
+            "contract_id": contract.id,
+            "milestone_id": milestone_id,
+            "amount": amount,
+            "reason": p.reason(s.payload) or "",
+        },
         parent=s,
     )
     contract.set(open_refund_id=refund.record.id)
@@ -316,8 +336,15 @@ def open_change_request(s: Step) -> None:
     fields = p.milestone_fields(s.payload, s.contract["currency"], s.policy, new=False)
     request = s.unit.create(
         "change_request",
-        {"title": None, "description": None, "due_date": None, "amount": None, **fields,
-         "contract_id": s.contract.id, "milestone_id": s.record.id},
+        {
+            "title": None,
+            "description": None,
+            "due_date": None,
+            "amount": None,
+            **fields,
+            "contract_id": s.contract.id,
+            "milestone_id": s.record.id,
+        },
         parent=s,
     )
     s.record.set(open_change_request_id=request.record.id)
@@ -398,9 +425,13 @@ def _detach_change_request(s: Step) -> None:
 def accept_proposal(s: Step) -> None:
     """FP2: every change applies, together; if one cannot, none does."""
     s.contract.set(open_proposal_id=None)
-    items = s.unit.conn.execute(
-        sa.select(_items).where(_items.c.proposal_id == s.record.id).order_by(_items.c.ordinal)
-    ).mappings().all()
+    items = (
+        s.unit.conn.execute(
+            sa.select(_items).where(_items.c.proposal_id == s.record.id).order_by(_items.c.ordinal)
+        )
+        .mappings()
+        .all()
+    )
     for item in items:
         if item["action"] == "delete":
             s.unit.cascade("milestone", item["milestone_id"], "delete", s)
@@ -438,7 +469,9 @@ def refund_to_client(s: Step) -> None:
 def resolve_dispute(s: Step) -> None:
     """RF3: the dispute team decides: all to one party, or a split."""
     amount, currency = s.record["amount"], s.contract["currency"]
-    split = {f: p.non_negative_amount(s.payload.get(f, 0), f) for f in ("to_client", "to_freelancer")}
+    split = {
+        f: p.non_negative_amount(s.payload.get(f, 0), f) for f in ("to_client", "to_freelancer")
+    }
     if split["to_client"] + split["to_freelancer"] != amount:
         raise ValidationError(
             f"to_client + to_freelancer must add up to the disputed "
@@ -470,8 +503,9 @@ def cancel_refund(s: Step) -> None:
     refund = s.record
     s.contract.set(open_refund_id=None)
     if refund["milestone_id"] is not None:
-        s.unit.cascade("milestone", refund["milestone_id"], "release_hold", s,
-                       amount=refund["amount"])
+        s.unit.cascade(
+            "milestone", refund["milestone_id"], "release_hold", s, amount=refund["amount"]
+        )
     else:
         s.contract.add(credit=refund["amount"])
 

@@ -45,12 +45,12 @@ from workflows.policy import Policy
 
 Result = dict[str, Any]
 
-_contracts = models.Contract.__table__
-_history = models.History.__table__
-_ledger = models.LedgerEntry.__table__
-_deadlines = models.Deadline.__table__
-_outbox = models.OutboxEvent.__table__
-_idempotency = models.IdempotencyRecord.__table__
+_contracts = models.CONTRACTS
+_history = models.HISTORY
+_ledger = models.LEDGER
+_deadlines = models.DEADLINES
+_outbox = models.OUTBOX
+_idempotency = models.IDEMPOTENCY
 
 
 # -- what an event does besides changing state ---------------------------------------
@@ -66,9 +66,9 @@ EFFECTS: dict[tuple[str, str], Effect] = {}
 """(entity, event) -> the effect that runs after the machine accepted the event."""
 
 
-def effect(entity: str, event: str, *, takes: tuple[str, ...] = ()) -> Callable[
-    [Callable[[Step], None]], Callable[[Step], None]
-]:
+def effect(
+    entity: str, event: str, *, takes: tuple[str, ...] = ()
+) -> Callable[[Callable[[Step], None]], Callable[[Step], None]]:
     """Register what `event` on `entity` does, and the payload fields it takes."""
 
     def register(run: Callable[[Step], None]) -> Callable[[Step], None]:
@@ -266,8 +266,13 @@ class Unit:
         """Create an entity in its machine's initial state, as a transition from nothing."""
         machine = MACHINES[entity]
         initial = machine.initial_state.id
-        row = {**values, "state": initial, "version": 1, "created_at": self.now,
-               "updated_at": self.now}
+        row = {
+            **values,
+            "state": initial,
+            "version": 1,
+            "created_at": self.now,
+            "updated_at": self.now,
+        }
         table = models.TABLES[entity]
         row["id"] = self.insert(table, row)
         record = Record(entity, table, row)
@@ -527,8 +532,14 @@ class Engine:
             raise PermissionDenied(
                 "the system role only fires the engine's own timers", code="role_not_allowed"
             )
-        request = {"entity": entity, "id": entity_id, "event": event, "actor": actor.as_dict(),
-                   "payload": payload, "expected_version": expected_version}
+        request = {
+            "entity": entity,
+            "id": entity_id,
+            "event": event,
+            "actor": actor.as_dict(),
+            "payload": payload,
+            "expected_version": expected_version,
+        }
         with self._unit(actor) as unit:
             unit.lock_contract(self._contract_of(unit.conn, entity, entity_id))
             if idempotency_key is not None:
@@ -557,8 +568,12 @@ class Engine:
         from workflows import effects  # the effects register themselves on import
 
         payload = dict(payload)
-        request = {"entity": "contract", "event": "create", "actor": actor.as_dict(),
-                   "payload": payload}
+        request = {
+            "entity": "contract",
+            "event": "create",
+            "actor": actor.as_dict(),
+            "payload": payload,
+        }
         if actor.role is not Role.CLIENT:
             raise PermissionDenied(
                 f"only a client offers contracts, not a {actor.role.value}",
@@ -585,12 +600,16 @@ class Engine:
         report = FireReport()
         while True:
             with translated_errors(), self.db.connect() as conn:
-                due = conn.execute(
-                    sa.select(_deadlines.c.id)
-                    .where(_deadlines.c.status == "pending", _deadlines.c.due_at <= now)
-                    .order_by(_deadlines.c.due_at, _deadlines.c.id)
-                    .limit(limit)
-                ).scalars().all()
+                due = (
+                    conn.execute(
+                        sa.select(_deadlines.c.id)
+                        .where(_deadlines.c.status == "pending", _deadlines.c.due_at <= now)
+                        .order_by(_deadlines.c.due_at, _deadlines.c.id)
+                        .limit(limit)
+                    )
+                    .scalars()
+                    .all()
+                )
             for deadline_id in due:
                 try:
                     outcome = self.fire_deadline(deadline_id)
@@ -616,12 +635,14 @@ class Engine:
             raise NotFound(f"deadline {deadline_id} does not exist", code="deadline_not_found")
         with self._unit(SYSTEM, cause="timer") as unit:
             unit.lock_contract(contract_id)
-            deadline = unit.conn.execute(
-                sa.select(_deadlines).where(_deadlines.c.id == deadline_id)
-            ).mappings().one()
+            deadline = (
+                unit.conn.execute(sa.select(_deadlines).where(_deadlines.c.id == deadline_id))
+                .mappings()
+                .one()
+            )
             if deadline["status"] != "pending":
                 return "gone"
-            unit.deadline = deadline
+            unit.deadline = dict(deadline)
             record = unit.load(deadline["entity"], deadline["entity_id"])
             timer = timer_of(MACHINES[record.entity], record["state"])
             if (

@@ -42,7 +42,7 @@ class Timer:
     restart_on: frozenset[str] = field(default_factory=frozenset)
 
 
-class TimedState(State):  # type: ignore[misc]
+class TimedState(State):
     """A state that times out: it carries its :class:`Timer`."""
 
     def __init__(self, *args: Any, timer: Timer, **kwargs: Any) -> None:
@@ -65,11 +65,11 @@ def _refuse(code: str, message: str) -> TransitionRejected:
     return TransitionRejected(message, code=code)
 
 
-class _ValidatedMeta(StateMachineMetaclass):  # type: ignore[misc]
+class _ValidatedMeta(StateMachineMetaclass):
     """Checks each lifecycle's declarations when its class is created."""
 
     def __init__(cls, name: str, bases: tuple[type, ...], attrs: dict[str, Any]) -> None:
-        super().__init__(name, bases, attrs)
+        super().__init__(name, bases, attrs)  # type: ignore[arg-type]
         if attrs.get("entity"):
             _check_declarations(cls)
 
@@ -100,7 +100,7 @@ def _check_declarations(cls: Any) -> None:
             raise TypeError(f"{cls.__name__}.{timer.event}: a timer event is the system's alone")
 
 
-class EscrowMachine(StateMachine, metaclass=_ValidatedMeta):  # type: ignore[misc]
+class EscrowMachine(StateMachine, metaclass=_ValidatedMeta):
     """Base of the lifecycles: shared guards and the declarations the engine reads."""
 
     entity: ClassVar[str] = ""
@@ -379,7 +379,13 @@ class RefundMachine(EscrowMachine):
 
 MACHINES: Mapping[str, type[EscrowMachine]] = {
     m.entity: m
-    for m in (ContractMachine, MilestoneMachine, ChangeRequestMachine, ProposalMachine, RefundMachine)
+    for m in (
+        ContractMachine,
+        MilestoneMachine,
+        ChangeRequestMachine,
+        ProposalMachine,
+        RefundMachine,
+    )
 }
 """Every lifecycle, by entity name."""
 

@@ -37,7 +37,7 @@ def reason(payload: Mapping[str, Any]) -> str | None:
     value = payload.get("reason")
     if value is None:
         return None
-    return text(payload, "reason", max_length=2000)
+    return str(text(payload, "reason", max_length=2000))
 
 
 def integer_amount(value: Any, field: str) -> int:

@@ -14,10 +14,10 @@ from storage.errors import NotFound
 from workflows.actors import Role
 from workflows.machines import MACHINES, events_from
 
-_history = models.History.__table__
-_ledger = models.LedgerEntry.__table__
-_deadlines = models.Deadline.__table__
-_contracts = models.Contract.__table__
+_history = models.HISTORY
+_ledger = models.LEDGER
+_deadlines = models.DEADLINES
+_contracts = models.CONTRACTS
 
 ESCROW_COLUMNS = ("deposited", "released", "refunded", "held", "credit")
 
@@ -49,18 +49,24 @@ def show(db: DBEngine, entity: str, entity_id: int) -> dict[str, Any]:
         if row is None:
             raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
         contract_id = entity_id if entity == "contract" else row["contract_id"]
-        contract = conn.execute(
-            sa.select(_contracts).where(_contracts.c.id == contract_id)
-        ).mappings().one()
-        deadlines = conn.execute(
-            sa.select(_deadlines.c.id, _deadlines.c.event, _deadlines.c.due_at)
-            .where(
-                _deadlines.c.entity == entity,
-                _deadlines.c.entity_id == entity_id,
-                _deadlines.c.status == "pending",
+        contract = (
+            conn.execute(sa.select(_contracts).where(_contracts.c.id == contract_id))
+            .mappings()
+            .one()
+        )
+        deadlines = (
+            conn.execute(
+                sa.select(_deadlines.c.id, _deadlines.c.event, _deadlines.c.due_at)
+                .where(
+                    _deadlines.c.entity == entity,
+                    _deadlines.c.entity_id == entity_id,
+                    _deadlines.c.status == "pending",
+                )
+                .order_by(_deadlines.c.due_at)
             )
-            .order_by(_deadlines.c.due_at)
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
     return {
         "entity": entity,
         "id": entity_id,
@@ -79,11 +85,15 @@ def show(db: DBEngine, entity: str, entity_id: int) -> dict[str, Any]:
 
 def history(db: DBEngine, entity: str, entity_id: int) -> list[dict[str, Any]]:
     with translated_errors(), db.connect() as conn:
-        rows = conn.execute(
-            sa.select(_history)
-            .where(_history.c.entity == entity, _history.c.entity_id == entity_id)
-            .order_by(_history.c.id)
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                sa.select(_history)
+                .where(_history.c.entity == entity, _history.c.entity_id == entity_id)
+                .order_by(_history.c.id)
+            )
+            .mappings()
+            .all()
+        )
     if not rows:
         show(db, entity, entity_id)  # names the missing entity precisely
     return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
@@ -91,9 +101,15 @@ def history(db: DBEngine, entity: str, entity_id: int) -> list[dict[str, Any]]:
 
 def ledger(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
     with translated_errors(), db.connect() as conn:
-        rows = conn.execute(
-            sa.select(_ledger).where(_ledger.c.contract_id == contract_id).order_by(_ledger.c.id)
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                sa.select(_ledger)
+                .where(_ledger.c.contract_id == contract_id)
+                .order_by(_ledger.c.id)
+            )
+            .mappings()
+            .all()
+        )
     return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
 
 

@@ -8,6 +8,7 @@ state that has been left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import timedelta
 
@@ -21,12 +22,14 @@ from storage.errors import EscrowflowError
 from storage.models import metadata
 from tests.helpers import ADMIN, CLIENT, FREELANCER, STRANGER, Scenario, check_invariants
 from workflows.actors import Actor
-from workflows.machines import MilestoneMachine
 from workflows.clock import ManualClock
 from workflows.engine import Engine
+from workflows.machines import MilestoneMachine
 from workflows.policy import Policy
 
-EXAMPLES = int(os.environ.get("ESCROWFLOW_STATEFUL_EXAMPLES", "200" if os.environ.get("CI") else "40"))
+EXAMPLES = int(
+    os.environ.get("ESCROWFLOW_STATEFUL_EXAMPLES", "200" if os.environ.get("CI") else "40")
+)
 
 amounts = st.integers(min_value=500, max_value=30_000)
 
@@ -51,24 +54,34 @@ def test_random_lifecycles_keep_every_invariant(db: DBEngine) -> None:
             self.clock = ManualClock()
             self.sc = Scenario(Engine(db, Policy(), self.clock), self.clock)
 
-        def _try(self, entity: str, entity_id: int | None, event: str, actor: object,
-                 payload: dict[str, object] | None = None) -> None:
+        def _try(
+            self,
+            entity: str,
+            entity_id: int | None,
+            event: str,
+            actor: object,
+            payload: dict[str, object] | None = None,
+        ) -> None:
             if entity_id is None:
                 return
-            try:
+            # Refused by a rule: fine, as long as nothing changed (the invariants say).
+            with contextlib.suppress(EscrowflowError):
                 self.sc.fire(entity, entity_id, event, actor, payload)  # type: ignore[arg-type]
-            except EscrowflowError:
-                pass  # refused by a rule: fine, as long as nothing changed (invariants)
 
         @rule(target=milestones, amounts=st.lists(amounts, min_size=1, max_size=3))
         def offer(self, amounts: list[int]) -> object:
             _contract, milestones = self.sc.offer(*amounts)
             return multiple(*milestones)
 
-        @rule(milestone=milestones, pick=st.integers(0, 99), amount=amounts,
-              partial=st.none() | st.integers(1, 40_000))
-        def act_on_milestone(self, milestone: int, pick: int, amount: int,
-                             partial: int | None) -> None:
+        @rule(
+            milestone=milestones,
+            pick=st.integers(0, 99),
+            amount=amounts,
+            partial=st.none() | st.integers(1, 40_000),
+        )
+        def act_on_milestone(
+            self, milestone: int, pick: int, amount: int, partial: int | None
+        ) -> None:
             """A move that the milestone's state allows, so that lifecycles progress."""
             row = self.sc.row("milestone", milestone)
             contract = self.sc.row("contract", row["contract_id"])
@@ -79,9 +92,13 @@ def test_random_lifecycles_keep_every_invariant(db: DBEngine) -> None:
             moves = {
                 "pending": [("fund", CLIENT, {})] * 6
                 + [("edit", CLIENT, {"amount": amount}), ("delete", CLIENT, {})],
-                "active": [("submit", FREELANCER, {}), ("submit", FREELANCER, {}),
-                           ("release", CLIENT, release), ("deposit", CLIENT, {}),
-                           ("open_change_request", CLIENT, {"amount": amount})],
+                "active": [
+                    ("submit", FREELANCER, {}),
+                    ("submit", FREELANCER, {}),
+                    ("release", CLIENT, release),
+                    ("deposit", CLIENT, {}),
+                    ("open_change_request", CLIENT, {"amount": amount}),
+                ],
                 "in_review": [("request_changes", CLIENT, {}), ("release", CLIENT, release)],
             }.get(row["state"], [])
             request = row["open_change_request_id"]
@@ -100,16 +117,26 @@ def test_random_lifecycles_keep_every_invariant(db: DBEngine) -> None:
                 self._try("milestone", milestone, event, actor, payload)
 
         # The same move three times over: the random walk then mostly makes progress.
-        @rule(milestone=milestones, pick=st.integers(0, 99), amount=amounts,
-              partial=st.none() | st.integers(1, 40_000))
-        def act_on_milestone_again(self, milestone: int, pick: int, amount: int,
-                                   partial: int | None) -> None:
+        @rule(
+            milestone=milestones,
+            pick=st.integers(0, 99),
+            amount=amounts,
+            partial=st.none() | st.integers(1, 40_000),
+        )
+        def act_on_milestone_again(
+            self, milestone: int, pick: int, amount: int, partial: int | None
+        ) -> None:
             self.act_on_milestone(milestone, pick, amount, partial)
 
-        @rule(milestone=milestones, pick=st.integers(0, 99), amount=amounts,
-              partial=st.none() | st.integers(1, 40_000))
-        def act_on_milestone_once_more(self, milestone: int, pick: int, amount: int,
-                                       partial: int | None) -> None:
+        @rule(
+            milestone=milestones,
+            pick=st.integers(0, 99),
+            amount=amounts,
+            partial=st.none() | st.integers(1, 40_000),
+        )
+        def act_on_milestone_once_more(
+            self, milestone: int, pick: int, amount: int, partial: int | None
+        ) -> None:
             self.act_on_milestone(milestone, pick, amount, partial)
 
         @rule(milestone=milestones, pick=st.integers(0, 99))
@@ -122,16 +149,22 @@ def test_random_lifecycles_keep_every_invariant(db: DBEngine) -> None:
                 if state == "disputed":
                     amount = self.sc.row("refund", refund)["amount"]
                     to_client = amount * pick // 99
-                    self._try("refund", refund, "resolve", ADMIN,
-                              {"to_client": to_client, "to_freelancer": amount - to_client})
+                    self._try(
+                        "refund",
+                        refund,
+                        "resolve",
+                        ADMIN,
+                        {"to_client": to_client, "to_freelancer": amount - to_client},
+                    )
                 else:
                     answer = ["approve", "dispute", "cancel"][pick % 3]
-                    self._try("refund", refund, answer,
-                              CLIENT if answer == "cancel" else FREELANCER)
+                    self._try(
+                        "refund", refund, answer, CLIENT if answer == "cancel" else FREELANCER
+                    )
                 return
             moves = {
-                "offer": [("accept", FREELANCER)] * 4 + [("withdraw", CLIENT),
-                                                         ("decline", FREELANCER)],
+                "offer": [("accept", FREELANCER)] * 4
+                + [("withdraw", CLIENT), ("decline", FREELANCER)],
                 "active": [("request_refund", CLIENT)] * 6 + [("end", CLIENT), ("end", FREELANCER)],
                 "ended": [("request_refund", CLIENT)],
             }.get(row["state"], [])
@@ -139,8 +172,11 @@ def test_random_lifecycles_keep_every_invariant(db: DBEngine) -> None:
                 event, actor = moves[pick % len(moves)]
                 self._try("contract", contract, event, actor)
 
-        @rule(milestone=milestones, event=st.sampled_from(sorted(MilestoneMachine.permissions)),
-              actor=st.sampled_from([CLIENT, FREELANCER, ADMIN, STRANGER]))
+        @rule(
+            milestone=milestones,
+            event=st.sampled_from(sorted(MilestoneMachine.permissions)),
+            actor=st.sampled_from([CLIENT, FREELANCER, ADMIN, STRANGER]),
+        )
         def anything_by_anyone(self, milestone: int, event: str, actor: Actor) -> None:
             """Whatever is refused must leave everything as it was (checked by invariants)."""
             self._try("milestone", milestone, event, actor)

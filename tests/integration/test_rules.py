@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from storage.db import transaction
 from storage.errors import (
     NotFound,
     PermissionDenied,
     TransitionRejected,
     ValidationError,
 )
+from storage.models import CONTRACTS, MILESTONES
 from tests.helpers import ADMIN, CLIENT, FREELANCER, STRANGER, Scenario
 from workflows.actors import SYSTEM, Actor, Role
 
@@ -20,13 +22,26 @@ def test_ct1_milestones_only_on_fixed_price_contracts(sc: Scenario) -> None:
     contract, _ = sc.offer(kind="hourly")
     before = sc.snapshot()
     with pytest.raises(TransitionRejected) as refused:
-        sc.fire("contract", contract, "add_milestones", CLIENT,
-                {"milestones": [{"title": "Design", "amount": 10_000}]})
+        sc.fire(
+            "contract",
+            contract,
+            "add_milestones",
+            CLIENT,
+            {"milestones": [{"title": "Design", "amount": 10_000}]},
+        )
     assert refused.value.code == "not_fixed_price"
     assert sc.snapshot() == before
     with pytest.raises(TransitionRejected, match="fixed-price"):
-        sc.engine.create_contract(CLIENT, {"freelancer_id": "ada", "title": "T", "currency": "USD",
-                                           "kind": "hourly", "milestones": [{"title": "x", "amount": 900}]})
+        sc.engine.create_contract(
+            CLIENT,
+            {
+                "freelancer_id": "ada",
+                "title": "T",
+                "currency": "USD",
+                "kind": "hourly",
+                "milestones": [{"title": "x", "amount": 900}],
+            },
+        )
 
 
 def test_ct2_offer_accepted_by_freelancer(sc: Scenario) -> None:
@@ -61,12 +76,22 @@ def test_ct2_only_freelancer_accepts_and_only_client_withdraws(sc: Scenario) -> 
 
 def test_ct3_two_hundred_milestones_at_most(sc: Scenario) -> None:
     contract, _ = sc.active_contract()
-    sc.fire("contract", contract, "add_milestones", CLIENT,
-            {"milestones": [{"title": f"M{i}", "amount": 500} for i in range(200)]})
+    sc.fire(
+        "contract",
+        contract,
+        "add_milestones",
+        CLIENT,
+        {"milestones": [{"title": f"M{i}", "amount": 500} for i in range(200)]},
+    )
     before = sc.snapshot()
     with pytest.raises(TransitionRejected) as refused:
-        sc.fire("contract", contract, "add_milestones", CLIENT,
-                {"milestones": [{"title": "M201", "amount": 500}]})
+        sc.fire(
+            "contract",
+            contract,
+            "add_milestones",
+            CLIENT,
+            {"milestones": [{"title": "M201", "amount": 500}]},
+        )
     assert refused.value.code == "milestone_limit_reached"
     assert "new contract" in refused.value.message
     assert sc.snapshot() == before
@@ -76,11 +101,21 @@ def test_ct3_deleted_future_milestones_do_not_count(sc: Scenario, policy: object
     contract, milestones = sc.active_contract(*[500] * 200)
     sc.fire("milestone", milestones[0], "fund", CLIENT)
     sc.fire("milestone", milestones[1], "delete", CLIENT)
-    sc.fire("contract", contract, "add_milestones", CLIENT,
-            {"milestones": [{"title": "replacement", "amount": 500}]})
+    sc.fire(
+        "contract",
+        contract,
+        "add_milestones",
+        CLIENT,
+        {"milestones": [{"title": "replacement", "amount": 500}]},
+    )
     with pytest.raises(TransitionRejected, match="limit"):
-        sc.fire("contract", contract, "add_milestones", CLIENT,
-                {"milestones": [{"title": "one too many", "amount": 500}]})
+        sc.fire(
+            "contract",
+            contract,
+            "add_milestones",
+            CLIENT,
+            {"milestones": [{"title": "one too many", "amount": 500}]},
+        )
 
 
 def test_ct4_either_party_ends_and_escrow_stays_held(sc: Scenario) -> None:
@@ -108,17 +143,44 @@ def test_ct4_client_may_end_too(sc: Scenario) -> None:
 
 def test_ms1_milestone_has_title_description_due_date_and_minimum_amount(sc: Scenario) -> None:
     contract, _ = sc.active_contract()
-    result = sc.fire("contract", contract, "add_milestones", CLIENT, {"milestones": [
-        {"title": "Design", "description": "Wireframes", "due_date": "2026-03-01", "amount": 500}]})
+    result = sc.fire(
+        "contract",
+        contract,
+        "add_milestones",
+        CLIENT,
+        {
+            "milestones": [
+                {
+                    "title": "Design",
+                    "description": "Wireframes",
+                    "due_date": "2026-03-01",
+                    "amount": 500,
+                }
+            ]
+        },
+    )
     milestone = sc.row("milestone", result["created"][0]["id"])
-    assert (milestone["title"], milestone["description"], str(milestone["due_date"]),
-            milestone["amount"]) == ("Design", "Wireframes", "2026-03-01", 500)
-    for bad, code in [(499, "amount_below_minimum"), (0, "amount_not_positive"),
-                      (-500, "amount_not_positive"), (500.0, "amount_not_integer"),
-                      ("500", "amount_not_integer")]:
+    assert (
+        milestone["title"],
+        milestone["description"],
+        str(milestone["due_date"]),
+        milestone["amount"],
+    ) == ("Design", "Wireframes", "2026-03-01", 500)
+    for bad, code in [
+        (499, "amount_below_minimum"),
+        (0, "amount_not_positive"),
+        (-500, "amount_not_positive"),
+        (500.0, "amount_not_integer"),
+        ("500", "amount_not_integer"),
+    ]:
         with pytest.raises(ValidationError) as refused:
-            sc.fire("contract", contract, "add_milestones", CLIENT,
-                    {"milestones": [{"title": "x", "amount": bad}]})
+            sc.fire(
+                "contract",
+                contract,
+                "add_milestones",
+                CLIENT,
+                {"milestones": [{"title": "x", "amount": bad}]},
+            )
         assert refused.value.code == code
     with pytest.raises(ValidationError, match="title"):
         sc.fire("contract", contract, "add_milestones", CLIENT, {"milestones": [{"amount": 900}]})
@@ -127,10 +189,20 @@ def test_ms1_milestone_has_title_description_due_date_and_minimum_amount(sc: Sce
 def test_ms1_minimum_is_per_currency(sc: Scenario) -> None:
     contract, _ = sc.offer(currency="JPY")
     with pytest.raises(ValidationError, match="minimum"):
-        sc.fire("contract", contract, "add_milestones", CLIENT,
-                {"milestones": [{"title": "x", "amount": 4}]})
-    sc.fire("contract", contract, "add_milestones", CLIENT,
-            {"milestones": [{"title": "x", "amount": 5}]})
+        sc.fire(
+            "contract",
+            contract,
+            "add_milestones",
+            CLIENT,
+            {"milestones": [{"title": "x", "amount": 4}]},
+        )
+    sc.fire(
+        "contract",
+        contract,
+        "add_milestones",
+        CLIENT,
+        {"milestones": [{"title": "x", "amount": 5}]},
+    )
 
 
 def test_ms2_milestones_ordered_and_created_all_or_none(sc: Scenario) -> None:
@@ -138,8 +210,13 @@ def test_ms2_milestones_ordered_and_created_all_or_none(sc: Scenario) -> None:
     assert [sc.row("milestone", m)["position"] for m in milestones] == [1, 2, 3]
     before = sc.snapshot()
     with pytest.raises(ValidationError) as refused:
-        sc.fire("contract", contract, "add_milestones", CLIENT, {"milestones": [
-            {"title": "ok", "amount": 1000}, {"title": "bad", "amount": 1}]})
+        sc.fire(
+            "contract",
+            contract,
+            "add_milestones",
+            CLIENT,
+            {"milestones": [{"title": "ok", "amount": 1000}, {"title": "bad", "amount": 1}]},
+        )
     assert refused.value.details["index"] == 1
     assert sc.snapshot() == before
 
@@ -161,7 +238,7 @@ def test_ms3_client_edits_deletes_reorders_future_milestones(sc: Scenario) -> No
 
 
 def test_ms4_one_active_milestone_and_no_funding_ahead(sc: Scenario) -> None:
-    contract, (a, b) = sc.active_contract(1000, 2000)
+    _contract, (a, b) = sc.active_contract(1000, 2000)
     sc.fire("milestone", a, "fund", CLIENT)
     before = sc.snapshot()
     with pytest.raises(TransitionRejected) as refused:
@@ -174,13 +251,11 @@ def test_ms4_one_active_milestone_and_no_funding_ahead(sc: Scenario) -> None:
 
 
 def test_ms4_database_refuses_a_second_active_milestone_too(sc: Scenario) -> None:
-    from storage.db import transaction
     from storage.errors import ConflictError
-    from storage.models import Milestone
 
-    contract, (a, b) = sc.active_contract(1000, 2000)
+    _contract, (a, b) = sc.active_contract(1000, 2000)
     sc.fire("milestone", a, "fund", CLIENT)
-    table = Milestone.__table__
+    table = MILESTONES
     with pytest.raises(ConflictError), transaction(sc.db) as conn:
         conn.execute(table.update().where(table.c.id == b).values(state="active"))
 
@@ -198,7 +273,7 @@ def test_ms5_funding_deposits_amount_counting_leftover_escrow(sc: Scenario) -> N
 
 
 def test_ms6_freelancer_submits_active_milestone_for_review(sc: Scenario) -> None:
-    contract, (m,) = sc.active_contract(10_000)
+    _contract, (m,) = sc.active_contract(10_000)
     sc.fire("milestone", m, "fund", CLIENT)
     with pytest.raises(PermissionDenied):
         sc.fire("milestone", m, "submit", CLIENT)
@@ -208,7 +283,7 @@ def test_ms6_freelancer_submits_active_milestone_for_review(sc: Scenario) -> Non
 
 
 def test_ms7_changes_requested_stop_the_clock_and_resubmission_restarts_it(sc: Scenario) -> None:
-    contract, m = sc.in_review()
+    _contract, m = sc.in_review()
     sc.clock.advance(__import__("datetime").timedelta(days=10))
     sc.fire("milestone", m, "request_changes", CLIENT)
     assert sc.state("milestone", m) == "active"
@@ -234,9 +309,13 @@ def test_ms8_release_full_partial_over_and_before_submission(sc: Scenario) -> No
     sc.fire("milestone", c, "fund", CLIENT)
     sc.fire("milestone", c, "release", CLIENT, {"amount": 4_000})  # partial
     assert sc.ledger(contract) == [
-        ("deposit", 10_000), ("release", 10_000),
-        ("deposit", 10_000), ("deposit", 2_500), ("release", 12_500),
-        ("deposit", 10_000), ("release", 4_000),
+        ("deposit", 10_000),
+        ("release", 10_000),
+        ("deposit", 10_000),
+        ("deposit", 2_500),
+        ("release", 12_500),
+        ("deposit", 10_000),
+        ("release", 4_000),
     ]
     assert sc.row("milestone", b)["released_amount"] == 12_500
     assert sc.row("contract", contract)["credit"] == 6_000
@@ -271,8 +350,13 @@ def test_ms10_review_window_auto_releases_full_escrow(sc: Scenario) -> None:
 
 def test_ms11_passing_a_due_date_changes_nothing(sc: Scenario) -> None:
     contract, _ = sc.active_contract()
-    result = sc.fire("contract", contract, "add_milestones", CLIENT, {"milestones": [
-        {"title": "Design", "amount": 1000, "due_date": "2026-01-06"}]})
+    result = sc.fire(
+        "contract",
+        contract,
+        "add_milestones",
+        CLIENT,
+        {"milestones": [{"title": "Design", "amount": 1000, "due_date": "2026-01-06"}]},
+    )
     m = result["created"][0]["id"]
     sc.fire("milestone", m, "fund", CLIENT)
     before = sc.row("milestone", m)
@@ -282,7 +366,7 @@ def test_ms11_passing_a_due_date_changes_nothing(sc: Scenario) -> None:
 
 
 def test_ms12_active_milestone_not_edited_directly(sc: Scenario) -> None:
-    contract, (m,) = sc.active_contract(10_000)
+    _contract, (m,) = sc.active_contract(10_000)
     sc.fire("milestone", m, "fund", CLIENT)
     before = sc.snapshot()
     with pytest.raises(TransitionRejected) as refused:
@@ -298,8 +382,13 @@ def test_ms13_freelancer_never_edits_milestones_directly(sc: Scenario) -> None:
             sc.fire("milestone", m, event, FREELANCER, payload)
         assert refused.value.code == "role_not_allowed"
     with pytest.raises(PermissionDenied):
-        sc.fire("contract", contract, "add_milestones", FREELANCER,
-                {"milestones": [{"title": "x", "amount": 1000}]})
+        sc.fire(
+            "contract",
+            contract,
+            "add_milestones",
+            FREELANCER,
+            {"milestones": [{"title": "x", "amount": 1000}]},
+        )
 
 
 # -- change requests ---------------------------------------------------------------
@@ -311,20 +400,20 @@ def _open_change(sc: Scenario, milestone: int, **fields: object) -> int:
 
 
 def test_cr1_one_pending_request_and_not_after_submission(sc: Scenario) -> None:
-    contract, (m,) = sc.active_contract(10_000)
+    _contract, (m,) = sc.active_contract(10_000)
     sc.fire("milestone", m, "fund", CLIENT)
     _open_change(sc, m, title="New title")
     with pytest.raises(TransitionRejected) as refused:
         _open_change(sc, m, title="Another")
     assert refused.value.code == "change_request_pending"
-    contract2, m2 = sc.in_review()
+    _contract2, m2 = sc.in_review()
     with pytest.raises(TransitionRejected) as refused:
         _open_change(sc, m2, title="Too late")
     assert refused.value.code == "event_not_allowed_in_state"
 
 
 def test_cr2_client_edits_or_withdraws_until_answered(sc: Scenario) -> None:
-    contract, (m,) = sc.active_contract(10_000)
+    _contract, (m,) = sc.active_contract(10_000)
     sc.fire("milestone", m, "fund", CLIENT)
     cr = _open_change(sc, m, amount=12_000)
     sc.fire("change_request", cr, "edit", CLIENT, {"amount": 15_000})
@@ -373,20 +462,21 @@ def test_cr3_auto_approval_releases_what_is_held(sc: Scenario) -> None:
 
 
 def test_cr4_rejected_request_leaves_milestone_as_it_was(sc: Scenario) -> None:
-    contract, (m,) = sc.active_contract(10_000)
+    _contract, (m,) = sc.active_contract(10_000)
     sc.fire("milestone", m, "fund", CLIENT)
     before = sc.row("milestone", m)
     cr = _open_change(sc, m, amount=20_000, title="Other")
     sc.fire("change_request", cr, "reject", FREELANCER)
     after = sc.row("milestone", m)
     assert {k: after[k] for k in ("title", "amount", "escrow")} == {
-        k: before[k] for k in ("title", "amount", "escrow")}
+        k: before[k] for k in ("title", "amount", "escrow")
+    }
     assert sc.state("change_request", cr) == "rejected"
 
 
 @pytest.mark.parametrize("action", ["submit", "release"])
 def test_cr5_pending_request_cancelled_by_submission_or_release(sc: Scenario, action: str) -> None:
-    contract, (m,) = sc.active_contract(10_000)
+    _contract, (m,) = sc.active_contract(10_000)
     sc.fire("milestone", m, "fund", CLIENT)
     cr = _open_change(sc, m, title="x")
     sc.fire("milestone", m, action, FREELANCER if action == "submit" else CLIENT)
@@ -398,7 +488,7 @@ def test_cr5_pending_request_cancelled_by_submission_or_release(sc: Scenario, ac
 
 
 def test_cr6_unanswered_request_expires(sc: Scenario) -> None:
-    contract, (m,) = sc.active_contract(10_000)
+    _contract, (m,) = sc.active_contract(10_000)
     sc.fire("milestone", m, "fund", CLIENT)
     cr = _open_change(sc, m, amount=20_000)
     sc.wait(days=6, hours=23)
@@ -411,7 +501,7 @@ def test_cr6_unanswered_request_expires(sc: Scenario) -> None:
 
 
 def test_cr6_edit_gives_the_freelancer_a_full_lifetime_again(sc: Scenario) -> None:
-    contract, (m,) = sc.active_contract(10_000)
+    _contract, (m,) = sc.active_contract(10_000)
     sc.fire("milestone", m, "fund", CLIENT)
     cr = _open_change(sc, m, amount=20_000)
     sc.wait(days=5)
@@ -433,21 +523,30 @@ def _propose(sc: Scenario, contract: int, items: list[dict[str, object]]) -> int
 def test_fp1_freelancer_proposes_several_changes_to_future_milestones(sc: Scenario) -> None:
     contract, (a, b, c) = sc.active_contract(1000, 2000, 3000)
     sc.fire("milestone", a, "fund", CLIENT)
-    proposal = _propose(sc, contract, [
-        {"action": "add", "title": "Extra", "amount": 4000},
-        {"action": "edit", "milestone_id": b, "amount": 2500},
-        {"action": "delete", "milestone_id": c},
-    ])
+    proposal = _propose(
+        sc,
+        contract,
+        [
+            {"action": "add", "title": "Extra", "amount": 4000},
+            {"action": "edit", "milestone_id": b, "amount": 2500},
+            {"action": "delete", "milestone_id": c},
+        ],
+    )
     assert sc.state("proposal", proposal) == "pending"
     assert "proposal.create" in sc.events(contract)
     with pytest.raises(TransitionRejected) as refused:
-        sc.fire("contract", contract, "propose", FREELANCER,
-                {"items": [{"action": "edit", "milestone_id": a, "amount": 900}]})
+        sc.fire(
+            "contract",
+            contract,
+            "propose",
+            FREELANCER,
+            {"items": [{"action": "edit", "milestone_id": a, "amount": 900}]},
+        )
     assert refused.value.code in ("proposal_pending", "milestone_started")
 
 
 def test_fp1_proposal_cannot_touch_started_milestones(sc: Scenario) -> None:
-    contract, (a, b) = sc.active_contract(1000, 2000)
+    contract, (a, _b) = sc.active_contract(1000, 2000)
     sc.fire("milestone", a, "fund", CLIENT)
     with pytest.raises(TransitionRejected) as refused:
         _propose(sc, contract, [{"action": "edit", "milestone_id": a, "amount": 900}])
@@ -455,12 +554,16 @@ def test_fp1_proposal_cannot_touch_started_milestones(sc: Scenario) -> None:
 
 
 def test_fp2_accept_applies_every_change_together(sc: Scenario) -> None:
-    contract, (a, b, c) = sc.active_contract(1000, 2000, 3000)
-    proposal = _propose(sc, contract, [
-        {"action": "add", "title": "Extra", "amount": 4000},
-        {"action": "edit", "milestone_id": b, "amount": 2500},
-        {"action": "delete", "milestone_id": c},
-    ])
+    contract, (_a, b, c) = sc.active_contract(1000, 2000, 3000)
+    proposal = _propose(
+        sc,
+        contract,
+        [
+            {"action": "add", "title": "Extra", "amount": 4000},
+            {"action": "edit", "milestone_id": b, "amount": 2500},
+            {"action": "delete", "milestone_id": c},
+        ],
+    )
     sc.fire("proposal", proposal, "accept", CLIENT)
     assert sc.row("milestone", b)["amount"] == 2500
     assert sc.state("milestone", c) == "deleted"
@@ -469,18 +572,30 @@ def test_fp2_accept_applies_every_change_together(sc: Scenario) -> None:
 
 
 def test_fp2_decline_applies_none(sc: Scenario) -> None:
-    contract, (a, b) = sc.active_contract(1000, 2000)
-    proposal = _propose(sc, contract, [{"action": "edit", "milestone_id": b, "amount": 2500},
-                                       {"action": "add", "title": "Extra", "amount": 4000}])
+    contract, (_a, b) = sc.active_contract(1000, 2000)
+    proposal = _propose(
+        sc,
+        contract,
+        [
+            {"action": "edit", "milestone_id": b, "amount": 2500},
+            {"action": "add", "title": "Extra", "amount": 4000},
+        ],
+    )
     sc.fire("proposal", proposal, "decline", CLIENT)
     assert sc.row("milestone", b)["amount"] == 2000
     assert len(sc.rows("milestones", contract_id=contract)) == 2
 
 
 def test_fp2_accept_fails_whole_if_one_change_no_longer_applies(sc: Scenario) -> None:
-    contract, (a, b) = sc.active_contract(1000, 2000)
-    proposal = _propose(sc, contract, [{"action": "add", "title": "Extra", "amount": 4000},
-                                       {"action": "edit", "milestone_id": b, "amount": 2500}])
+    contract, (_a, b) = sc.active_contract(1000, 2000)
+    proposal = _propose(
+        sc,
+        contract,
+        [
+            {"action": "add", "title": "Extra", "amount": 4000},
+            {"action": "edit", "milestone_id": b, "amount": 2500},
+        ],
+    )
     sc.fire("milestone", b, "fund", CLIENT)  # funding is not a milestone change (FP3)
     before = sc.snapshot()
     with pytest.raises(TransitionRejected):
@@ -546,7 +661,7 @@ def test_rf2_freelancer_approves_refund(sc: Scenario) -> None:
 
 
 def test_rf2_unanswered_refund_returns_to_client(sc: Scenario) -> None:
-    contract, m = _ended_with_escrow(sc)
+    contract, _m = _ended_with_escrow(sc)
     refund = _request_refund(sc, contract)
     sc.wait(days=6)
     assert sc.state("refund", refund) == "requested"
@@ -558,7 +673,7 @@ def test_rf2_unanswered_refund_returns_to_client(sc: Scenario) -> None:
 
 
 def test_rf2_dispute_stops_the_clock(sc: Scenario) -> None:
-    contract, m = _ended_with_escrow(sc)
+    contract, _m = _ended_with_escrow(sc)
     refund = _request_refund(sc, contract)
     sc.fire("refund", refund, "dispute", FREELANCER)
     sc.wait(days=30)
@@ -578,13 +693,19 @@ def test_rf3_dispute_team_settles(
     sc.fire("refund", refund, "dispute", FREELANCER)
     for actor in (CLIENT, FREELANCER):
         with pytest.raises(PermissionDenied):
-            sc.fire("refund", refund, "resolve", actor, {"to_client": to_client,
-                                                          "to_freelancer": to_freelancer})
+            sc.fire(
+                "refund",
+                refund,
+                "resolve",
+                actor,
+                {"to_client": to_client, "to_freelancer": to_freelancer},
+            )
     with pytest.raises(ValidationError) as refused:
         sc.fire("refund", refund, "resolve", ADMIN, {"to_client": 1, "to_freelancer": 1})
     assert refused.value.code == "split_does_not_add_up"
-    sc.fire("refund", refund, "resolve", ADMIN,
-            {"to_client": to_client, "to_freelancer": to_freelancer})
+    sc.fire(
+        "refund", refund, "resolve", ADMIN, {"to_client": to_client, "to_freelancer": to_freelancer}
+    )
     expected = [("deposit", 10_000)]
     expected += [("refund", to_client)] if to_client else []
     expected += [("release", to_freelancer)] if to_freelancer else []
@@ -603,34 +724,35 @@ def test_es1_every_movement_is_a_ledger_entry_and_held_never_negative(sc: Scenar
     sc.fire("milestone", b, "fund", CLIENT)
     sc.fire("milestone", b, "release", CLIENT, {"amount": 1_000})
     row = sc.row("contract", contract)
-    assert [k for k, _ in sc.ledger(contract)] == ["deposit", "deposit", "release", "deposit",
-                                                   "release"]
+    assert [k for k, _ in sc.ledger(contract)] == [
+        "deposit",
+        "deposit",
+        "release",
+        "deposit",
+        "release",
+    ]
     assert row["held"] == 4_000
     sc.check_invariants()
 
 
 def test_es1_database_refuses_negative_escrow(sc: Scenario) -> None:
-    from storage.db import transaction
     from storage.errors import ConflictError
-    from storage.models import Contract
 
     contract, _ = sc.active_contract(10_000)
-    table = Contract.__table__
+    table = CONTRACTS
     with pytest.raises(ConflictError), transaction(sc.db) as conn:
         conn.execute(table.update().where(table.c.id == contract).values(held=-1, deposited=-1))
 
 
 def test_es2_released_plus_refunded_plus_held_equals_deposited(sc: Scenario) -> None:
-    from storage.db import transaction
     from storage.errors import ConflictError
-    from storage.models import Contract
 
     contract, (a,) = sc.active_contract(10_000)
     sc.fire("milestone", a, "fund", CLIENT)
     sc.fire("milestone", a, "release", CLIENT, {"amount": 4_000})
     row = sc.row("contract", contract)
     assert row["released"] + row["refunded"] + row["held"] == row["deposited"] == 10_000
-    table = Contract.__table__
+    table = CONTRACTS
     with pytest.raises(ConflictError), transaction(sc.db) as conn:  # the database holds it too
         conn.execute(table.update().where(table.c.id == contract).values(released=5_000))
     sc.check_invariants()
@@ -650,7 +772,7 @@ def test_es3_repeated_release_and_timer_move_money_once(sc: Scenario) -> None:
 
 
 def test_pa1_each_event_only_by_its_roles(sc: Scenario) -> None:
-    contract, m = sc.in_review()
+    _contract, m = sc.in_review()
     before = sc.snapshot()
     for actor in (FREELANCER, ADMIN, SYSTEM):
         with pytest.raises(PermissionDenied) as refused:
@@ -662,7 +784,7 @@ def test_pa1_each_event_only_by_its_roles(sc: Scenario) -> None:
 
 
 def test_pa2_party_acts_only_on_its_own_contracts(sc: Scenario) -> None:
-    contract, m = sc.in_review()
+    _contract, m = sc.in_review()
     before = sc.snapshot()
     for actor in (STRANGER, Actor(Role.FREELANCER, "eve")):
         with pytest.raises(PermissionDenied) as refused:
@@ -672,7 +794,7 @@ def test_pa2_party_acts_only_on_its_own_contracts(sc: Scenario) -> None:
 
 
 def test_pa3_every_change_records_who_when_and_why(sc: Scenario) -> None:
-    contract, m = sc.in_review()
+    _contract, m = sc.in_review()
     sc.fire("milestone", m, "request_changes", CLIENT, {"reason": "colours are off"})
     sc.fire("milestone", m, "submit", FREELANCER)
     sc.wait(days=14)
@@ -694,8 +816,8 @@ def test_pa3_every_change_records_who_when_and_why(sc: Scenario) -> None:
 
 
 def test_nt1_every_transition_produces_an_event_for_the_counterparty(sc: Scenario) -> None:
-    contract, m = sc.in_review()
-    cr_contract, (m2,) = sc.active_contract(10_000)
+    contract, _m = sc.in_review()
+    _cr_contract, (_m2,) = sc.active_contract(10_000)
     sc.wait(days=14)
     events = sc.rows("outbox_events", contract_id=contract)
     history = sc.rows("history", contract_id=contract)
@@ -723,10 +845,14 @@ def test_nt1_every_transition_produces_an_event_for_the_counterparty(sc: Scenari
     ],
 )
 def test_bad_input_is_refused_with_its_code_and_changes_nothing(
-    sc: Scenario, entity: str, event: str, payload: dict[str, object],
-    error: type[Exception], code: str,
+    sc: Scenario,
+    entity: str,
+    event: str,
+    payload: dict[str, object],
+    error: type[Exception],
+    code: str,
 ) -> None:
-    contract, (m,) = sc.active_contract(10_000)
+    _contract, (m,) = sc.active_contract(10_000)
     sc.fire("milestone", m, "fund", CLIENT)
     before = sc.snapshot()
     with pytest.raises(error) as refused:
