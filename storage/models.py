@@ -225,7 +225,7 @@ class History(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    contract_id: int = Field(foreign_key="contracts.id", index=True)
+    contract_id: int = Field(foreign_key="contracts.id")
     entity: str = Field(max_length=20)
     entity_id: int
     event: str = Field(max_length=40)
@@ -280,7 +280,6 @@ class Deadline(SQLModel, table=True):
             unique=True,
             **_pending_only("status", "pending"),
         ),
-        sa.Index("ix_deadlines_contract", "contract_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -304,8 +303,10 @@ class OutboxEvent(SQLModel, table=True):
     __tablename__ = "outbox_events"
 
     id: int | None = Field(default=None, primary_key=True)
-    event_id: str = Field(max_length=36, unique=True)
-    contract_id: int = Field(foreign_key="contracts.id", index=True)
+    # A random UUID: stable, so consumers can dedupe. Not indexed: every index is
+    # one more B-tree page written by every transition.
+    event_id: str = Field(max_length=36)
+    contract_id: int = Field(foreign_key="contracts.id")
     history_id: int = Field(foreign_key="history.id")
     type: str = Field(max_length=80)
     entity: str = Field(max_length=20)

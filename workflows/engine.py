@@ -53,6 +53,43 @@ _outbox = models.OUTBOX
 _idempotency = models.IDEMPOTENCY
 
 
+# Statements built once: values travel as parameters, so SQLAlchemy compiles each
+# statement once and reuses it (inline literals would cost a cache key per call).
+def _lock_contract_of(table: sa.Table | None) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """Select (and on PostgreSQL lock) the contract of an entity row, in one statement."""
+    if table is None:
+        key: Any = sa.bindparam("pk")
+    else:
+        key = sa.select(table.c.contract_id).where(table.c.id == sa.bindparam("pk"))
+        key = key.scalar_subquery()
+    query = sa.select(_contracts).where(_contracts.c.id == key)
+    return query, query.with_for_update(of=_contracts)
+
+
+_LOCK_CONTRACT = {
+    name: _lock_contract_of(None if name == "contract" else table)
+    for name, table in models.TABLES.items()
+}
+_LOAD = {
+    name: sa.select(table).where(table.c.id == sa.bindparam("pk"))
+    for name, table in models.TABLES.items()
+}
+_PENDING_OF_ENTITY = sa.and_(
+    _deadlines.c.entity == sa.bindparam("d_entity"),
+    _deadlines.c.entity_id == sa.bindparam("d_entity_id"),
+    _deadlines.c.status == "pending",
+    _deadlines.c.id != sa.bindparam("d_firing"),
+)
+_CANCEL_DEADLINES = (
+    _deadlines.update()
+    .where(_PENDING_OF_ENTITY)
+    .values(status="cancelled", closed_at=sa.bindparam("d_now"))
+)
+_CARRY_DEADLINES = (
+    _deadlines.update().where(_PENDING_OF_ENTITY).values(state_version=sa.bindparam("d_version"))
+)
+
+
 # -- what an event does besides changing state ---------------------------------------
 
 
@@ -140,6 +177,22 @@ class _Carrier:
     state: str | None = None
 
 
+def _restart(machine: EscrowMachine) -> bool:
+    """Let a machine that reached a final state take events again.
+
+    python-statemachine stops a machine's engine in a final state, and has no public way
+    to restart it; binding a new machine costs ~0.75 ms, four times a whole decision. The
+    carrier is about to be given another row's state, so restarting is sound. If a
+    library release moves this flag, we fall back to binding a new machine (and
+    tests/unit/test_machines.py says so).
+    """
+    engine = getattr(machine, "_engine", None)
+    if engine is None or not isinstance(getattr(engine, "running", None), bool):
+        return False
+    engine.running = True
+    return not machine.is_terminated
+
+
 class _Machines(threading.local):
     """One bound machine per lifecycle per thread: building one costs far more than
     sending it an event, and a machine is not safe to share between threads."""
@@ -149,8 +202,9 @@ class _Machines(threading.local):
 
     def decide(self, entity: str, state: str, event: str, ctx: Context) -> str:
         bound = self.bound.get(entity)
-        # A machine that reached a final state stops taking events: bind a new one.
-        if bound is None or bound[0].is_terminated:
+        if bound is not None and bound[0].is_terminated and not _restart(bound[0]):
+            bound = None
+        if bound is None:
             carrier = _Carrier()
             bound = (MACHINES[entity](model=carrier, state_field="state"), carrier)
             self.bound[entity] = bound
@@ -194,29 +248,30 @@ class Unit:
     # reading and locking
 
     def lock_contract(self, contract_id: int) -> Record:
-        query = sa.select(_contracts).where(_contracts.c.id == contract_id)
-        if is_postgresql(self.conn):
-            query = query.with_for_update()
-        row = self.conn.execute(query).mappings().first()
+        return self.lock_contract_of("contract", contract_id)
+
+    def lock_contract_of(self, entity: str, entity_id: int) -> Record:
+        """Lock the contract that `entity` belongs to: all work on it is serialised."""
+        plain, for_update = _LOCK_CONTRACT[entity]
+        query = for_update if is_postgresql(self.conn) else plain
+        row = self.conn.execute(query, {"pk": entity_id}).mappings().first()
         if row is None:
-            raise NotFound(f"contract {contract_id} does not exist", code="contract_not_found")
+            raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
         self._contract = Record("contract", _contracts, dict(row))
-        self.records[("contract", contract_id)] = self._contract
+        self.records[("contract", self._contract.id)] = self._contract
         return self._contract
 
     def load(self, entity: str, entity_id: int) -> Record:
         key = (entity, entity_id)
         if key not in self.records:
-            table = models.TABLES[entity]
-            row = self.conn.execute(sa.select(table).where(table.c.id == entity_id)).mappings()
-            found = row.first()
+            found = self.conn.execute(_LOAD[entity], {"pk": entity_id}).mappings().first()
             if found is None or found["contract_id"] != self.contract.id:
                 raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
-            self.records[key] = Record(entity, table, dict(found))
+            self.records[key] = Record(entity, models.TABLES[entity], dict(found))
         return self.records[key]
 
     def insert(self, table: sa.Table, values: Mapping[str, Any]) -> int:
-        result = self.conn.execute(table.insert().values(**values))
+        result = self.conn.execute(table.insert(), dict(values))
         assert result.inserted_primary_key is not None
         return int(result.inserted_primary_key[0])
 
@@ -306,16 +361,17 @@ class Unit:
         self, step: Step, kind: str, amount: int, milestone_id: int | None, refund_id: int | None
     ) -> None:
         self.conn.execute(
-            _ledger.insert().values(
-                contract_id=self.contract.id,
-                milestone_id=milestone_id,
-                refund_id=refund_id,
-                history_id=step.history_id,
-                kind=kind,
-                amount=amount,
-                currency=self.contract["currency"],
-                at=self.now,
-            )
+            _ledger.insert(),
+            {
+                "contract_id": self.contract.id,
+                "milestone_id": milestone_id,
+                "refund_id": refund_id,
+                "history_id": step.history_id,
+                "kind": kind,
+                "amount": amount,
+                "currency": self.contract["currency"],
+                "at": self.now,
+            },
         )
 
     # what every transition writes
@@ -357,9 +413,7 @@ class Unit:
             else:
                 # Keep the running deadline, and the version it may fire on.
                 self.conn.execute(
-                    _deadlines.update()
-                    .where(self._pending_deadlines_of(step))
-                    .values(state_version=step.version)
+                    _CARRY_DEADLINES, {**self._deadlines_of(step), "d_version": step.version}
                 )
             return
         if left is not None:
@@ -367,35 +421,30 @@ class Unit:
         if entered is not None:
             self._schedule(step, entered.policy, entered.event)
 
-    def _pending_deadlines_of(self, step: Step) -> sa.ColumnElement[bool]:
-        clause = sa.and_(
-            _deadlines.c.entity == step.entity,
-            _deadlines.c.entity_id == step.record.id,
-            _deadlines.c.status == "pending",
-        )
-        if self.deadline is not None:
-            clause = sa.and_(clause, _deadlines.c.id != self.deadline["id"])
-        return clause
+    def _deadlines_of(self, step: Step) -> dict[str, Any]:
+        """Parameters naming the pending deadlines of `step`'s entity (but the firing one)."""
+        return {
+            "d_entity": step.entity,
+            "d_entity_id": step.record.id,
+            "d_firing": self.deadline["id"] if self.deadline is not None else 0,
+        }
 
     def _cancel_deadlines(self, step: Step) -> None:
-        self.conn.execute(
-            _deadlines.update()
-            .where(self._pending_deadlines_of(step))
-            .values(status="cancelled", closed_at=self.now)
-        )
+        self.conn.execute(_CANCEL_DEADLINES, {**self._deadlines_of(step), "d_now": self.now})
 
     def _schedule(self, step: Step, policy: str, event: str) -> None:
         self.conn.execute(
-            _deadlines.insert().values(
-                contract_id=self.contract.id,
-                entity=step.entity,
-                entity_id=step.record.id,
-                event=event,
-                due_at=self.now + self.engine.policy.duration(policy),
-                state_version=step.version,
-                status="pending",
-                created_at=self.now,
-            )
+            _deadlines.insert(),
+            {
+                "contract_id": self.contract.id,
+                "entity": step.entity,
+                "entity_id": step.record.id,
+                "event": event,
+                "due_at": self.now + self.engine.policy.duration(policy),
+                "state_version": step.version,
+                "status": "pending",
+                "created_at": self.now,
+            },
         )
 
     def _publish(self, step: Step) -> None:
@@ -406,16 +455,17 @@ class Unit:
             [counterparty] if counterparty else [contract["client_id"], contract["freelancer_id"]]
         )
         self.conn.execute(
-            _outbox.insert().values(
-                event_id=str(uuid.uuid4()),
-                contract_id=contract.id,
-                history_id=step.history_id,
-                type=f"{step.entity}.{step.event}",
-                entity=step.entity,
-                entity_id=step.record.id,
-                recipients=recipients,
-                at=self.now,
-                data={
+            _outbox.insert(),
+            {
+                "event_id": str(uuid.uuid4()),
+                "contract_id": contract.id,
+                "history_id": step.history_id,
+                "type": f"{step.entity}.{step.event}",
+                "entity": step.entity,
+                "entity_id": step.record.id,
+                "recipients": recipients,
+                "at": self.now,
+                "data": {
                     "from": step.from_state,
                     "to": step.to_state,
                     "version": step.version,
@@ -423,7 +473,7 @@ class Unit:
                     "cause": self.cause,
                     **_money_snapshot(step.record),
                 },
-            )
+            },
         )
 
     def close_if_settled(self, step: Step) -> None:
@@ -442,7 +492,8 @@ class Unit:
             if record.changed:
                 table = record.table
                 self.conn.execute(
-                    table.update().where(table.c.id == record.id).values(**record.changed)
+                    table.update().where(table.c.id == sa.bindparam("pk")),
+                    {"pk": record.id, **record.changed},
                 )
                 record.changed = {}
 
@@ -541,7 +592,7 @@ class Engine:
             "expected_version": expected_version,
         }
         with self._unit(actor) as unit:
-            unit.lock_contract(self._contract_of(unit.conn, entity, entity_id))
+            unit.lock_contract_of(entity, entity_id)
             if idempotency_key is not None:
                 replay = self._replay(unit.conn, idempotency_key, request)
                 if replay is not None:
@@ -675,18 +726,6 @@ class Engine:
             )
 
     # -- helpers ------------------------------------------------------------------
-
-    @staticmethod
-    def _contract_of(conn: Connection, entity: str, entity_id: int) -> int:
-        if entity == "contract":
-            return entity_id
-        table = models.TABLES[entity]
-        contract_id = conn.execute(
-            sa.select(table.c.contract_id).where(table.c.id == entity_id)
-        ).scalar_one_or_none()
-        if contract_id is None:
-            raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
-        return int(contract_id)
 
     @staticmethod
     def _replay(conn: Connection, key: str, request: Mapping[str, Any]) -> Result | None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:59:21.922831
+Create Date: 2026-11-23 11:24:08.744253
 """
 
 from collections.abc import Sequence
@@ -99,7 +99,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("history", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_history_contract_id"), ["contract_id"], unique=False)
         batch_op.create_index("ix_history_entity", ["entity", "entity_id", "id"], unique=False)
 
     op.create_table(
@@ -227,7 +226,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("deadlines", schema=None) as batch_op:
-        batch_op.create_index("ix_deadlines_contract", ["contract_id"], unique=False)
         batch_op.create_index(
             "ix_deadlines_due_pending",
             ["due_at"],
@@ -264,13 +262,7 @@ def upgrade() -> None:
             ["history.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("event_id"),
     )
-    with op.batch_alter_table("outbox_events", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_outbox_events_contract_id"), ["contract_id"], unique=False
-        )
-
     op.create_table(
         "proposal_items",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -393,9 +385,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_proposal_items_proposal_id"))
 
     op.drop_table("proposal_items")
-    with op.batch_alter_table("outbox_events", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_outbox_events_contract_id"))
-
     op.drop_table("outbox_events")
     with op.batch_alter_table("deadlines", schema=None) as batch_op:
         batch_op.drop_index(
@@ -408,7 +397,6 @@ def downgrade() -> None:
             sqlite_where=sa.text("status IN ('pending')"),
             postgresql_where=sa.text("status IN ('pending')"),
         )
-        batch_op.drop_index("ix_deadlines_contract")
 
     op.drop_table("deadlines")
     with op.batch_alter_table("change_requests", schema=None) as batch_op:
@@ -439,7 +427,6 @@ def downgrade() -> None:
     op.drop_table("milestones")
     with op.batch_alter_table("history", schema=None) as batch_op:
         batch_op.drop_index("ix_history_entity")
-        batch_op.drop_index(batch_op.f("ix_history_contract_id"))
 
     op.drop_table("history")
     op.drop_table("idempotency_keys")

@@ -1,0 +1,149 @@
+"""Benchmark: persisted transitions per second through `Engine.apply()`.
+
+A realistic mix per milestone (fund, submit, request changes, resubmit, release), against
+a baseline on the same database and settings: SQLAlchemy Core doing only "select the
+row, update it, insert a history row, commit". Not a test: it prints figures.
+
+    python bench/transitions.py [--milestones 600] [--backends postgresql,sqlite]
+
+Its last line is `engine/baseline sqlite: R`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from escrowflow.settings import Settings
+from storage.db import make_engine
+from storage.migrate import upgrade
+from workflows.actors import Actor, Role
+from workflows.clock import ManualClock
+from workflows.engine import Engine
+
+CLIENT = Actor(Role.CLIENT, "acme")
+FREELANCER = Actor(Role.FREELANCER, "ada")
+MIX = [
+    ("fund", CLIENT),
+    ("submit", FREELANCER),
+    ("request_changes", CLIENT),
+    ("submit", FREELANCER),
+    ("release", CLIENT),
+]
+
+
+def engine_rate(db: sa.Engine, milestones: int) -> float:
+    settings = Settings()
+    engine = Engine(db, settings.policy(), ManualClock())
+    ids = []
+    for _ in range(milestones):
+        result = engine.create_contract(
+            CLIENT,
+            {
+                "freelancer_id": "ada",
+                "title": "bench",
+                "currency": "USD",
+                "milestones": [{"title": "m", "amount": 10_000}],
+            },
+        )
+        engine.apply("contract", result["id"], "accept", FREELANCER)
+        ids.append(result["created"][1]["id"])
+    start = time.perf_counter()
+    for milestone in ids:
+        for event, actor in MIX:
+            engine.apply("milestone", milestone, event, actor)
+    return len(ids) * len(MIX) / (time.perf_counter() - start)
+
+
+def baseline_rate(db: sa.Engine, transitions: int) -> float:
+    md = sa.MetaData()
+    items = sa.Table(
+        "bench_items",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("state", sa.String(40)),
+        sa.Column("version", sa.Integer),
+    )
+    history = sa.Table(
+        "bench_history",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("item_id", sa.Integer),
+        sa.Column("from_state", sa.String(40)),
+        sa.Column("to_state", sa.String(40)),
+    )
+    md.drop_all(db)
+    md.create_all(db)
+    rows = 1000
+    with db.begin() as conn:
+        conn.execute(items.insert(), [{"id": i, "state": "a", "version": 1} for i in range(rows)])
+    start = time.perf_counter()
+    with db.connect() as conn:
+        for n in range(transitions):
+            item_id = n % rows
+            row = conn.execute(sa.select(items).where(items.c.id == item_id)).one()
+            conn.execute(
+                items.update()
+                .where(items.c.id == item_id)
+                .values(state="b", version=row.version + 1)
+            )
+            conn.execute(
+                history.insert().values(item_id=item_id, from_state=row.state, to_state="b")
+            )
+            conn.commit()
+    return transitions / (time.perf_counter() - start)
+
+
+def measure(name: str, url: str, milestones: int) -> float:
+    settings = Settings(database_url=url)
+    db = make_engine(settings)
+    upgrade(db)
+    print(
+        f"{name}: {milestones} milestones x {len(MIX)} events "
+        f"(sqlite synchronous={settings.sqlite_synchronous})"
+        if name == "sqlite"
+        else f"{name}: {milestones} milestones x {len(MIX)} events",
+        flush=True,
+    )
+    engine_tps = engine_rate(db, milestones)
+    base_tps = baseline_rate(db, milestones * len(MIX))
+    db.dispose()
+    print(f"  engine   {engine_tps:8.0f} transitions/s  ({1e6 / engine_tps:6.0f} us each)")
+    print(f"  baseline {base_tps:8.0f} transitions/s  ({1e6 / base_tps:6.0f} us each)")
+    return engine_tps / base_tps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--milestones", type=int, default=600)
+    parser.add_argument("--backends", default="postgresql,sqlite")
+    args = parser.parse_args()
+    ratios: dict[str, float] = {}
+    backends = args.backends.split(",")
+    if "postgresql" in backends:
+        from tests.pg import Cluster
+
+        cluster = Cluster()
+        cluster.start()
+        try:
+            ratios["postgresql"] = measure(
+                "postgresql", cluster.create_database("bench"), args.milestones
+            )
+        finally:
+            cluster.stop()
+    if "sqlite" in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            ratios["sqlite"] = measure("sqlite", f"sqlite:///{tmp}/bench.db", args.milestones)
+    for name, ratio in ratios.items():
+        print(f"engine/baseline {name}: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

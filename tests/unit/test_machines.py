@@ -1,0 +1,63 @@
+"""The machines' declarations, checked without a database."""
+
+from __future__ import annotations
+
+import pytest
+from statemachine import State
+
+from workflows.actors import Actor, Role
+from workflows.engine import _Machines
+from workflows.machines import MACHINES, Context, EscrowMachine, TimedState, Timer, timer_of
+
+
+def test_every_event_declares_its_roles_and_timers_are_system_only() -> None:
+    for machine in MACHINES.values():
+        assert set(machine.permissions) == {e.id for e in machine.events}
+        for state in machine.states:
+            timer = timer_of(machine, state.id)
+            if timer is not None:
+                assert machine.permissions[timer.event] == {Role.SYSTEM}
+
+
+def test_timeouts_are_declared_on_their_states() -> None:
+    assert timer_of(MACHINES["milestone"], "in_review") == Timer("review_window", "auto_approve")
+    assert timer_of(MACHINES["change_request"], "pending").policy == "change_request_lifetime"
+    assert timer_of(MACHINES["refund"], "requested").event == "refund_by_default"
+
+
+def test_a_machine_missing_a_permission_does_not_import() -> None:
+    with pytest.raises(TypeError, match="permissions must name every event"):
+
+        class Broken(EscrowMachine):
+            entity = "broken"
+            a = State(initial=True)
+            b = State(final=True)
+            go = a.to(b)
+            permissions = {}
+
+
+def test_a_timer_on_an_unknown_policy_does_not_import() -> None:
+    with pytest.raises(TypeError, match="unknown timer policy"):
+
+        class Broken(EscrowMachine):
+            entity = "broken"
+            a = TimedState(initial=True, timer=Timer("forever", "go"))
+            b = State(final=True)
+            go = a.to(b)
+            permissions = {"go": frozenset({Role.SYSTEM})}
+
+
+def test_a_machine_reused_after_a_final_state_still_decides() -> None:
+    machines = _Machines()
+    ctx = Context(
+        "milestone",
+        {"id": 1, "escrow": 5, "amount": 5},
+        {"id": 1, "state": "active"},
+        {},
+        Actor(Role.CLIENT, "a"),
+    )
+    assert machines.decide("milestone", "in_review", "release", ctx) == "released"
+    first = machines.bound["milestone"][0]
+    assert machines.decide("milestone", "active", "submit", ctx) == "in_review"
+    # Restarted, not rebuilt: if a library upgrade breaks this, we rebuild (slower).
+    assert machines.bound["milestone"][0] is first
