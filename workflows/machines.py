@@ -152,6 +152,9 @@ class EscrowMachine(StateMachine, metaclass=_ValidatedMeta):
             )
 
 
+_PLANNING = ["is_fixed_price", "no_pending_proposal"]
+
+
 class ContractMachine(EscrowMachine):
     """A fixed-price (or hourly) contract: an offer, then active, then ended (CT)."""
 
@@ -171,15 +174,12 @@ class ContractMachine(EscrowMachine):
     withdraw = offer.to(withdrawn)
     end = active.to(ended)
     close = ended.to(closed, validators="nothing_left_open")
-    add_milestones = offer.to.itself(
-        validators=["is_fixed_price", "no_pending_proposal"]
-    ) | active.to.itself(validators=["is_fixed_price", "no_pending_proposal"])
-    reorder_milestones = offer.to.itself(
-        validators=["is_fixed_price", "no_pending_proposal"]
-    ) | active.to.itself(validators=["is_fixed_price", "no_pending_proposal"])
-    propose = offer.to.itself(
-        validators=["is_fixed_price", "no_pending_proposal"]
-    ) | active.to.itself(validators=["is_fixed_price", "no_pending_proposal"])
+    # Planning milestones: on an offer or an active contract, as a self-transition.
+    add_milestones = offer.to.itself(validators=_PLANNING) | active.to.itself(validators=_PLANNING)
+    reorder_milestones = offer.to.itself(validators=_PLANNING) | active.to.itself(
+        validators=_PLANNING
+    )
+    propose = offer.to.itself(validators=_PLANNING) | active.to.itself(validators=_PLANNING)
     request_refund = active.to.itself(validators="no_open_refund") | ended.to.itself(
         validators="no_open_refund"
     )

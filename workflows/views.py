@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -111,16 +110,3 @@ def ledger(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
             .all()
         )
     return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
-
-
-def pending_deadlines(
-    db: DBEngine, *, overdue_at: datetime | None = None, contract_id: int | None = None
-) -> list[dict[str, Any]]:
-    query = sa.select(_deadlines).where(_deadlines.c.status == "pending")
-    if overdue_at is not None:
-        query = query.where(_deadlines.c.due_at <= overdue_at)
-    if contract_id is not None:
-        query = query.where(_deadlines.c.contract_id == contract_id)
-    with translated_errors(), db.connect() as conn:
-        rows = conn.execute(query.order_by(_deadlines.c.due_at, _deadlines.c.id)).mappings()
-        return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
