@@ -37,6 +37,7 @@ from storage.errors import (
     ValidationError,
     VersionConflict,
 )
+from storage.fastpath import FastPath, insert_statement, update_statement, values_of
 from workflows.actors import SYSTEM, Actor, Role
 from workflows.clock import Clock
 from workflows.machines import MACHINES, Context, EscrowMachine, events_from, timer_of
@@ -251,26 +252,40 @@ class Unit:
         """Lock the contract that `entity` belongs to: all work on it is serialised."""
         plain, for_update = _LOCK_CONTRACT[entity]
         query = for_update if is_postgresql(self.conn) else plain
-        row = self.conn.execute(query, {"pk": entity_id}).mappings().first()
+        fast = self.engine.fast
+        row = fast.fetch_one(
+            self.conn, fast.prepare(("lock", entity), _same, query), {"pk": entity_id}
+        )
         if row is None:
             raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
-        self._contract = Record("contract", _contracts, dict(row))
+        self._contract = Record("contract", _contracts, row)
         self.records[("contract", self._contract.id)] = self._contract
         return self._contract
 
     def load(self, entity: str, entity_id: int) -> Record:
         key = (entity, entity_id)
         if key not in self.records:
-            found = self.conn.execute(_LOAD[entity], {"pk": entity_id}).mappings().first()
+            fast = self.engine.fast
+            found = fast.fetch_one(
+                self.conn, fast.prepare(("load", entity), _same, _LOAD[entity]), {"pk": entity_id}
+            )
             if found is None or found["contract_id"] != self.contract.id:
                 raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
-            self.records[key] = Record(entity, models.TABLES[entity], dict(found))
+            self.records[key] = Record(entity, models.TABLES[entity], found)
         return self.records[key]
 
     def insert(self, table: sa.Table, values: Mapping[str, Any]) -> int:
-        result = self.conn.execute(table.insert(), dict(values))
-        assert result.inserted_primary_key is not None
-        return int(result.inserted_primary_key[0])
+        """Insert a row; its new id."""
+        fast = self.engine.fast
+        columns = tuple(values)
+        prepared = fast.prepare(
+            ("insert", table.name, columns),
+            insert_statement,
+            table,
+            columns,
+            fast.dialect,
+        )
+        return fast.insert(self.conn, prepared, values_of(values))
 
     # transitions
 
@@ -357,8 +372,8 @@ class Unit:
     def _ledger(
         self, step: Step, kind: str, amount: int, milestone_id: int | None, refund_id: int | None
     ) -> None:
-        self.conn.execute(
-            _ledger.insert(),
+        self.insert(
+            _ledger,
             {
                 "contract_id": self.contract.id,
                 "milestone_id": milestone_id,
@@ -409,7 +424,7 @@ class Unit:
                 self._schedule(step, entered.policy, entered.event)
             else:
                 # Keep the running deadline, and the version it may fire on.
-                self.conn.execute(
+                self._execute(
                     _CARRY_DEADLINES, {**self._deadlines_of(step), "d_version": step.version}
                 )
             return
@@ -427,11 +442,15 @@ class Unit:
         }
 
     def _cancel_deadlines(self, step: Step) -> None:
-        self.conn.execute(_CANCEL_DEADLINES, {**self._deadlines_of(step), "d_now": self.now})
+        self._execute(_CANCEL_DEADLINES, {**self._deadlines_of(step), "d_now": self.now})
+
+    def _execute(self, statement: sa.Update, values: Mapping[str, Any]) -> None:
+        fast = self.engine.fast
+        fast.execute(self.conn, fast.prepare(statement, _same, statement), values)
 
     def _schedule(self, step: Step, policy: str, event: str) -> None:
-        self.conn.execute(
-            _deadlines.insert(),
+        self.insert(
+            _deadlines,
             {
                 "contract_id": self.contract.id,
                 "entity": step.entity,
@@ -451,8 +470,8 @@ class Unit:
         recipients = (
             [counterparty] if counterparty else [contract["client_id"], contract["freelancer_id"]]
         )
-        self.conn.execute(
-            _outbox.insert(),
+        self.insert(
+            _outbox,
             {
                 "event_id": str(uuid.uuid4()),
                 "contract_id": contract.id,
@@ -487,12 +506,17 @@ class Unit:
     def flush(self) -> None:
         for record in self.records.values():
             if record.changed:
-                table = record.table
-                self.conn.execute(
-                    table.update().where(table.c.id == sa.bindparam("pk")),
-                    {"pk": record.id, **record.changed},
+                table, columns = record.table, tuple(record.changed)
+                fast = self.engine.fast
+                prepared = fast.prepare(
+                    ("update", table.name, columns), update_statement, table, columns
                 )
+                fast.execute(self.conn, prepared, {"pk": record.id, **values_of(record.changed)})
                 record.changed = {}
+
+
+def _same(statement: sa.ClauseElement) -> sa.ClauseElement:
+    return statement
 
 
 def _money_snapshot(record: Record) -> dict[str, Any]:
@@ -544,6 +568,7 @@ class Engine:
         self.db = db
         self.policy = policy
         self.clock = clock
+        self.fast = FastPath(db.dialect)
         self._machines = _Machines()
 
     @contextmanager
