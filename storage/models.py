@@ -295,6 +295,29 @@ class Deadline(SQLModel, table=True):
     history_id: int | None = Field(default=None, foreign_key="history.id")
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=2000)
+    # A failed firing is retried, with backoff, from this time on.
+    next_attempt_at: datetime | None = _when(default=None)
+    # A worker's claim on the deadline: others skip it until the lease runs out.
+    claimed_by: str | None = Field(default=None, max_length=100)
+    claim_expires_at: datetime | None = _when(default=None)
+
+
+class Worker(SQLModel, table=True):
+    """A daemon's heartbeat: what `escrowflow status` shows."""
+
+    __tablename__ = "workers"
+
+    id: str = Field(primary_key=True, max_length=100)
+    host: str = Field(max_length=200)
+    pid: int
+    interval_seconds: float
+    started_at: datetime = _when()
+    last_seen_at: datetime = _when()
+    last_sweep_at: datetime | None = _when(default=None)
+    fired: int = 0
+    stale: int = 0
+    failed: int = 0
+    stopped_at: datetime | None = _when(default=None)
 
 
 class OutboxEvent(SQLModel, table=True):
@@ -346,6 +369,7 @@ LEDGER = table(LedgerEntry)
 DEADLINES = table(Deadline)
 OUTBOX = table(OutboxEvent)
 IDEMPOTENCY = table(IdempotencyRecord)
+WORKERS = table(Worker)
 
 TABLES: dict[str, sa.Table] = {
     "contract": CONTRACTS,

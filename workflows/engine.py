@@ -27,9 +27,8 @@ from sqlalchemy.engine import Engine as DBEngine
 from statemachine.exceptions import TransitionNotAllowed
 
 from storage import models
-from storage.db import is_postgresql, transaction, translated_errors
+from storage.db import is_postgresql, transaction
 from storage.errors import (
-    EscrowflowError,
     IdempotencyConflict,
     NotFound,
     PermissionDenied,
@@ -659,66 +658,52 @@ class Engine:
                 self._remember(unit, idempotency_key, request, result)
             return result
 
-    def fire_due_deadlines(self, now: datetime | None = None, limit: int = 1000) -> FireReport:
-        """Fire every deadline due by `now`, oldest first, each in its own transaction.
+    def fire_due_deadlines(self, now: datetime | None = None, limit: int = 500) -> FireReport:
+        """Fire every deadline due by `now`, oldest first, in batches (what the daemon
+        does on a schedule; see workflows.deadlines)."""
+        from workflows.deadlines import Sweeper
+
+        report = Sweeper(self, worker_id="fire-due", batch_size=limit).sweep(now)
+        return FireReport(report.fired, report.stale, report.failed, report.errors)
+
+    def fire_deadline(self, deadline_id: int, now: datetime | None = None) -> str:
+        """Fire one deadline in its own transaction: "fired", "stale" or "gone"."""
+        with transaction(self.db) as conn:
+            return self.fire_deadline_in(conn, deadline_id, now)
+
+    def fire_deadline_in(
+        self, conn: Connection, deadline_id: int, now: datetime | None = None
+    ) -> str:
+        """Fire one deadline inside the caller's transaction.
 
         A deadline fires only if its entity still has the version it was scheduled for;
         otherwise the entity has moved on (a party acted first) and it is marked stale.
+        "gone": already fired or cancelled (another worker, or a party, got there first).
         """
-        now = now or self.clock.now()
-        report = FireReport()
-        while True:
-            with translated_errors(), self.db.connect() as conn:
-                due = (
-                    conn.execute(
-                        sa.select(_deadlines.c.id)
-                        .where(_deadlines.c.status == "pending", _deadlines.c.due_at <= now)
-                        .order_by(_deadlines.c.due_at, _deadlines.c.id)
-                        .limit(limit)
-                    )
-                    .scalars()
-                    .all()
-                )
-            for deadline_id in due:
-                try:
-                    outcome = self.fire_deadline(deadline_id)
-                except EscrowflowError as exc:
-                    report.failed += 1
-                    report.errors.append(f"deadline {deadline_id}: {exc.message}")
-                    self._record_failure(deadline_id, exc)
-                    continue
-                if outcome == "fired":
-                    report.fired += 1
-                elif outcome == "stale":
-                    report.stale += 1
-            if len(due) < limit or report.failed >= len(due):
-                return report
-
-    def fire_deadline(self, deadline_id: int) -> str:
-        """Fire one deadline: "fired", "stale", or "gone" if another worker took it."""
-        with self._unit(SYSTEM, cause="timer") as unit:
-            unit.lock_contract_of("deadline", deadline_id)
-            deadline = (
-                unit.conn.execute(sa.select(_deadlines).where(_deadlines.c.id == deadline_id))
-                .mappings()
-                .one()
-            )
-            if deadline["status"] != "pending":
-                return "gone"
-            unit.deadline = dict(deadline)
-            record = unit.load(deadline["entity"], deadline["entity_id"])
-            timer = timer_of(MACHINES[record.entity], record["state"])
-            if (
-                record["version"] != deadline["state_version"]
-                or timer is None
-                or timer.event != deadline["event"]
-            ):
-                self._close_deadline(unit, deadline_id, "stale", None)
-                return "stale"
-            step = unit.transition(record, deadline["event"], {})
-            unit.close_if_settled(step)
-            self._close_deadline(unit, deadline_id, "fired", step.history_id)
-            return "fired"
+        unit = Unit(self, conn, SYSTEM, "timer", now or self.clock.now())
+        unit.lock_contract_of("deadline", deadline_id)
+        deadline = (
+            conn.execute(sa.select(_deadlines).where(_deadlines.c.id == deadline_id))
+            .mappings()
+            .one()
+        )
+        if deadline["status"] != "pending":
+            return "gone"
+        unit.deadline = dict(deadline)
+        record = unit.load(deadline["entity"], deadline["entity_id"])
+        timer = timer_of(MACHINES[record.entity], record["state"])
+        if (
+            record["version"] != deadline["state_version"]
+            or timer is None
+            or timer.event != deadline["event"]
+        ):
+            self._close_deadline(unit, deadline_id, "stale", None)
+            return "stale"
+        step = unit.transition(record, deadline["event"], {})
+        unit.close_if_settled(step)
+        unit.flush()
+        self._close_deadline(unit, deadline_id, "fired", step.history_id)
+        return "fired"
 
     def _close_deadline(
         self, unit: Unit, deadline_id: int, status: str, history_id: int | None
@@ -726,16 +711,14 @@ class Engine:
         unit.conn.execute(
             _deadlines.update()
             .where(_deadlines.c.id == deadline_id)
-            .values(status=status, closed_at=unit.now, history_id=history_id)
-        )
-
-    def _record_failure(self, deadline_id: int, error: EscrowflowError) -> None:
-        with transaction(self.db) as conn:
-            conn.execute(
-                _deadlines.update()
-                .where(_deadlines.c.id == deadline_id)
-                .values(attempts=_deadlines.c.attempts + 1, last_error=error.message[:2000])
+            .values(
+                status=status,
+                closed_at=unit.now,
+                history_id=history_id,
+                claimed_by=None,
+                claim_expires_at=None,
             )
+        )
 
     # -- helpers ------------------------------------------------------------------
 

@@ -1,0 +1,171 @@
+"""Firing due deadlines in batches: claim, fire each in a savepoint, record failures.
+
+A sweep claims due deadlines in `due_at` order in a short transaction (on PostgreSQL
+with `FOR UPDATE SKIP LOCKED`, so several workers share the work without a leader) and
+marks them with a lease; then it fires the batch in one transaction, each deadline in a
+savepoint, locking contracts in ascending id order. The claim holds no contract lock and
+the batch holds no lock on unclaimed rows, so a party's action (contract, then its
+deadlines) cannot deadlock with a worker, and two workers lock contracts in the same
+order. A deadline whose firing raises is rolled back alone, and retried with backoff; a
+crashed worker's claims run out after the lease and are claimed again. Firing stays
+exactly-once because it re-checks the deadline under the contract lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from storage import models
+from storage.db import is_postgresql, transaction, translated_errors
+from storage.errors import EscrowflowError
+from workflows.engine import Engine
+
+_deadlines = models.DEADLINES
+
+MAX_BACKOFF = timedelta(hours=1)
+
+
+def backoff(attempts: int) -> timedelta:
+    """Wait before retry `attempts` (1, 2, ...): 2 s, 4 s, 8 s ... at most an hour."""
+    return min(timedelta(seconds=2**attempts), MAX_BACKOFF)
+
+
+@dataclass
+class SweepReport:
+    batches: int = 0
+    claimed: int = 0
+    fired: int = 0
+    stale: int = 0
+    gone: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, other: SweepReport) -> None:
+        for name in ("batches", "claimed", "fired", "stale", "gone", "failed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
+        self.seconds += other.seconds
+
+
+class Sweeper:
+    def __init__(
+        self,
+        engine: Engine,
+        worker_id: str,
+        batch_size: int = 500,
+        lease: timedelta = timedelta(seconds=60),
+        on_batch: Callable[[SweepReport], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.worker_id = worker_id
+        self.batch_size = batch_size
+        self.lease = lease
+        self.on_batch = on_batch
+
+    def _due(self, now: datetime) -> sa.ColumnElement[bool]:
+        c = _deadlines.c
+        return sa.and_(
+            c.status == "pending",
+            c.due_at <= now,
+            sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
+            sa.or_(c.claim_expires_at.is_(None), c.claim_expires_at < now),
+        )
+
+    def claim(self, now: datetime) -> list[Any]:
+        """Claim up to a batch of due deadlines, oldest first, for this worker."""
+        c = _deadlines.c
+        with transaction(self.engine.db) as conn:
+            query = (
+                sa.select(c.id, c.contract_id, c.due_at)
+                .where(self._due(now))
+                .order_by(c.due_at, c.id)
+                .limit(self.batch_size)
+            )
+            if is_postgresql(conn):
+                query = query.with_for_update(skip_locked=True)
+            rows = conn.execute(query).all()
+            if rows:
+                conn.execute(
+                    _deadlines.update()
+                    .where(c.id.in_([row.id for row in rows]))
+                    .values(claimed_by=self.worker_id, claim_expires_at=now + self.lease)
+                )
+        return list(rows)
+
+    def fire(self, claimed: Sequence[Any], now: datetime) -> SweepReport:
+        """Fire a claimed batch in one transaction, one savepoint per deadline."""
+        report = SweepReport(batches=1, claimed=len(claimed))
+        started = time.perf_counter()
+        failures: list[tuple[int, str]] = []
+        # Contracts are locked in ascending id order: no lock cycle between workers.
+        ordered = sorted(claimed, key=lambda row: (row.contract_id, row.due_at, row.id))
+        with transaction(self.engine.db) as conn:
+            for row in ordered:
+                savepoint = conn.begin_nested()
+                try:
+                    with translated_errors():
+                        outcome = self.engine.fire_deadline_in(conn, row.id, now)
+                    savepoint.commit()
+                except Exception as exc:  # one deadline's failure stays its own
+                    savepoint.rollback()
+                    message = exc.message if isinstance(exc, EscrowflowError) else repr(exc)
+                    failures.append((row.id, message))
+                    self._record_failure(conn, row.id, message, now)
+                    continue
+                setattr(report, outcome, getattr(report, outcome) + 1)
+        report.failed = len(failures)
+        report.errors = [f"deadline {i}: {m}" for i, m in failures]
+        report.seconds = time.perf_counter() - started
+        if self.on_batch is not None:
+            self.on_batch(report)
+        return report
+
+    @staticmethod
+    def _record_failure(conn: sa.Connection, deadline_id: int, message: str, now: datetime) -> None:
+        c = _deadlines.c
+        attempts = conn.execute(sa.select(c.attempts).where(c.id == deadline_id)).scalar_one()
+        conn.execute(
+            _deadlines.update()
+            .where(c.id == deadline_id)
+            .values(
+                attempts=attempts + 1,
+                last_error=message[:2000],
+                next_attempt_at=now + backoff(attempts + 1),
+                claimed_by=None,
+                claim_expires_at=None,
+            )
+        )
+
+    def sweep(
+        self, now: datetime | None = None, should_stop: Callable[[], bool] = lambda: False
+    ) -> SweepReport:
+        """Claim and fire batches until nothing is due (or we are asked to stop)."""
+        total = SweepReport()
+        while not should_stop():
+            moment = now or self.engine.clock.now()
+            claimed = self.claim(moment)
+            if not claimed:
+                break
+            total.add(self.fire(claimed, moment))
+            if len(claimed) < self.batch_size:
+                break
+        return total
+
+    def next_due(self) -> datetime | None:
+        """When the next pending deadline (or retry) falls due, if any."""
+        c = _deadlines.c
+        pending = c.status == "pending"
+        with translated_errors(), self.engine.db.connect() as conn:
+            due = conn.execute(
+                sa.select(sa.func.min(c.due_at)).where(pending, c.next_attempt_at.is_(None))
+            ).scalar()
+            retry = conn.execute(sa.select(sa.func.min(c.next_attempt_at)).where(pending)).scalar()
+        found = [t for t in (due, retry) if t is not None]
+        return min(found) if found else None
