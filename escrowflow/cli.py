@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
@@ -11,6 +15,7 @@ import pydantic
 import typer
 
 from escrowflow.settings import Settings
+from scheduler.worker import JsonLines, Worker, worker_status
 from storage.db import make_engine
 from storage.errors import EscrowflowError
 from storage.migrate import upgrade
@@ -203,6 +208,110 @@ def history(
             f"{r['at']}  v{r['version']}  {r['from_state'] or '-'} -> {r['to_state']}  "
             f"{r['event']} by {r['actor_role']}:{r['actor_party']} ({r['cause']})"
             for r in rs
+        ),
+    )
+
+
+@app.command()
+def worker(
+    interval: Annotated[float | None, typer.Option(help="Seconds between idle sweeps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Deadlines claimed per batch.")] = None,
+) -> None:
+    """Run the daemon: fire due deadlines, now and as they fall due, until SIGTERM/SIGINT."""
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, handlers=[_json_handler()], force=True)
+    engine = _engine()
+    daemon = Worker(
+        engine,
+        interval=interval or settings.worker_interval,
+        batch_size=batch_size or settings.worker_batch_size,
+        lease=settings.worker_lease,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with _errors():
+        daemon.start()
+        stop.wait()
+        daemon.stop()  # the batch in hand finishes first
+
+
+def _json_handler() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    return handler
+
+
+@app.command()
+def status(as_json: AsJson = False) -> None:
+    """Workers alive, their last sweeps, pending and overdue deadlines, failing ones."""
+    engine = _engine()
+    with _errors():
+        report = worker_status(engine)
+    _print(report, as_json, _describe_status)
+
+
+def _describe_status(report: dict[str, Any]) -> str:
+    lines = [f"deadlines: {report['pending']} pending, {report['overdue']} overdue"]
+    for w in report["workers"]:
+        state = "alive" if w["alive"] else ("stopped" if w["stopped_at"] else "silent")
+        lines.append(
+            f"worker {w['id']}: {state}, last sweep {w['last_sweep_at'] or 'never'}, "
+            f"fired {w['fired']}, stale {w['stale']}, failed {w['failed']}"
+        )
+    for f in report["failing"]:
+        lines.append(
+            f"failing: deadline {f['id']} ({f['entity']} {f['entity_id']} "
+            f"{f['event']}) after {f['attempts']} attempts, retry at "
+            f"{f['next_attempt_at']}: {f['last_error']}"
+        )
+    return "\n".join(lines)
+
+
+deadlines_app = typer.Typer(help="Deadlines are data: list them.", no_args_is_help=True)
+app.add_typer(deadlines_app, name="deadlines")
+
+
+@deadlines_app.command("list")
+def deadlines_list(
+    overdue: Annotated[bool, typer.Option(help="Only those already due.")] = False,
+    contract: Annotated[int | None, typer.Option(help="Only this contract's.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Pending deadlines, soonest first."""
+    engine = _engine()
+    with _errors():
+        rows = views.pending_deadlines(
+            engine.db, overdue_at=engine.clock.now() if overdue else None, contract_id=contract
+        )
+    _print(
+        rows,
+        as_json,
+        lambda rs: (
+            "\n".join(
+                f"{r['due_at']}  deadline {r['id']}: {r['event']} {r['entity']} {r['entity_id']} "
+                f"(contract {r['contract_id']})"
+                for r in rs
+            )
+            or "no pending deadlines"
+        ),
+    )
+
+
+@app.command("next")
+def what_next(
+    contract: Annotated[int, typer.Argument(metavar="CONTRACT")], as_json: AsJson = False
+) -> None:
+    """What happens next on a contract, and when, if nobody acts."""
+    engine = _engine()
+    with _errors():
+        rows = views.what_next(engine.db, contract)
+    _print(
+        rows,
+        as_json,
+        lambda rs: (
+            "\n".join(r["summary"] for r in rs)
+            or f"nothing happens on contract {contract} unless someone acts"
         ),
     )
 

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     minimum_amounts: dict[str, int] = Field(default_factory=lambda: {"USD": 500})  # MS1
     max_milestones: int = Field(default=200, ge=1)  # CT3
 
+    # The daemon.
+    worker_interval: float = Field(default=1.0, gt=0)  # seconds between idle sweeps
+    worker_batch_size: int = Field(default=500, ge=1, le=10_000)
+    worker_lease: timedelta = timedelta(seconds=60)  # a crashed worker's claims expire
+
     @field_validator("minimum_amounts")
     @classmethod
     def _known_currencies(cls, value: dict[str, int]) -> dict[str, int]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from storage import models
+from storage.errors import EscrowflowError
 from storage.models import metadata
 from workflows.actors import Actor, Role
 from workflows.clock import ManualClock
@@ -180,3 +182,23 @@ def check_invariants(db: sa.Engine) -> None:
         timer = timer_of(MACHINES[d["entity"]], row["state"])
         assert timer is not None and timer.event == d["event"], (d, row["state"])
         assert d["state_version"] == row["version"], (d, row["version"])
+
+
+def race(*actions: object) -> list[object]:
+    """Run the actions at the same moment, each in a thread; their results or errors."""
+    barrier = threading.Barrier(len(actions))
+    outcomes: list[object] = [None] * len(actions)
+
+    def run(index: int, action: object) -> None:
+        barrier.wait()
+        try:
+            outcomes[index] = action()  # type: ignore[operator]
+        except EscrowflowError as exc:
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(actions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes

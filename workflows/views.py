@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from storage.db import translated_errors
 from storage.errors import NotFound
 from workflows.actors import Role
 from workflows.machines import MACHINES, events_from
+from workflows.policy import format_money
 
 _history = models.HISTORY
 _ledger = models.LEDGER
@@ -110,3 +112,65 @@ def ledger(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
             .all()
         )
     return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
+
+
+def pending_deadlines(
+    db: DBEngine, *, overdue_at: datetime | None = None, contract_id: int | None = None
+) -> list[dict[str, Any]]:
+    query = sa.select(_deadlines).where(_deadlines.c.status == "pending")
+    if overdue_at is not None:
+        query = query.where(_deadlines.c.due_at <= overdue_at)
+    if contract_id is not None:
+        query = query.where(_deadlines.c.contract_id == contract_id)
+    with translated_errors(), db.connect() as conn:
+        rows = conn.execute(query.order_by(_deadlines.c.due_at, _deadlines.c.id)).mappings()
+        return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
+
+
+def what_next(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
+    """For each pending deadline of a contract: what fires, when, and the money it moves."""
+    show(db, "contract", contract_id)  # names a missing contract precisely
+    rows = []
+    with translated_errors(), db.connect() as conn:
+        currency = conn.execute(
+            sa.select(_contracts.c.currency).where(_contracts.c.id == contract_id)
+        ).scalar_one()
+        deadlines = (
+            conn.execute(
+                sa.select(_deadlines)
+                .where(_deadlines.c.contract_id == contract_id, _deadlines.c.status == "pending")
+                .order_by(_deadlines.c.due_at)
+            )
+            .mappings()
+            .all()
+        )
+        for d in deadlines:
+            table = models.TABLES[d["entity"]]
+            entity = (
+                conn.execute(sa.select(table).where(table.c.id == d["entity_id"])).mappings().one()
+            )
+            money = _money_moved(d["event"], entity)
+            moves = f", {format_money(money[1], currency)} {money[0]}" if money else ""
+            rows.append(
+                {
+                    "deadline_id": d["id"],
+                    "entity": d["entity"],
+                    "entity_id": d["entity_id"],
+                    "event": d["event"],
+                    "due_at": d["due_at"].isoformat(),
+                    "money": {"to": money[0], "amount": money[1], "currency": currency}
+                    if money
+                    else None,
+                    "summary": f"{d['due_at'].isoformat()}: {d['entity']} {d['entity_id']} "
+                    f"{d['event']}{moves}",
+                }
+            )
+    return rows
+
+
+def _money_moved(event: str, entity: Any) -> tuple[str, int] | None:
+    if event == "auto_approve":
+        return ("released to the freelancer", entity["escrow"])
+    if event == "refund_by_default":
+        return ("refunded to the client", entity["amount"])
+    return None

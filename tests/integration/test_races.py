@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from datetime import timedelta
 from functools import partial
 
 import pytest
 
-from storage.errors import ConflictError, EscrowflowError, TransitionRejected
-from tests.helpers import CLIENT, Scenario, check_invariants
+from storage.errors import ConflictError, TransitionRejected
+from tests.helpers import CLIENT, Scenario, check_invariants, race
 
 ROUNDS = 25
-
-
-def _race(*actions: object) -> list[object]:
-    barrier = threading.Barrier(len(actions))
-    outcomes: list[object] = [None] * len(actions)
-
-    def run(index: int, action: object) -> None:
-        barrier.wait()
-        try:
-            outcomes[index] = action()  # type: ignore[operator]
-        except EscrowflowError as exc:
-            outcomes[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(actions)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return outcomes
 
 
 def test_es3_release_vs_auto_approval_vs_request_changes(sc: Scenario, backend: str) -> None:
@@ -41,7 +21,7 @@ def test_es3_release_vs_auto_approval_vs_request_changes(sc: Scenario, backend: 
         contract, m = sc.in_review(10_000)
         version = sc.row("milestone", m)["version"]
         sc.clock.advance(timedelta(days=14))
-        release, timer, changes = _race(
+        release, timer, changes = race(
             partial(sc.fire, "milestone", m, "release", CLIENT, expected_version=version),
             sc.engine.fire_due_deadlines,
             partial(sc.fire, "milestone", m, "request_changes", CLIENT, expected_version=version),
@@ -67,7 +47,7 @@ def test_es3_release_vs_auto_approval_vs_request_changes(sc: Scenario, backend: 
 def test_es3_many_concurrent_releases_pay_once(sc: Scenario, workers: int) -> None:
     for _ in range(10):
         contract, m = sc.in_review(10_000)
-        outcomes = _race(*[partial(sc.fire, "milestone", m, "release", CLIENT)] * workers)
+        outcomes = race(*[partial(sc.fire, "milestone", m, "release", CLIENT)] * workers)
         assert sum(isinstance(o, dict) for o in outcomes) == 1, outcomes
         assert [e for e in sc.ledger(contract) if e[0] == "release"] == [("release", 10_000)]
     check_invariants(sc.db)

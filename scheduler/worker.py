@@ -1,0 +1,232 @@
+"""The daemon's worker: APScheduler is the clock that drives the deadline sweeps.
+
+One interval job sweeps (claims and fires due deadlines, batch after batch while a
+backlog remains). After each sweep the job is moved to when the next deadline falls
+due, if that is sooner than the interval. The first sweep runs at once: every overdue
+deadline fires on start-up, oldest first. Deadlines are rows, not APScheduler jobs, so
+several workers on one PostgreSQL share them without a leader.
+
+`stop()` lets the batch in hand finish, then shuts APScheduler down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from storage import models
+from storage.db import transaction
+from workflows.deadlines import Sweeper, SweepReport
+from workflows.engine import Engine
+
+JOB_ID = "escrowflow-sweep"
+log = logging.getLogger("escrowflow.worker")
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per log line: time, level, message and the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+        }
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        interval: float = 1.0,
+        batch_size: int = 500,
+        lease: timedelta = timedelta(seconds=60),
+        worker_id: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.interval = interval
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.sweeper = Sweeper(engine, self.id, batch_size, lease, on_batch=self._log_batch)
+        self.totals = SweepReport()
+        self._stopping = threading.Event()
+        self._scheduler = BackgroundScheduler(timezone=UTC)
+        self.sweeps = 0
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._heartbeat(started=True)
+        self._scheduler.add_job(
+            self._tick,
+            IntervalTrigger(seconds=self.interval, timezone=UTC),
+            id=JOB_ID,
+            next_run_time=datetime.now(UTC),  # catch up at once
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,  # a late sweep is still wanted, however late
+        )
+        self._scheduler.start()
+        log.info(
+            "worker started",
+            extra={"fields": {"event": "start", "worker": self.id, "interval_s": self.interval}},
+        )
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then stop. Safe to call from a signal handler thread."""
+        self._stopping.set()
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+        self._heartbeat(stopped=True)
+        log.info(
+            "worker stopped",
+            extra={"fields": {"event": "stop", "worker": self.id, "fired": self.totals.fired}},
+        )
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    # -- the job ------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        try:
+            report = self.sweeper.sweep(should_stop=self._stopping.is_set)
+        except Exception:
+            log.exception(
+                "sweep failed", extra={"fields": {"event": "sweep_error", "worker": self.id}}
+            )
+            return
+        self.sweeps += 1
+        self.totals.add(report)
+        self._heartbeat(report=report)
+        if not self.stopping:
+            self._wake_for_next_deadline()
+
+    def _wake_for_next_deadline(self) -> None:
+        due = self.sweeper.next_due()
+        if due is None:
+            return
+        wait = (due - self.engine.clock.now()).total_seconds()
+        if wait < self.interval:
+            when = datetime.now(UTC) + timedelta(seconds=max(wait, 0.0))
+            self._scheduler.modify_job(JOB_ID, next_run_time=when)
+
+    def _log_batch(self, report: SweepReport) -> None:
+        log.info(
+            "batch",
+            extra={
+                "fields": {
+                    "event": "batch",
+                    "worker": self.id,
+                    "claimed": report.claimed,
+                    "fired": report.fired,
+                    "stale": report.stale,
+                    "gone": report.gone,
+                    "failed": report.failed,
+                    "ms": round(report.seconds * 1000, 1),
+                }
+            },
+        )
+        for error in report.errors:
+            log.warning(
+                "deadline failed",
+                extra={"fields": {"event": "deadline_failed", "worker": self.id, "error": error}},
+            )
+
+    # -- heartbeat ----------------------------------------------------------------
+
+    def _heartbeat(
+        self, *, started: bool = False, stopped: bool = False, report: SweepReport | None = None
+    ) -> None:
+        now = self.engine.clock.now()
+        table = models.WORKERS
+        try:
+            with transaction(self.engine.db) as conn:
+                if started:
+                    conn.execute(
+                        table.insert().values(
+                            id=self.id,
+                            host=socket.gethostname(),
+                            pid=os.getpid(),
+                            interval_seconds=self.interval,
+                            started_at=now,
+                            last_seen_at=now,
+                            fired=0,
+                            stale=0,
+                            failed=0,
+                        )
+                    )
+                    return
+                values: dict[str, Any] = {"last_seen_at": now}
+                if report is not None:
+                    values.update(
+                        last_sweep_at=now,
+                        fired=table.c.fired + report.fired,
+                        stale=table.c.stale + report.stale,
+                        failed=table.c.failed + report.failed,
+                    )
+                if stopped:
+                    values["stopped_at"] = now
+                conn.execute(table.update().where(table.c.id == self.id).values(**values))
+        except Exception:
+            # A missed heartbeat must not stop the deadlines from firing.
+            log.exception("heartbeat failed", extra={"fields": {"event": "heartbeat_error"}})
+
+
+def worker_status(engine: Engine) -> dict[str, Any]:
+    """Workers alive, their last sweeps, pending and overdue deadlines, failing ones."""
+    now = engine.clock.now()
+    d = models.DEADLINES.c
+    with engine.db.connect() as conn:
+        workers = (
+            conn.execute(sa.select(models.WORKERS).order_by(models.WORKERS.c.started_at))
+            .mappings()
+            .all()
+        )
+        pending = conn.execute(sa.select(sa.func.count()).where(d.status == "pending")).scalar_one()
+        overdue = conn.execute(
+            sa.select(sa.func.count()).where(d.status == "pending", d.due_at <= now)
+        ).scalar_one()
+        failing = (
+            conn.execute(
+                sa.select(
+                    d.id,
+                    d.entity,
+                    d.entity_id,
+                    d.event,
+                    d.attempts,
+                    d.last_error,
+                    d.next_attempt_at,
+                )
+                .where(d.status == "pending", d.attempts > 0)
+                .order_by(d.id)
+            )
+            .mappings()
+            .all()
+        )
+    alive = []
+    for w in workers:
+        grace = timedelta(seconds=max(3 * w["interval_seconds"], 10))
+        alive.append({**w, "alive": w["stopped_at"] is None and now - w["last_seen_at"] <= grace})
+    return {
+        "now": now,
+        "workers": alive,
+        "pending": pending,
+        "overdue": overdue,
+        "failing": [dict(f) for f in failing],
+    }

@@ -1,0 +1,164 @@
+"""The daemon's worker, in-process: a real APScheduler, an injected clock the test moves."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from functools import partial
+
+from scheduler.worker import Worker, worker_status
+from storage.db import transaction
+from storage.models import CONTRACTS, DEADLINES
+from tests.helpers import CLIENT, FREELANCER, Scenario, check_invariants, race
+from workflows.deadlines import Sweeper, backoff
+
+
+def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait (in real time, briefly) for the worker to have done something."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the worker did not get there in time"
+        time.sleep(0.02)
+
+
+@contextmanager
+def running(sc: Scenario, **kw: object) -> Iterator[Worker]:
+    worker = Worker(sc.engine, interval=0.05, **kw)  # type: ignore[arg-type]
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def test_ms10_auto_approval_fired_by_the_worker(sc: Scenario) -> None:
+    contract, m = sc.in_review(10_000)
+    with running(sc) as worker:
+        sc.clock.advance(timedelta(days=13, hours=23))
+        time.sleep(0.3)  # several sweeps: nothing is due yet
+        assert sc.state("milestone", m) == "in_review"
+        sc.clock.advance(timedelta(hours=1))
+        eventually(lambda: sc.state("milestone", m) == "released")
+    assert sc.ledger(contract)[-1] == ("release", 10_000)
+    last = sc.history("milestone", m)[-1]
+    assert (last["cause"], last["actor_role"]) == ("timer", "system")
+    assert last["due_at"] <= last["at"]
+    assert worker.totals.fired == 1
+
+
+def test_cr6_change_request_expired_by_the_worker(sc: Scenario) -> None:
+    _contract, (m,) = sc.active_contract(10_000)
+    sc.fire("milestone", m, "fund", CLIENT)
+    cr = sc.fire("milestone", m, "open_change_request", CLIENT, {"amount": 20_000})
+    request = cr["created"][0]["id"]
+    with running(sc):
+        sc.clock.advance(timedelta(days=7))
+        eventually(lambda: sc.state("change_request", request) == "expired")
+    assert sc.row("milestone", m)["amount"] == 10_000
+
+
+def test_rf2_refund_by_default_fired_by_the_worker(sc: Scenario) -> None:
+    contract, (m,) = sc.active_contract(10_000)
+    sc.fire("milestone", m, "fund", CLIENT)
+    sc.fire("contract", contract, "end", CLIENT)
+    refund = sc.fire("contract", contract, "request_refund", CLIENT)["created"][0]["id"]
+    with running(sc):
+        sc.clock.advance(timedelta(days=7))
+        eventually(lambda: sc.state("refund", refund) == "refunded")
+    assert sc.ledger(contract)[-1] == ("refund", 10_000)
+    check_invariants(sc.db)
+
+
+def test_overdue_deadlines_fire_at_start_oldest_first_once(sc: Scenario) -> None:
+    milestones = []
+    for _ in range(5):
+        milestones.append(sc.in_review(1_000)[1])
+        sc.clock.advance(timedelta(hours=1))
+    sc.clock.advance(timedelta(days=30))  # the daemon was down
+    with running(sc, batch_size=2):
+        eventually(lambda: all(sc.state("milestone", m) == "released" for m in milestones))
+    fired = sorted(
+        (sc.history("milestone", m)[-1]["id"], sc.history("milestone", m)[-1]["due_at"])
+        for m in milestones
+    )
+    assert [due for _, due in fired] == sorted(due for _, due in fired)  # oldest first
+    assert sum(1 for d in sc.rows("deadlines") if d["status"] == "fired") == 5
+
+
+def test_a_failing_deadline_is_retried_with_backoff_and_the_batch_still_fires(
+    sc: Scenario,
+) -> None:
+    good_contract, good = sc.in_review(10_000)
+    bad_contract, bad = sc.in_review(10_000)
+    # Break the bad contract so that paying out trips the database's ledger check.
+    with transaction(sc.db) as conn:
+        conn.execute(
+            CONTRACTS.update()
+            .where(CONTRACTS.c.id == bad_contract)
+            .values(held=5_000, deposited=5_000)
+        )
+    sc.clock.advance(timedelta(days=14))
+    sweeper = Sweeper(sc.engine, "test", batch_size=10)
+    report = sweeper.sweep()
+    assert (report.fired, report.failed) == (1, 1)
+    assert sc.state("milestone", good) == "released"
+    assert sc.state("milestone", bad) == "in_review"  # rolled back alone
+    (deadline,) = sc.pending_deadlines("milestone", bad)
+    assert deadline["attempts"] == 1 and "ck_contracts" in deadline["last_error"]
+    assert deadline["next_attempt_at"] == sc.clock.now() + backoff(1)
+    status = worker_status(sc.engine)
+    assert [f["id"] for f in status["failing"]] == [deadline["id"]]
+    assert sweeper.sweep().claimed == 0  # not before its backoff
+    sc.clock.advance(backoff(1))
+    assert sweeper.sweep().failed == 1
+    assert sc.pending_deadlines("milestone", bad)[0]["attempts"] == 2
+    with transaction(sc.db) as conn:  # repaired: the next retry succeeds
+        conn.execute(
+            CONTRACTS.update()
+            .where(CONTRACTS.c.id == bad_contract)
+            .values(held=10_000, deposited=10_000)
+        )
+    sc.clock.advance(backoff(2))
+    assert sweeper.sweep().fired == 1
+    assert sc.state("milestone", bad) == "released"
+    check_invariants(sc.db)
+    assert good_contract != bad_contract
+
+
+def test_es3_release_racing_the_sweep_one_effect_per_round(sc: Scenario) -> None:
+    for _ in range(20):
+        contract, m = sc.in_review(10_000)
+        sc.clock.advance(timedelta(days=14))
+        release, sweep = race(
+            partial(sc.fire, "milestone", m, "release", CLIENT),
+            Sweeper(sc.engine, "racer").sweep,
+        )
+        outcome = {"release": release, "sweep": sweep}
+        released = isinstance(outcome["release"], dict)
+        fired = outcome["sweep"].fired  # type: ignore[attr-defined]
+        assert released + fired == 1, outcome
+        assert [e for e in sc.ledger(contract) if e[0] == "release"] == [("release", 10_000)]
+        (deadline,) = [
+            d
+            for d in sc.rows("deadlines", entity="milestone", entity_id=m)
+            if d["status"] != "cancelled"
+        ] or [None]
+        if released:
+            assert deadline is None  # the release cancelled it
+    check_invariants(sc.db)
+
+
+def test_heartbeat_and_status(sc: Scenario) -> None:
+    sc.in_review(1_000)
+    with running(sc) as worker:
+        eventually(lambda: worker.sweeps >= 2)
+        status = worker_status(sc.engine)
+        (row,) = status["workers"]
+        assert row["id"] == worker.id and row["alive"] and row["last_sweep_at"] is not None
+        assert status["pending"] == 1 and status["overdue"] == 0
+    (row,) = worker_status(sc.engine)["workers"]
+    assert row["stopped_at"] is not None and not row["alive"]
+    assert FREELANCER.party == "ada"
+    assert DEADLINES.name == "deadlines"
