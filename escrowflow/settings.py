@@ -41,7 +41,26 @@ class Settings(BaseSettings):
                 raise ValueError(f"minimum amount for {currency} must be positive")
         return value
 
-    @field_validator("review_window", "change_request_lifetime", "refund_response_time")
+    @field_validator(
+        "review_window",
+        "change_request_lifetime",
+        "refund_response_time",
+        "worker_lease",
+        mode="before",
+    )
+    @classmethod
+    def _plain_seconds(cls, value: object) -> object:
+        """`ESCROWFLOW_REVIEW_WINDOW=3600` means seconds, as `PT1H` would."""
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+        return value
+
+    @field_validator(
+        "review_window", "change_request_lifetime", "refund_response_time", "worker_lease"
+    )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

@@ -1,10 +1,11 @@
 """Database engines and transactions, with driver errors translated once, here.
 
 `make_engine(settings)` is the only way to get an engine: nothing connects at import.
-SQLite runs in WAL mode with foreign keys on, and every transaction starts with
-`BEGIN IMMEDIATE` so that a writer holds the lock from its first read (no upgrade
-deadlocks between two writers). PostgreSQL runs at READ COMMITTED; the engine above
-serialises work on a contract with `SELECT ... FOR UPDATE` on the contract row.
+SQLite runs in WAL mode with foreign keys on, and every write transaction
+(`transaction()`) starts with `BEGIN IMMEDIATE` so that a writer holds the lock from its
+first read (no upgrade deadlocks between two writers); reads start a plain `BEGIN`.
+PostgreSQL runs at READ COMMITTED; the engine above serialises work on a contract with
+`SELECT ... FOR UPDATE` on the contract row.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from storage.errors import ConflictError, StorageError, ValidationError
 
 _SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+_WRITES = "escrowflow_writes"
 
 
 class DatabaseSettings(Protocol):
@@ -79,8 +81,11 @@ def _make_sqlite_engine(url: sa.URL, synchronous: str, **engine_kwargs: Any) -> 
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(conn: Connection) -> None:
+        # A writer takes the lock before its first read (no upgrade deadlock between two
+        # writers); a reader does not, so in WAL mode it never waits for a writer.
+        writes = conn.get_execution_options().get(_WRITES, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
     return engine
 
@@ -130,6 +135,8 @@ def translated_errors() -> Iterator[None]:
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Connection]:
-    """One transaction: committed if the block succeeds, rolled back if it raises."""
-    with translated_errors(), engine.begin() as conn:
-        yield conn
+    """One write transaction: committed if the block succeeds, rolled back if it raises."""
+    with translated_errors(), engine.connect() as conn:
+        conn = conn.execution_options(**{_WRITES: True})
+        with conn.begin():
+            yield conn

@@ -564,6 +564,10 @@ class Engine:
     """Applies events to escrow lifecycles. Thread-safe; one per database."""
 
     def __init__(self, db: DBEngine, policy: Policy, clock: Clock) -> None:
+        # What events do besides changing state is registered by importing the effects;
+        # every path (requests, timers) needs them, so an engine never exists without.
+        import workflows.effects  # noqa: F401
+
         self.db = db
         self.policy = policy
         self.clock = clock
@@ -633,7 +637,7 @@ class Engine:
         self, actor: Actor, payload: Mapping[str, Any], idempotency_key: str | None = None
     ) -> Result:
         """CT2: a client offers a contract to a freelancer, with milestones if given (MS2)."""
-        from workflows import effects  # the effects register themselves on import
+        from workflows import effects
 
         payload = dict(payload)
         request = {
@@ -766,10 +770,6 @@ class Engine:
 
 
 def _machine(entity: str) -> type[EscrowMachine]:
-    # Importing the effects registers them; done here so that machines stay importable
-    # (for diagrams, say) without the engine.
-    from workflows import effects  # noqa: F401
-
     try:
         return MACHINES[entity]
     except KeyError:

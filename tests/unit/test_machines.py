@@ -61,3 +61,21 @@ def test_a_machine_reused_after_a_final_state_still_decides() -> None:
     assert machines.decide("milestone", "active", "submit", ctx) == "in_review"
     # Restarted, not rebuilt: if a library upgrade breaks this, we rebuild (slower).
     assert machines.bound["milestone"][0] is first
+
+
+def test_an_engine_always_has_the_effects_of_every_event() -> None:
+    """A fresh process that only fires timers must still move money (a daemon did not)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import types, sqlalchemy as sa\n"
+        "from workflows.engine import EFFECTS, Engine\n"
+        "from workflows.clock import SystemClock\n"
+        "from workflows.policy import Policy\n"
+        "assert not EFFECTS\n"
+        "Engine(sa.create_engine('sqlite://'), Policy(), SystemClock())\n"
+        "assert ('milestone', 'auto_approve') in EFFECTS, sorted(EFFECTS)\n"
+        "assert ('refund', 'refund_by_default') in EFFECTS\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,171 @@
+"""The daemon as a process (`escrowflow worker`): several at once, killed, stopped.
+
+Deadlines are seeded already overdue in real time, so the workers run on the wall clock.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine as DBEngine
+
+from storage.models import DEADLINES, HISTORY, LEDGER
+from tests.helpers import check_invariants
+from tests.seed import seed_due_auto_approvals
+
+IN_CI = bool(os.environ.get("CI"))
+DRAIN = int(os.environ.get("ESCROWFLOW_DRAIN_DEADLINES", "20000" if IN_CI else "4000"))
+OVERDUE = datetime.now(UTC) - timedelta(days=3)
+
+
+class Daemons:
+    def __init__(self, url: str, logs: Path) -> None:
+        self.url = url
+        self.logs = logs
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, batch_size: int = 200) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "ESCROWFLOW_DATABASE_URL": self.url,
+            "ESCROWFLOW_WORKER_LEASE": "2",
+            "ESCROWFLOW_SQLITE_SYNCHRONOUS": "NORMAL",
+        }
+        log = open(self.logs / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "escrowflow",
+                "worker",
+                "--interval",
+                "0.2",
+                "--batch-size",
+                str(batch_size),
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def last_log(self) -> str:
+        """Why the daemons stopped: the end of the newest log."""
+        logs = sorted(self.logs.glob("worker-*.log"))
+        return logs[-1].read_text(errors="replace")[-2000:] if logs else "no log"
+
+    def stop_all(self) -> list[int]:
+        for p in self.processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        return [p.wait(timeout=60) for p in self.processes]
+
+
+@pytest.fixture
+def daemons(db: DBEngine, tmp_path: Path) -> Iterator[Daemons]:
+    d = Daemons(db.url.render_as_string(hide_password=False), tmp_path)
+    yield d
+    for p in d.processes:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def _count(db: DBEngine, query: sa.Select[tuple[int]]) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def pending(db: DBEngine) -> int:
+    return _count(db, sa.select(sa.func.count()).where(DEADLINES.c.status == "pending"))
+
+
+def wait_until_drained(db: DBEngine, daemons: Daemons, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while pending(db):
+        assert time.monotonic() < end, f"{pending(db)} deadlines still pending"
+        assert any(p.poll() is None for p in daemons.processes), daemons.last_log()
+        time.sleep(0.2)
+
+
+def assert_each_fired_once(db: DBEngine, count: int) -> None:
+    fired = _count(db, sa.select(sa.func.count()).where(DEADLINES.c.status == "fired"))
+    approvals = _count(db, sa.select(sa.func.count()).where(HISTORY.c.event == "auto_approve"))
+    releases = _count(db, sa.select(sa.func.count()).where(LEDGER.c.kind == "release"))
+    distinct = _count(
+        db,
+        sa.select(sa.func.count(sa.distinct(HISTORY.c.entity_id))).where(
+            HISTORY.c.event == "auto_approve"
+        ),
+    )
+    assert (fired, approvals, releases, distinct) == (count, count, count, count)
+    check_invariants(db)
+
+
+# Several daemons share one database on PostgreSQL (SQLite has one writer: one daemon).
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_four_workers_drain_due_deadlines_exactly_once(
+    db: DBEngine, backend: str, daemons: Daemons
+) -> None:
+    seed_due_auto_approvals(db, DRAIN, OVERDUE)
+    for _ in range(4):
+        daemons.start()
+    wait_until_drained(db, daemons, timeout=600)
+    assert daemons.stop_all() == [0, 0, 0, 0]
+    assert_each_fired_once(db, DRAIN)
+    with db.connect() as conn:  # every worker took part
+        workers = conn.execute(sa.text("SELECT fired FROM workers")).scalars().all()
+    assert len(workers) == 4 and sum(workers) == DRAIN
+
+
+def test_killed_workers_leave_every_deadline_fired_exactly_once(
+    db: DBEngine, backend: str, daemons: Daemons
+) -> None:
+    count = 3_000
+    seed_due_auto_approvals(db, count, OVERDUE)
+    workers = 2 if backend == "postgresql" else 1
+    rng = random.Random(7)
+    for _ in range(4):
+        started = [daemons.start(batch_size=100) for _ in range(workers)]
+        time.sleep(rng.uniform(0.5, 2.0))
+        for process in started:
+            process.kill()  # SIGKILL: no chance to finish anything
+            process.wait()
+    assert pending(db) > 0, "the kills came too late to test anything"
+    daemons.start()
+    wait_until_drained(db, daemons, timeout=300)  # claims of killed workers expire after the lease
+    assert daemons.stop_all()[-1] == 0
+    assert_each_fired_once(db, count)
+
+
+def test_sigterm_finishes_the_batch_in_hand_and_exits_0(
+    db: DBEngine, backend: str, daemons: Daemons
+) -> None:
+    count = 20_000
+    seed_due_auto_approvals(db, count, OVERDUE)
+    process = daemons.start(batch_size=200)
+    fired = sa.select(sa.func.count()).where(DEADLINES.c.status == "fired")
+    end = time.monotonic() + 120
+    while _count(db, fired) == 0:
+        assert time.monotonic() < end
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    asked = time.monotonic()
+    assert process.wait(timeout=30) == 0
+    assert time.monotonic() - asked < 10, "did not stop promptly"
+    assert pending(db) > 0, "drained before the signal: nothing was in hand"
+    check_invariants(db)  # no half-applied deadline: state, ledger and history agree
+    done = _count(db, fired)
+    assert done == _count(db, sa.select(sa.func.count()).where(HISTORY.c.event == "auto_approve"))
