@@ -12,7 +12,8 @@ it maps every other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,11 +33,13 @@ class Prepared:
         self.sql = str(compiled)
         self.positional = bool(compiled.positional)
         self.order = list(compiled.positiontup or ()) if self.positional else []
-        self.bind: dict[str, Processor] = {}
-        for name, bind in compiled.binds.items():
+        # (name, required, default, conversion) of every parameter, in driver order.
+        names = self.order if self.positional else list(compiled.binds)
+        self.binds: list[tuple[str, bool, Any, Processor | None]] = []
+        for name in names:
+            bind = compiled.binds[name]
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if processor is not None:
-                self.bind[name] = processor
+            self.binds.append((name, bool(bind.required), bind.value, processor))
         self.columns: list[tuple[str, Processor | None]] = []
         if isinstance(statement, sa.Select):
             for column in statement.selected_columns:
@@ -44,13 +47,16 @@ class Prepared:
                 self.columns.append((str(column.key), impl.result_processor(dialect, None)))
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
-        params = self.compiled.construct_params(dict(values))
-        for name, processor in self.bind.items():
-            if name in params:
-                params[name] = processor(params[name])
-        if self.positional:
-            return tuple(params[name] for name in self.order)
-        return params
+        converted: dict[str, Any] = {}
+        for name, required, default, processor in self.binds:
+            if name in values:
+                value = values[name]
+            elif required:
+                raise sa.exc.ArgumentError(f"no value for parameter {name!r}")
+            else:
+                value = default
+            converted[name] = processor(value) if processor is not None else value
+        return tuple(converted.values()) if self.positional else converted
 
 
 class FastPath:
@@ -93,6 +99,22 @@ class FastPath:
         new_id = cursor.lastrowid if self._lastrowid else cursor.fetchone()[0]
         cursor.close()
         return int(new_id)
+
+    @contextmanager
+    def savepoint(self, conn: Connection) -> Iterator[None]:
+        """A savepoint on the raw cursor: rolled back alone if the block raises."""
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute("SAVEPOINT escrowflow_item")
+            try:
+                yield
+            except BaseException:
+                cursor.execute("ROLLBACK TO SAVEPOINT escrowflow_item")
+                cursor.execute("RELEASE SAVEPOINT escrowflow_item")
+                raise
+            cursor.execute("RELEASE SAVEPOINT escrowflow_item")
+        finally:
+            cursor.close()
 
     def fetch_one(
         self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]

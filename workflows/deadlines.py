@@ -108,13 +108,10 @@ class Sweeper:
         ordered = sorted(claimed, key=lambda row: (row.contract_id, row.due_at, row.id))
         with transaction(self.engine.db) as conn:
             for row in ordered:
-                savepoint = conn.begin_nested()
                 try:
-                    with translated_errors():
+                    with translated_errors(), self.engine.fast.savepoint(conn):
                         outcome = self.engine.fire_deadline_in(conn, row.id, now)
-                    savepoint.commit()
                 except Exception as exc:  # one deadline's failure stays its own
-                    savepoint.rollback()
                     message = exc.message if isinstance(exc, EscrowflowError) else repr(exc)
                     failures.append((row.id, message))
                     self._record_failure(conn, row.id, message, now)

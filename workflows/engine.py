@@ -39,7 +39,14 @@ from storage.errors import (
 from storage.fastpath import FastPath, insert_statement, update_statement, values_of
 from workflows.actors import SYSTEM, Actor, Role
 from workflows.clock import Clock
-from workflows.machines import MACHINES, Context, EscrowMachine, events_from, timer_of
+from workflows.machines import (
+    MACHINES,
+    Context,
+    EscrowMachine,
+    events_from,
+    timer_of,
+    unguarded_transitions,
+)
 from workflows.payloads import only, reason
 from workflows.policy import Policy
 
@@ -79,6 +86,18 @@ _PENDING_OF_ENTITY = sa.and_(
     _deadlines.c.entity_id == sa.bindparam("d_entity_id"),
     _deadlines.c.status == "pending",
     _deadlines.c.id != sa.bindparam("d_firing"),
+)
+_LOAD_DEADLINE = sa.select(_deadlines).where(_deadlines.c.id == sa.bindparam("pk"))
+_CLOSE_DEADLINE = (
+    _deadlines.update()
+    .where(_deadlines.c.id == sa.bindparam("pk"))
+    .values(
+        status=sa.bindparam("status"),
+        closed_at=sa.bindparam("now"),
+        history_id=sa.bindparam("history_id"),
+        claimed_by=None,
+        claim_expires_at=None,
+    )
 )
 _CANCEL_DEADLINES = (
     _deadlines.update()
@@ -193,6 +212,9 @@ def _restart(machine: EscrowMachine) -> bool:
     return not machine.is_terminated
 
 
+_UNGUARDED = {entity: unguarded_transitions(machine) for entity, machine in MACHINES.items()}
+
+
 class _Machines(threading.local):
     """One bound machine per lifecycle per thread: building one costs far more than
     sending it an event, and a machine is not safe to share between threads."""
@@ -201,6 +223,9 @@ class _Machines(threading.local):
         self.bound: dict[str, tuple[EscrowMachine, _Carrier]] = {}
 
     def decide(self, entity: str, state: str, event: str, ctx: Context) -> str:
+        target = _UNGUARDED[entity].get((state, event))
+        if target is not None:
+            return target
         bound = self.bound.get(entity)
         if bound is not None and bound[0].is_terminated and not _restart(bound[0]):
             bound = None
@@ -427,7 +452,13 @@ class Unit:
                     _CARRY_DEADLINES, {**self._deadlines_of(step), "d_version": step.version}
                 )
             return
-        if left is not None:
+        firing_this = self.deadline is not None and (
+            self.deadline["entity"],
+            self.deadline["entity_id"],
+        ) == (step.entity, step.record.id)
+        # An entity has at most one pending deadline (one timer per state, a unique index
+        # per event): when it is the one firing, there is nothing else to cancel.
+        if left is not None and not firing_this:
             self._cancel_deadlines(step)
         if entered is not None:
             self._schedule(step, entered.policy, entered.event)
@@ -686,14 +717,14 @@ class Engine:
         """
         unit = Unit(self, conn, SYSTEM, "timer", now or self.clock.now())
         unit.lock_contract_of("deadline", deadline_id)
-        deadline = (
-            conn.execute(sa.select(_deadlines).where(_deadlines.c.id == deadline_id))
-            .mappings()
-            .one()
+        fast = self.fast
+        deadline = fast.fetch_one(
+            conn, fast.prepare("deadline", _same, _LOAD_DEADLINE), {"pk": deadline_id}
         )
+        assert deadline is not None  # the lock above found it
         if deadline["status"] != "pending":
             return "gone"
-        unit.deadline = dict(deadline)
+        unit.deadline = deadline
         record = unit.load(deadline["entity"], deadline["entity_id"])
         timer = timer_of(MACHINES[record.entity], record["state"])
         if (
@@ -712,16 +743,11 @@ class Engine:
     def _close_deadline(
         self, unit: Unit, deadline_id: int, status: str, history_id: int | None
     ) -> None:
-        unit.conn.execute(
-            _deadlines.update()
-            .where(_deadlines.c.id == deadline_id)
-            .values(
-                status=status,
-                closed_at=unit.now,
-                history_id=history_id,
-                claimed_by=None,
-                claim_expires_at=None,
-            )
+        fast = self.fast
+        fast.execute(
+            unit.conn,
+            fast.prepare("close_deadline", _same, _CLOSE_DEADLINE),
+            {"pk": deadline_id, "status": status, "now": unit.now, "history_id": history_id},
         )
 
     # -- helpers ------------------------------------------------------------------

@@ -401,3 +401,35 @@ def events_from(machine: type[EscrowMachine], state: str) -> list[str]:
         for event in transition.events:
             seen[str(event)] = None
     return list(seen)
+
+
+def unguarded_transitions(machine: type[EscrowMachine]) -> dict[tuple[str, str], str]:
+    """(state, event) -> target for events with a single transition out of a state that has
+    no guard. Our machines declare no actions, so for these the machine's answer is its
+    declaration; the engine looks them up instead of running the library's event loop
+    (tests/unit/test_machines.py checks every entry against `send`)."""
+    table: dict[tuple[str, str], str] = {}
+    for state in machine.states:
+        by_event: dict[str, list[Any]] = {}
+        for transition in state.transitions:
+            for event in transition.events:
+                by_event.setdefault(str(event), []).append(transition)
+        for event, transitions in by_event.items():
+            (transition, *others) = transitions
+            if others or _has_callbacks(machine, transition):
+                continue
+            table[(state.id, event)] = transition.target.id
+    return table
+
+
+def _has_callbacks(machine: type[EscrowMachine], transition: Any) -> bool:
+    """A guard or an action on the transition. Naming conventions (`on_<event>`, ...)
+    count only if the machine defines such a method, as it then would run."""
+    if any(
+        not spec.is_convention or hasattr(machine, str(spec.func))
+        for name in ("validators", "cond", "before", "on", "after")
+        for spec in getattr(transition, name)
+    ):
+        return True
+    conventions = ("on_enter_", "on_exit_", "before_", "after_")
+    return any(attr.startswith(conventions) for attr in vars(machine))

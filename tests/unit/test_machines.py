@@ -79,3 +79,25 @@ def test_an_engine_always_has_the_effects_of_every_event() -> None:
         "assert ('refund', 'refund_by_default') in EFFECTS\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_transition_table_agrees_with_the_machines() -> None:
+    """Every unguarded (state, event) the engine looks up gives what `send` gives."""
+    from workflows.engine import _Carrier
+    from workflows.machines import unguarded_transitions
+
+    ctx = Context("x", {}, {}, {}, Actor(Role.SYSTEM, "t"))
+    checked = 0
+    for machine in MACHINES.values():
+        table = unguarded_transitions(machine)
+        assert table, machine.__name__
+        for (state, event), target in table.items():
+            carrier = _Carrier()
+            bound = machine(model=carrier, state_field="state")
+            carrier.state = state
+            bound.send(event, ctx=ctx)
+            assert carrier.state == target, (machine.__name__, state, event)
+            checked += 1
+    assert ("in_review", "auto_approve") in unguarded_transitions(MACHINES["milestone"])
+    assert ("pending", "fund") not in unguarded_transitions(MACHINES["milestone"])  # guarded
+    assert checked > 20
