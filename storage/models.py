@@ -272,6 +272,13 @@ class Deadline(SQLModel, table=True):
             "status IN ('pending', 'fired', 'cancelled', 'stale')", name="ck_deadlines_status"
         ),
         sa.Index("ix_deadlines_due_pending", "due_at", **_pending_only("status", "pending")),
+        # Failed firings waiting for their retry: few rows, found without a scan.
+        sa.Index(
+            "ix_deadlines_retry_pending",
+            "next_attempt_at",
+            sqlite_where=sa.text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+            postgresql_where=sa.text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+        ),
         sa.Index(
             "uq_deadlines_one_pending_per_entity_event",
             "entity",

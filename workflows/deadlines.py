@@ -156,13 +156,24 @@ class Sweeper:
         return total
 
     def next_due(self) -> datetime | None:
-        """When the next pending deadline (or retry) falls due, if any."""
+        """When the next pending deadline (or retry) falls due, if any.
+
+        Each half walks its partial index to the first row: cheap with a million pending.
+        """
         c = _deadlines.c
         pending = c.status == "pending"
         with translated_errors(), self.engine.db.connect() as conn:
             due = conn.execute(
-                sa.select(sa.func.min(c.due_at)).where(pending, c.next_attempt_at.is_(None))
+                sa.select(c.due_at)
+                .where(pending, c.next_attempt_at.is_(None))
+                .order_by(c.due_at)
+                .limit(1)
             ).scalar()
-            retry = conn.execute(sa.select(sa.func.min(c.next_attempt_at)).where(pending)).scalar()
+            retry = conn.execute(
+                sa.select(c.next_attempt_at)
+                .where(pending, c.next_attempt_at.is_not(None))
+                .order_by(c.next_attempt_at)
+                .limit(1)
+            ).scalar()
         found = [t for t in (due, retry) if t is not None]
         return min(found) if found else None

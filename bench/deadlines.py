@@ -1,0 +1,244 @@
+"""Benchmark: the daemon's deadlines. Not a test: it prints figures.
+
+(a) drain N overdue auto-approvals with `escrowflow worker` processes: SQLite with one
+    worker, PostgreSQL with one and with four; deadlines/s.
+(b) with M pending future deadlines: the time of one sweep that finds nothing due, and
+    the worker process's peak RSS.
+(c) a steady trickle of deadlines falling due while a worker runs: fire lag p50/p99.
+Optionally (d) the same auto-approval drain on DBOS, if the `dbos` package is installed.
+
+    python bench/deadlines.py [--drain 100000] [--pending 1000000] [--trickle 600]
+
+Last line: `drain sqlite deadlines/s: N, dbos: M, ratio: R`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from escrowflow.settings import Settings  # noqa: E402
+from storage.db import make_engine  # noqa: E402
+from storage.migrate import upgrade  # noqa: E402
+from storage.models import CONTRACTS, DEADLINES, HISTORY  # noqa: E402
+from tests.seed import seed_due_auto_approvals  # noqa: E402
+from workflows.clock import SystemClock  # noqa: E402
+from workflows.deadlines import Sweeper  # noqa: E402
+from workflows.engine import Engine  # noqa: E402
+
+
+def database(url: str) -> sa.Engine:
+    db = make_engine(Settings(database_url=url))
+    upgrade(db)
+    return db
+
+
+def start_workers(url: str, count: int, interval: float = 1.0) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "ESCROWFLOW_DATABASE_URL": url}
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "escrowflow", "worker", "--interval", str(interval)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        for _ in range(count)
+    ]
+
+
+def stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+    for w in workers:
+        w.wait(timeout=120)
+
+
+def pending(db: sa.Engine) -> int:
+    with db.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).where(DEADLINES.c.status == "pending")
+            ).scalar_one()
+        )
+
+
+def drain(url: str, count: int, workers: int, label: str) -> float:
+    db = database(url)
+    print(f"(a) {label}: seeding {count} overdue auto-approvals ...", flush=True)
+    seed_due_auto_approvals(db, count, datetime.now(UTC) - timedelta(days=1))
+    started = time.perf_counter()
+    processes = start_workers(url, workers)
+    last = time.perf_counter()
+    while (left := pending(db)) > 0:
+        if time.perf_counter() - last > 10:
+            print(f"    {count - left}/{count} fired", flush=True)
+            last = time.perf_counter()
+        time.sleep(0.2)
+    elapsed = time.perf_counter() - started
+    stop(processes)
+    rate = count / elapsed
+    print(
+        f"    {label}: {count} fired in {elapsed:.1f} s: {rate:.0f} deadlines/s "
+        "(including worker start-up)",
+        flush=True,
+    )
+    db.dispose()
+    return rate
+
+
+def idle_sweep(url: str, count: int) -> None:
+    db = database(url)
+    print(f"(b) seeding {count} pending future deadlines ...", flush=True)
+    future = datetime.now(UTC) + timedelta(days=30)
+    with db.begin() as conn:
+        conn.execute(
+            CONTRACTS.insert(),
+            [
+                {
+                    "id": 1,
+                    "kind": "fixed",
+                    "client_id": "acme",
+                    "freelancer_id": "ada",
+                    "title": "bench",
+                    "currency": "USD",
+                    "state": "active",
+                    "version": 1,
+                    "created_at": future,
+                    "updated_at": future,
+                }
+            ],
+        )
+    chunk = 50_000
+    for start in range(0, count, chunk):
+        with db.begin() as conn:
+            conn.execute(
+                DEADLINES.insert(),
+                [
+                    {
+                        "contract_id": 1,
+                        "entity": "milestone",
+                        "entity_id": start + i,
+                        "event": "auto_approve",
+                        "due_at": future + timedelta(seconds=start + i),
+                        "state_version": 3,
+                        "status": "pending",
+                        "created_at": future,
+                        "attempts": 0,
+                    }
+                    for i in range(min(chunk, count - start))
+                ],
+            )
+    sweeper = Sweeper(Engine(db, Settings().policy(), SystemClock()), "bench")
+    timings = []
+    for _ in range(20):
+        t = time.perf_counter()
+        report = sweeper.sweep()
+        sweeper.next_due()
+        timings.append((time.perf_counter() - t) * 1000)
+        assert report.claimed == 0
+    print(
+        f"    sweep finding nothing due among {count}: median "
+        f"{statistics.median(timings):.1f} ms, max {max(timings):.1f} ms",
+        flush=True,
+    )
+    (worker,) = start_workers(url, 1, interval=0.1)
+    time.sleep(5)  # some fifty sweeps
+    status = Path(f"/proc/{worker.pid}/status").read_text()
+    peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+    stop([worker])
+    print(f"    worker peak RSS after 5 s of sweeps: {peak.split(':')[1].strip()}", flush=True)
+    db.dispose()
+
+
+def trickle(url: str, count: int, spacing_ms: float) -> None:
+    db = database(url)
+    first = datetime.now(UTC) + timedelta(seconds=5)
+    span = timedelta(milliseconds=spacing_ms)
+    print(f"(c) {count} deadlines falling due every {spacing_ms:.0f} ms ...", flush=True)
+    # Seed them all due at once, then spread the due times: a steady trickle.
+    seed_due_auto_approvals(db, count, first)
+    with db.begin() as conn:
+        ids = conn.execute(sa.select(DEADLINES.c.id).order_by(DEADLINES.c.id)).scalars().all()
+        conn.execute(
+            DEADLINES.update()
+            .where(DEADLINES.c.id == sa.bindparam("pk"))
+            .values(due_at=sa.bindparam("due")),
+            [{"pk": i, "due": first + n * span} for n, i in enumerate(ids)],
+        )
+    processes = start_workers(url, 1)  # the default 1 s interval: lag comes from waking
+    while pending(db):
+        time.sleep(0.5)
+    stop(processes)
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.select(HISTORY.c.at, HISTORY.c.due_at).where(HISTORY.c.event == "auto_approve")
+        ).all()
+    lags = sorted((at - due).total_seconds() for at, due in rows)
+    p50 = lags[len(lags) // 2]
+    p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+    print(
+        f"    fire lag over {len(lags)}: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+        f"max {lags[-1] * 1000:.0f} ms",
+        flush=True,
+    )
+    db.dispose()
+
+
+def dbos_drain(count: int) -> float | None:
+    try:
+        import dbos  # noqa: F401
+    except ImportError:
+        print("(d) dbos not installed (pip install dbos): skipped", flush=True)
+        return None
+    print("(d) dbos: not implemented in this run", flush=True)
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--drain", type=int, default=100_000)
+    parser.add_argument("--pending", type=int, default=1_000_000)
+    parser.add_argument("--trickle", type=int, default=600)
+    parser.add_argument("--spacing-ms", type=float, default=20.0)
+    parser.add_argument("--skip", default="", help="comma list of: pg, idle, trickle")
+    args = parser.parse_args()
+    skip = set(args.skip.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite_rate = drain(f"sqlite:///{tmp}/drain.db", args.drain, 1, "sqlite, 1 worker")
+        if "idle" not in skip:
+            idle_sweep(f"sqlite:///{tmp}/idle.db", args.pending)
+        if "trickle" not in skip:
+            trickle(f"sqlite:///{tmp}/trickle.db", args.trickle, args.spacing_ms)
+    if "pg" not in skip:
+        from tests.pg import Cluster
+
+        cluster = Cluster()
+        cluster.start()
+        try:
+            one = drain(cluster.create_database("one"), args.drain, 1, "postgresql, 1 worker")
+            four = drain(cluster.create_database("four"), args.drain, 4, "postgresql, 4 workers")
+            print(f"    postgresql 4 workers / 1 worker: {four / one:.2f}", flush=True)
+        finally:
+            cluster.stop()
+    dbos_rate = dbos_drain(args.drain)
+    ratio = f"{sqlite_rate / dbos_rate:.1f}" if dbos_rate else "n/a"
+    dbos_text = f"{dbos_rate:.0f}" if dbos_rate else "n/a"
+    print(f"drain sqlite deadlines/s: {sqlite_rate:.0f}, dbos: {dbos_text}, ratio: {ratio}")
+
+
+if __name__ == "__main__":
+    main()
