@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Annotated, Any, NoReturn
 
 import pydantic
@@ -268,7 +269,9 @@ def _describe_status(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-deadlines_app = typer.Typer(help="Deadlines are data: list them.", no_args_is_help=True)
+deadlines_app = typer.Typer(
+    help="Deadlines are data: list, pause, resume, extend.", no_args_is_help=True
+)
 app.add_typer(deadlines_app, name="deadlines")
 
 
@@ -296,6 +299,46 @@ def deadlines_list(
             or "no pending deadlines"
         ),
     )
+
+
+def _adjust(deadline: int, action: str, actor: str, reason: str, by: str | None) -> None:
+    extend_by = None
+    if by is not None:
+        try:
+            extend_by = pydantic.TypeAdapter(timedelta).validate_python(by)
+        except pydantic.ValidationError:
+            _fail(f"--by {by!r} is not a duration: use ISO 8601 such as P2D or PT12H", 2)
+    engine = _engine()
+    with _errors():
+        result = engine.adjust_deadline(deadline, action, Actor.parse(actor), reason, extend_by)
+    typer.echo(f"deadline {deadline}: {action} -> {result['state']}, due {result['due_at']}")
+
+
+Reason = Annotated[str, typer.Option(help="Why: recorded in the history.")]
+DeadlineId = Annotated[int, typer.Argument(metavar="ID")]
+
+
+@deadlines_app.command("pause")
+def deadlines_pause(deadline: DeadlineId, actor: As, reason: Reason) -> None:
+    """Stop a deadline from firing until it is resumed (dispute team)."""
+    _adjust(deadline, "pause", actor, reason, None)
+
+
+@deadlines_app.command("resume")
+def deadlines_resume(deadline: DeadlineId, actor: As, reason: Reason) -> None:
+    """Let a paused deadline fire again (at once if it is already due)."""
+    _adjust(deadline, "resume", actor, reason, None)
+
+
+@deadlines_app.command("extend")
+def deadlines_extend(
+    deadline: DeadlineId,
+    actor: As,
+    reason: Reason,
+    by: Annotated[str, typer.Option(help="How much later, ISO 8601: P2D, PT12H.")],
+) -> None:
+    """Move a deadline later (dispute team)."""
+    _adjust(deadline, "extend", actor, reason, by)
 
 
 @app.command("next")

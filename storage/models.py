@@ -302,6 +302,8 @@ class Deadline(SQLModel, table=True):
     history_id: int | None = Field(default=None, foreign_key="history.id")
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=2000)
+    # An admin paused it: sweeps skip it until it is resumed.
+    paused: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     # A failed firing is retried, with backoff, from this time on.
     next_attempt_at: datetime | None = _when(default=None)
     # A worker's claim on the deadline: others skip it until the lease runs out.

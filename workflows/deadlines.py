@@ -73,6 +73,7 @@ class Sweeper:
         c = _deadlines.c
         return sa.and_(
             c.status == "pending",
+            c.paused.is_(False),
             c.due_at <= now,
             sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
             sa.or_(c.claim_expires_at.is_(None), c.claim_expires_at < now),
@@ -161,7 +162,7 @@ class Sweeper:
         Each half walks its partial index to the first row: cheap with a million pending.
         """
         c = _deadlines.c
-        pending = c.status == "pending"
+        pending = sa.and_(c.status == "pending", c.paused.is_(False))
         with translated_errors(), self.engine.db.connect() as conn:
             due = conn.execute(
                 sa.select(c.due_at)

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -739,6 +739,96 @@ class Engine:
         unit.flush()
         self._close_deadline(unit, deadline_id, "fired", step.history_id)
         return "fired"
+
+    def adjust_deadline(
+        self,
+        deadline_id: int,
+        action: str,
+        actor: Actor,
+        reason: str,
+        extend_by: timedelta | None = None,
+    ) -> Result:
+        """An admin pauses, resumes or extends a deadline, with a reason, in history."""
+        if actor.role is not Role.ADMIN:
+            raise PermissionDenied(
+                f"only the dispute team (admin) may {action} a deadline, not a {actor.role.value}",
+                code="role_not_allowed",
+            )
+        if action not in ("pause", "resume", "extend"):
+            raise ValidationError(
+                f"unknown deadline action {action!r}: pause, resume or extend",
+                code="unknown_event",
+            )
+        if not reason or not reason.strip():
+            raise ValidationError(
+                "give a reason: it is recorded in the history",
+                code="field_required",
+                details={"field": "reason"},
+            )
+        if action == "extend" and (extend_by is None or extend_by <= timedelta(0)):
+            raise ValidationError(
+                "extend needs a positive duration, e.g. --by P2D", code="invalid_duration"
+            )
+        with self._unit(actor) as unit:
+            unit.lock_contract_of("deadline", deadline_id)
+            row = dict(
+                unit.conn.execute(sa.select(_deadlines).where(_deadlines.c.id == deadline_id))
+                .mappings()
+                .one()
+            )
+            status = "paused" if row["paused"] else "pending"
+            refused = (
+                row["status"] != "pending"
+                or (action == "pause" and row["paused"])
+                or (action == "resume" and not row["paused"])
+            )
+            if refused:
+                shown = row["status"] if row["status"] != "pending" else status
+                done = {"pause": "paused", "resume": "resumed", "extend": "extended"}[action]
+                raise TransitionRejected(
+                    f"deadline {deadline_id} is {shown}: it cannot be {done}",
+                    code="event_not_allowed_in_state",
+                )
+            changes: dict[str, Any] = {}
+            if action == "extend":
+                assert extend_by is not None
+                changes["due_at"] = row["due_at"] + extend_by
+            else:
+                changes["paused"] = action == "pause"
+            unit.conn.execute(
+                _deadlines.update().where(_deadlines.c.id == deadline_id).values(**changes)
+            )
+            version = (
+                1
+                + unit.conn.execute(
+                    sa.select(sa.func.count()).where(
+                        _history.c.entity == "deadline", _history.c.entity_id == deadline_id
+                    )
+                ).scalar_one()
+            )
+            record = Record("deadline", _deadlines, {**row, **changes})
+            new_status = "paused" if changes.get("paused", row["paused"]) else "pending"
+            payload = {
+                "reason": reason.strip(),
+                "event": row["event"],
+                "entity": row["entity"],
+                "entity_id": row["entity_id"],
+                "due_at": str(changes.get("due_at", row["due_at"])),
+            }
+            step = Step(unit, "deadline", record, action, payload, status, new_status, version, 0)
+            step.history_id = unit._history(step, None)
+            unit._publish(step)
+            return {
+                "entity": "deadline",
+                "id": deadline_id,
+                "event": action,
+                "state": new_status,
+                "version": version,
+                "history_id": step.history_id,
+                "due_at": changes.get("due_at", row["due_at"]).isoformat(),
+                "created": [],
+                "replayed": False,
+            }
 
     def _close_deadline(
         self, unit: Unit, deadline_id: int, status: str, history_id: int | None

@@ -1,8 +1,8 @@
-"""worker leases, retries and heartbeats
+"""worker leases, retries, pauses and heartbeats
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-23 12:19:25.341332
+Create Date: 2026-11-23 12:20:58.003781
 """
 
 from collections.abc import Sequence
@@ -38,6 +38,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("deadlines", schema=None) as batch_op:
         batch_op.add_column(
+            sa.Column("paused", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
+        batch_op.add_column(
             sa.Column("next_attempt_at", storage.models.UTCDateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(
@@ -68,6 +71,7 @@ def downgrade() -> None:
         batch_op.drop_column("claim_expires_at")
         batch_op.drop_column("claimed_by")
         batch_op.drop_column("next_attempt_at")
+        batch_op.drop_column("paused")
 
     op.drop_table("workers")
     # ### end Alembic commands ###
