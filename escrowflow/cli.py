@@ -293,7 +293,7 @@ def deadlines_list(
         lambda rs: (
             "\n".join(
                 f"{r['due_at']}  deadline {r['id']}: {r['event']} {r['entity']} {r['entity_id']} "
-                f"(contract {r['contract_id']})"
+                f"(contract {r['contract_id']}){' [paused]' if r['paused'] else ''}"
                 for r in rs
             )
             or "no pending deadlines"
