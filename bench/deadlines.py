@@ -198,14 +198,40 @@ def trickle(url: str, count: int, spacing_ms: float) -> None:
     db.dispose()
 
 
-def dbos_drain(count: int) -> float | None:
-    try:
-        import dbos  # noqa: F401
-    except ImportError:
-        print("(d) dbos not installed (pip install dbos): skipped", flush=True)
-        return None
-    print("(d) dbos: not implemented in this run", flush=True)
-    return None
+def dbos_drain(python: str | None, count: int) -> float | None:
+    """(d) The same workload on DBOS, run by an interpreter that has `dbos` installed."""
+    if python is None:
+        try:
+            import dbos  # noqa: F401
+
+            python = sys.executable
+        except ImportError:
+            print(
+                "(d) dbos: not installed here; pass --dbos-python PATH to an interpreter "
+                "with `pip install dbos`: skipped",
+                flush=True,
+            )
+            return None
+    with tempfile.TemporaryDirectory() as tmp:
+        # Starting DBOS workflows takes ~30 ms each here: give them time to all be waiting.
+        until_due = 5 + count / 20
+        print(f"(d) dbos: {count} workflows waiting on recv, due together ...", flush=True)
+        done = subprocess.run(
+            [
+                python,
+                str(ROOT / "bench" / "dbos_drain.py"),
+                str(count),
+                str(until_due),
+                f"sqlite:///{tmp}/dbos.sqlite",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp,
+        )
+    lines = done.stdout.splitlines()
+    print("    " + next(line for line in lines if line.startswith("dbos:")), flush=True)
+    return float(next(line for line in lines if line.startswith("RATE")).split()[1])
 
 
 def main() -> None:
@@ -215,6 +241,12 @@ def main() -> None:
     parser.add_argument("--trickle", type=int, default=600)
     parser.add_argument("--spacing-ms", type=float, default=20.0)
     parser.add_argument("--skip", default="", help="comma list of: pg, idle, trickle")
+    parser.add_argument(
+        "--dbos-python",
+        default=os.environ.get("ESCROWFLOW_DBOS_PYTHON"),
+        help="an interpreter with dbos installed, for (d)",
+    )
+    parser.add_argument("--dbos", type=int, default=500, help="workflows for (d)")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
     with tempfile.TemporaryDirectory() as tmp:
@@ -234,7 +266,7 @@ def main() -> None:
             print(f"    postgresql 4 workers / 1 worker: {four / one:.2f}", flush=True)
         finally:
             cluster.stop()
-    dbos_rate = dbos_drain(args.drain)
+    dbos_rate = dbos_drain(args.dbos_python, args.dbos)
     ratio = f"{sqlite_rate / dbos_rate:.1f}" if dbos_rate else "n/a"
     dbos_text = f"{dbos_rate:.0f}" if dbos_rate else "n/a"
     print(f"drain sqlite deadlines/s: {sqlite_rate:.0f}, dbos: {dbos_text}, ratio: {ratio}")

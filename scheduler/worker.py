@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,6 +67,8 @@ class Worker:
         self._stopping = threading.Event()
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self.sweeps = 0
+        self._unreported = SweepReport()
+        self._last_heartbeat = 0.0
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -91,7 +94,8 @@ class Worker:
         self._stopping.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
-        self._heartbeat(stopped=True)
+        self._heartbeat(stopped=True, report=self._unreported)
+        self._unreported = SweepReport()
         log.info(
             "worker stopped",
             extra={"fields": {"event": "stop", "worker": self.id, "fired": self.totals.fired}},
@@ -113,7 +117,12 @@ class Worker:
             return
         self.sweeps += 1
         self.totals.add(report)
-        self._heartbeat(report=report)
+        self._unreported.add(report)
+        # At most one heartbeat per interval: on a busy trickle a write per tick (an fsync
+        # on SQLite) would cost more than the firing.
+        if time.monotonic() - self._last_heartbeat >= self.interval:
+            self._heartbeat(report=self._unreported)
+            self._unreported = SweepReport()
         if not self.stopping:
             self._wake_for_next_deadline()
 
@@ -154,6 +163,7 @@ class Worker:
         self, *, started: bool = False, stopped: bool = False, report: SweepReport | None = None
     ) -> None:
         now = self.engine.clock.now()
+        self._last_heartbeat = time.monotonic()
         table = models.WORKERS
         try:
             with transaction(self.engine.db) as conn:
