@@ -221,6 +221,8 @@ def worker(
     """Run the daemon: fire due deadlines, now and as they fall due, until SIGTERM/SIGINT."""
     settings = _settings()
     logging.basicConfig(level=logging.INFO, handlers=[_json_handler()], force=True)
+    # APScheduler logs every run of the sweep job; our own batch lines say what matters.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     engine = _engine()
     daemon = Worker(
         engine,
