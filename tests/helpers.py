@@ -13,7 +13,8 @@ from storage.errors import EscrowflowError
 from storage.models import metadata
 from workflows.actors import Actor, Role
 from workflows.clock import ManualClock
-from workflows.engine import Engine, FireReport, Result
+from workflows.deadlines import SweepReport
+from workflows.engine import Engine, Result
 from workflows.machines import MACHINES, timer_of
 
 CLIENT = Actor(Role.CLIENT, "acme")
@@ -71,7 +72,7 @@ class Scenario:
     ) -> Result:
         return self.engine.apply(entity, entity_id, event, actor, payload, **kw)
 
-    def wait(self, **delta: float) -> FireReport:
+    def wait(self, **delta: float) -> SweepReport:
         """Let time pass and the engine's timers fire."""
         self.clock.advance(timedelta(**delta))
         return self.engine.fire_due_deadlines()

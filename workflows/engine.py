@@ -17,9 +17,9 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -51,6 +51,9 @@ from workflows.payloads import only, reason
 from workflows.policy import Policy
 
 Result = dict[str, Any]
+
+if TYPE_CHECKING:
+    from workflows.deadlines import SweepReport
 
 _contracts = models.CONTRACTS
 _history = models.HISTORY
@@ -583,14 +586,6 @@ def _check_actor(unit: Unit, entity: str, event: str, actor: Actor) -> None:
         )
 
 
-@dataclass
-class FireReport:
-    fired: int = 0
-    stale: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
 class Engine:
     """Applies events to escrow lifecycles. Thread-safe; one per database."""
 
@@ -693,13 +688,12 @@ class Engine:
                 self._remember(unit, idempotency_key, request, result)
             return result
 
-    def fire_due_deadlines(self, now: datetime | None = None, limit: int = 500) -> FireReport:
+    def fire_due_deadlines(self, now: datetime | None = None, limit: int = 500) -> SweepReport:
         """Fire every deadline due by `now`, oldest first, in batches (what the daemon
         does on a schedule; see workflows.deadlines)."""
         from workflows.deadlines import Sweeper
 
-        report = Sweeper(self, worker_id="fire-due", batch_size=limit).sweep(now)
-        return FireReport(report.fired, report.stale, report.failed, report.errors)
+        return Sweeper(self, worker_id="fire-due", batch_size=limit).sweep(now)
 
     def fire_deadline(self, deadline_id: int, now: datetime | None = None) -> str:
         """Fire one deadline in its own transaction: "fired", "stale" or "gone"."""
