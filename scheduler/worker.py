@@ -147,6 +147,7 @@ class Worker:
                     "stale": report.stale,
                     "gone": report.gone,
                     "failed": report.failed,
+                    "isolated": report.isolated,
                     "ms": round(report.seconds * 1000, 1),
                 }
             },

@@ -12,7 +12,7 @@ it maps every other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,13 +38,20 @@ class Prepared:
         self.binds: list[tuple[str, bool, Any, Processor | None]] = []
         for name in names:
             bind = compiled.binds[name]
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            processor: Processor | None = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None and _is_datetime(bind.type):
+                processor = _remember_last(processor)
             self.binds.append((name, bool(bind.required), bind.value, processor))
-        self.columns: list[tuple[str, Processor | None]] = []
+        # Selected column names, and (position, conversion) of those that need one.
+        self.keys: list[str] = []
+        self.converters: list[tuple[int, Processor]] = []
         if isinstance(statement, sa.Select):
-            for column in statement.selected_columns:
+            for index, column in enumerate(statement.selected_columns):
+                self.keys.append(str(column.key))
                 impl = column.type.dialect_impl(dialect)
-                self.columns.append((str(column.key), impl.result_processor(dialect, None)))
+                result = impl.result_processor(dialect, None)
+                if result is not None:
+                    self.converters.append((index, result))
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
         converted: dict[str, Any] = {}
@@ -57,6 +64,27 @@ class Prepared:
                 value = default
             converted[name] = processor(value) if processor is not None else value
         return tuple(converted.values()) if self.positional else converted
+
+
+def _is_datetime(type_: sa.types.TypeEngine[Any]) -> bool:
+    return isinstance(getattr(type_, "impl_instance", type_), sa.DateTime)
+
+
+def _remember_last(processor: Processor) -> Processor:
+    """`processor`, skipped when given the very object it converted last.
+
+    A transaction stamps one `now` on every row it writes; converting it costs more
+    than the rest of a parameter's handling. Only for datetimes: they are immutable,
+    so the same object always converts to the same value.
+    """
+    last: list[Any] = [object(), None]
+
+    def convert(value: Any) -> Any:
+        if value is not last[0]:
+            last[0], last[1] = value, processor(value)
+        return last[1]
+
+    return convert
 
 
 class FastPath:
@@ -93,6 +121,21 @@ class FastPath:
         cursor.close()
         return count
 
+    def execute_many(
+        self, conn: Connection, prepared: Prepared, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Run one INSERT/UPDATE for many parameter sets (the driver loops, not Python)."""
+        params = [prepared.parameters(values) for values in rows]
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(prepared.sql, params)
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(
+                prepared.sql, params, exc, self.dialect.loaded_dbapi.Error
+            ) from exc
+        finally:
+            cursor.close()
+
     def insert(self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]) -> int:
         """Run an INSERT prepared with `RETURNING id` (or read SQLite's lastrowid)."""
         cursor = self._run(conn, prepared, values)
@@ -116,22 +159,31 @@ class FastPath:
         finally:
             cursor.close()
 
-    def fetch_one(
+    def fetch_row(
         self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
+    ) -> list[Any] | None:
+        """The first row's values, converted, in the order of `prepared.keys`."""
         cursor = self._run(conn, prepared, values)
         row = cursor.fetchone()
         cursor.close()
         if row is None:
             return None
-        return {
-            key: processor(value) if processor is not None else value
-            for (key, processor), value in zip(prepared.columns, row, strict=True)
-        }
+        converted = list(row)
+        for index, processor in prepared.converters:
+            converted[index] = processor(converted[index])
+        return converted
+
+    def fetch_one(
+        self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        row = self.fetch_row(conn, prepared, values)
+        return None if row is None else dict(zip(prepared.keys, row, strict=True))
 
 
-def insert_statement(table: sa.Table, columns: tuple[str, ...], dialect: Dialect) -> sa.Insert:
-    """INSERT of `columns` from `v_`-named parameters, returning the new id.
+def insert_statement(
+    table: sa.Table, columns: tuple[str, ...], dialect: Dialect, returning: bool = True
+) -> sa.Insert:
+    """INSERT of `columns` from `v_`-named parameters, returning the new id (if asked).
 
     Columns left out get their scalar Python-side default (Core would apply it at
     execution time; here it travels as a parameter with its value).
@@ -146,7 +198,7 @@ def insert_statement(table: sa.Table, columns: tuple[str, ...], dialect: Dialect
         ):
             values[column.name] = sa.bindparam(f"d_{column.name}", default.arg, column.type)
     statement = table.insert().values(values)
-    if dialect.name != "sqlite":
+    if returning and dialect.name != "sqlite":
         statement = statement.returning(table.c.id)
     return statement
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from storage import models
 from storage.db import is_postgresql, transaction, translated_errors
 from storage.errors import EscrowflowError
-from workflows.engine import Engine
+from workflows.engine import Appends, Engine
 
 _deadlines = models.DEADLINES
 
@@ -46,12 +46,15 @@ class SweepReport:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # A batch fired a second time one deadline at a time, because the first try raised.
+    isolated: bool = False
 
     def add(self, other: SweepReport) -> None:
         for name in ("batches", "claimed", "fired", "stale", "gone", "failed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.extend(other.errors)
         self.seconds += other.seconds
+        self.isolated = self.isolated or other.isolated
 
 
 class Sweeper:
@@ -101,12 +104,38 @@ class Sweeper:
         return list(rows)
 
     def fire(self, claimed: Sequence[Any], now: datetime) -> SweepReport:
-        """Fire a claimed batch in one transaction, one savepoint per deadline."""
-        report = SweepReport(batches=1, claimed=len(claimed))
+        """Fire a claimed batch in one transaction; a failure isolates each deadline.
+
+        First all together, append-only rows written at the end with one executemany per
+        kind. If anything raises, that transaction rolls back and the batch is fired
+        again one savepoint per deadline, so only the failing one fails.
+        """
         started = time.perf_counter()
-        failures: list[tuple[int, str]] = []
         # Contracts are locked in ascending id order: no lock cycle between workers.
         ordered = sorted(claimed, key=lambda row: (row.contract_id, row.due_at, row.id))
+        try:
+            report = self._fire_together(ordered, now)
+        except Exception:  # the careful pass finds and records the culprit
+            report = self._fire_apart(ordered, now)
+        report.seconds = time.perf_counter() - started
+        if self.on_batch is not None:
+            self.on_batch(report)
+        return report
+
+    def _fire_together(self, ordered: Sequence[Any], now: datetime) -> SweepReport:
+        report = SweepReport(batches=1, claimed=len(ordered))
+        appends = Appends()
+        engine = self.engine
+        with transaction(engine.db) as conn:
+            for row in ordered:
+                outcome = engine.fire_deadline_in(conn, row.id, now, appends)
+                setattr(report, outcome, getattr(report, outcome) + 1)
+            appends.write(engine.fast, conn)
+        return report
+
+    def _fire_apart(self, ordered: Sequence[Any], now: datetime) -> SweepReport:
+        report = SweepReport(batches=1, claimed=len(ordered), isolated=True)
+        failures: list[tuple[int, str]] = []
         with transaction(self.engine.db) as conn:
             for row in ordered:
                 try:
@@ -120,9 +149,6 @@ class Sweeper:
                 setattr(report, outcome, getattr(report, outcome) + 1)
         report.failed = len(failures)
         report.errors = [f"deadline {i}: {m}" for i, m in failures]
-        report.seconds = time.perf_counter() - started
-        if self.on_batch is not None:
-            self.on_batch(report)
         return report
 
     @staticmethod

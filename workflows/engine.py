@@ -36,7 +36,7 @@ from storage.errors import (
     ValidationError,
     VersionConflict,
 )
-from storage.fastpath import FastPath, insert_statement, update_statement, values_of
+from storage.fastpath import FastPath, Prepared, insert_statement, update_statement, values_of
 from workflows.actors import SYSTEM, Actor, Role
 from workflows.clock import Clock
 from workflows.machines import (
@@ -91,6 +91,11 @@ _PENDING_OF_ENTITY = sa.and_(
     _deadlines.c.id != sa.bindparam("d_firing"),
 )
 _LOAD_DEADLINE = sa.select(_deadlines).where(_deadlines.c.id == sa.bindparam("pk"))
+_CONTRACT_AND_DEADLINE = (
+    sa.select(_contracts, *(c.label(f"deadline__{c.name}") for c in _deadlines.c))
+    .join_from(_deadlines, _contracts, _contracts.c.id == _deadlines.c.contract_id)
+    .where(_deadlines.c.id == sa.bindparam("pk"))
+)
 _CLOSE_DEADLINE = (
     _deadlines.update()
     .where(_deadlines.c.id == sa.bindparam("pk"))
@@ -246,6 +251,26 @@ class _Machines(threading.local):
 # -- one transaction ----------------------------------------------------------------
 
 
+class Appends:
+    """Rows written but never read back before commit, kept to be written together.
+
+    Ledger entries, outbox events and the closing of fired deadlines are only ever
+    appended. A sweep fires hundreds of deadlines in one transaction; writing each kind
+    once, with the driver's executemany, saves a round trip per row.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[Any, tuple[Prepared, list[Mapping[str, Any]]]] = {}
+
+    def add(self, key: Any, prepared: Prepared, values: Mapping[str, Any]) -> None:
+        self._rows.setdefault(key, (prepared, []))[1].append(values)
+
+    def write(self, fast: FastPath, conn: Connection) -> None:
+        for prepared, rows in self._rows.values():
+            fast.execute_many(conn, prepared, rows)
+        self._rows.clear()
+
+
 class Unit:
     """The work of one transaction: the locked contract, the rows loaded, the writes."""
 
@@ -257,6 +282,7 @@ class Unit:
         cause: str,
         now: datetime,
         deadline: Mapping[str, Any] | None = None,
+        appends: Appends | None = None,
     ) -> None:
         self.engine = engine
         self.conn = conn
@@ -264,6 +290,8 @@ class Unit:
         self.cause = cause
         self.now = now
         self.deadline = deadline
+        # Where append-only rows wait to be written together (None: write at once).
+        self.appends = appends
         self.records: dict[tuple[str, int], Record] = {}
         self.created: list[dict[str, Any]] = []
         self._contract: Record | None = None
@@ -289,6 +317,32 @@ class Unit:
         self.records[("contract", self._contract.id)] = self._contract
         return self._contract
 
+    def lock_deadline(self, deadline_id: int) -> dict[str, Any]:
+        """Lock the contract of a deadline, then read the deadline under that lock."""
+        fast = self.engine.fast
+        if is_postgresql(self.conn):
+            self.lock_contract_of("deadline", deadline_id)
+            found = fast.fetch_one(
+                self.conn, fast.prepare("deadline", _same, _LOAD_DEADLINE), {"pk": deadline_id}
+            )
+            assert found is not None  # the lock above found it
+            return found
+        # SQLite's write transaction already shuts out every other writer, so reading
+        # both rows in one statement is as good as locking first (a round trip less).
+        row = fast.fetch_row(
+            self.conn,
+            fast.prepare("contract+deadline", _same, _CONTRACT_AND_DEADLINE),
+            {"pk": deadline_id},
+        )
+        if row is None:
+            raise NotFound(f"deadline {deadline_id} does not exist", code="deadline_not_found")
+        cut = len(_contracts.c)
+        self._contract = Record(
+            "contract", _contracts, dict(zip(_contracts.c.keys(), row[:cut], strict=True))
+        )
+        self.records[("contract", self._contract.id)] = self._contract
+        return dict(zip(_deadlines.c.keys(), row[cut:], strict=True))
+
     def load(self, entity: str, entity_id: int) -> Record:
         key = (entity, entity_id)
         if key not in self.records:
@@ -313,6 +367,26 @@ class Unit:
             fast.dialect,
         )
         return fast.insert(self.conn, prepared, values_of(values))
+
+    def append(self, table: sa.Table, values: Mapping[str, Any]) -> None:
+        """Insert a row whose id nobody needs: now, or with the unit's appends."""
+        if self.appends is None:
+            self.insert(table, values)
+            return
+        fast = self.engine.fast
+        columns = tuple(values)
+        key = ("append", table.name, columns)
+        prepared = fast.prepare(key, insert_statement, table, columns, fast.dialect, False)
+        self.appends.add(key, prepared, values_of(values))
+
+    def execute_later(self, statement: sa.Update, values: Mapping[str, Any]) -> None:
+        """Run an update nothing in this unit reads back: now, or with the appends."""
+        fast = self.engine.fast
+        prepared = fast.prepare(statement, _same, statement)
+        if self.appends is None:
+            fast.execute(self.conn, prepared, values)
+        else:
+            self.appends.add(statement, prepared, values)
 
     # transitions
 
@@ -399,7 +473,7 @@ class Unit:
     def _ledger(
         self, step: Step, kind: str, amount: int, milestone_id: int | None, refund_id: int | None
     ) -> None:
-        self.insert(
+        self.append(
             _ledger,
             {
                 "contract_id": self.contract.id,
@@ -503,7 +577,7 @@ class Unit:
         recipients = (
             [counterparty] if counterparty else [contract["client_id"], contract["freelancer_id"]]
         )
-        self.insert(
+        self.append(
             _outbox,
             {
                 "event_id": str(uuid.uuid4()),
@@ -701,21 +775,22 @@ class Engine:
             return self.fire_deadline_in(conn, deadline_id, now)
 
     def fire_deadline_in(
-        self, conn: Connection, deadline_id: int, now: datetime | None = None
+        self,
+        conn: Connection,
+        deadline_id: int,
+        now: datetime | None = None,
+        appends: Appends | None = None,
     ) -> str:
         """Fire one deadline inside the caller's transaction.
+
+        With `appends`, its append-only rows wait there for the caller to write.
 
         A deadline fires only if its entity still has the version it was scheduled for;
         otherwise the entity has moved on (a party acted first) and it is marked stale.
         "gone": already fired or cancelled (another worker, or a party, got there first).
         """
-        unit = Unit(self, conn, SYSTEM, "timer", now or self.clock.now())
-        unit.lock_contract_of("deadline", deadline_id)
-        fast = self.fast
-        deadline = fast.fetch_one(
-            conn, fast.prepare("deadline", _same, _LOAD_DEADLINE), {"pk": deadline_id}
-        )
-        assert deadline is not None  # the lock above found it
+        unit = Unit(self, conn, SYSTEM, "timer", now or self.clock.now(), appends=appends)
+        deadline = unit.lock_deadline(deadline_id)
         if deadline["status"] != "pending":
             return "gone"
         unit.deadline = deadline
@@ -827,10 +902,8 @@ class Engine:
     def _close_deadline(
         self, unit: Unit, deadline_id: int, status: str, history_id: int | None
     ) -> None:
-        fast = self.fast
-        fast.execute(
-            unit.conn,
-            fast.prepare("close_deadline", _same, _CLOSE_DEADLINE),
+        unit.execute_later(
+            _CLOSE_DEADLINE,
             {"pk": deadline_id, "status": status, "now": unit.now, "history_id": history_id},
         )
 

@@ -103,6 +103,7 @@ def test_a_failing_deadline_is_retried_with_backoff_and_the_batch_still_fires(
     sweeper = Sweeper(sc.engine, "test", batch_size=10)
     report = sweeper.sweep()
     assert (report.fired, report.failed) == (1, 1)
+    assert report.isolated  # the batch was fired again one deadline at a time
     assert sc.state("milestone", good) == "released"
     assert sc.state("milestone", bad) == "in_review"  # rolled back alone
     (deadline,) = sc.pending_deadlines("milestone", bad)
@@ -125,6 +126,82 @@ def test_a_failing_deadline_is_retried_with_backoff_and_the_batch_still_fires(
     assert sc.state("milestone", bad) == "released"
     check_invariants(sc.db)
     assert good_contract != bad_contract
+
+
+def test_a_batch_writes_every_ledger_entry_event_and_closed_deadline_together(
+    sc: Scenario,
+) -> None:
+    milestones = [sc.in_review(1_000 + i)[1] for i in range(6)]
+    sc.clock.advance(timedelta(days=14))
+    report = Sweeper(sc.engine, "test", batch_size=10).sweep()
+    assert (report.fired, report.failed, report.isolated) == (6, 0, False)
+    releases = sc.rows("ledger_entries", kind="release")
+    assert sorted((r["milestone_id"], r["amount"]) for r in releases) == [
+        (m, 1_000 + i) for i, m in enumerate(milestones)
+    ]
+    approvals = sc.rows("history", event="auto_approve")
+    events = sc.rows("outbox_events", type="milestone.auto_approve")
+    assert {r["history_id"] for r in releases} == {h["id"] for h in approvals}
+    assert {e["history_id"] for e in events} == {h["id"] for h in approvals}
+    fired = [d for d in sc.rows("deadlines") if d["status"] == "fired"]
+    assert {d["history_id"] for d in fired} == {h["id"] for h in approvals}
+    assert all(d["closed_at"] == sc.clock.now() and d["claimed_by"] is None for d in fired)
+    check_invariants(sc.db)
+
+
+@contextmanager
+def ledger_entries_refused(sc: Scenario, contract_id: int) -> Iterator[None]:
+    """A database trigger refusing this contract's ledger entries (a failing write).
+
+    Dropped afterwards: the PostgreSQL schema outlives the test (tables are truncated).
+    """
+    postgresql = sc.db.dialect.name == "postgresql"
+    with transaction(sc.db) as conn:
+        if postgresql:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse_ledger() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'ledger refused'; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse_ledger BEFORE INSERT ON ledger_entries FOR EACH ROW "
+                f"WHEN (NEW.contract_id = {contract_id}) EXECUTE FUNCTION refuse_ledger()"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse_ledger BEFORE INSERT ON ledger_entries "
+                f"WHEN NEW.contract_id = {contract_id} "
+                "BEGIN SELECT RAISE(ABORT, 'ledger refused'); END"
+            )
+    try:
+        yield
+    finally:
+        with transaction(sc.db) as conn:
+            if postgresql:
+                conn.exec_driver_sql("DROP TRIGGER refuse_ledger ON ledger_entries")
+                conn.exec_driver_sql("DROP FUNCTION refuse_ledger()")
+            else:
+                conn.exec_driver_sql("DROP TRIGGER refuse_ledger")
+
+
+def test_a_write_failing_at_the_end_of_a_batch_fails_only_its_own_deadline(
+    sc: Scenario,
+) -> None:
+    _, first = sc.in_review(10_000)
+    bad_contract, bad = sc.in_review(10_000)
+    _, last = sc.in_review(10_000)
+    sc.clock.advance(timedelta(days=14))
+    with ledger_entries_refused(sc, bad_contract):
+        report = Sweeper(sc.engine, "test", batch_size=10).sweep()
+    assert (report.fired, report.failed, report.isolated) == (2, 1, True)
+    assert [sc.state("milestone", m) for m in (first, bad, last)] == [
+        "released",
+        "in_review",
+        "released",
+    ]
+    (deadline,) = sc.pending_deadlines("milestone", bad)
+    assert deadline["attempts"] == 1 and deadline["last_error"]
+    assert len(sc.rows("ledger_entries", kind="release")) == 2
+    check_invariants(sc.db)
 
 
 def test_es3_release_racing_the_sweep_one_effect_per_round(sc: Scenario) -> None:
