@@ -128,6 +128,8 @@ class Sweeper:
         engine = self.engine
         with transaction(engine.db) as conn:
             for row in ordered:
+                if row.contract_id in appends.touched:  # it must read what it wrote
+                    appends.write(engine.fast, conn)
                 outcome = engine.fire_deadline_in(conn, row.id, now, appends)
                 setattr(report, outcome, getattr(report, outcome) + 1)
             appends.write(engine.fast, conn)

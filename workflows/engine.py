@@ -252,15 +252,18 @@ class _Machines(threading.local):
 
 
 class Appends:
-    """Rows written but never read back before commit, kept to be written together.
+    """Writes nobody reads back before commit, kept to be written together.
 
     Ledger entries, outbox events and the closing of fired deadlines are only ever
-    appended. A sweep fires hundreds of deadlines in one transaction; writing each kind
-    once, with the driver's executemany, saves a round trip per row.
+    appended; a contract's and its entities' new states are read again only by later
+    work on the same contract. A sweep fires hundreds of deadlines in one transaction;
+    writing each kind once, with the driver's executemany, saves a round trip per row.
+    The caller writes them before touching a contract again (`touched`) and at the end.
     """
 
     def __init__(self) -> None:
         self._rows: dict[Any, tuple[Prepared, list[Mapping[str, Any]]]] = {}
+        self.touched: set[int] = set()  # contracts with writes waiting here
 
     def add(self, key: Any, prepared: Prepared, values: Mapping[str, Any]) -> None:
         self._rows.setdefault(key, (prepared, []))[1].append(values)
@@ -269,6 +272,7 @@ class Appends:
         for prepared, rows in self._rows.values():
             fast.execute_many(conn, prepared, rows)
         self._rows.clear()
+        self.touched.clear()
 
 
 class Unit:
@@ -611,15 +615,21 @@ class Unit:
             self.transition(contract, "close", {}, step)
 
     def flush(self) -> None:
+        """Write the changed rows: now, or with the unit's appends."""
+        fast = self.engine.fast
         for record in self.records.values():
             if record.changed:
                 table, columns = record.table, tuple(record.changed)
-                fast = self.engine.fast
-                prepared = fast.prepare(
-                    ("update", table.name, columns), update_statement, table, columns
-                )
-                fast.execute(self.conn, prepared, {"pk": record.id, **values_of(record.changed)})
+                key = ("update", table.name, columns)
+                prepared = fast.prepare(key, update_statement, table, columns)
+                values = {"pk": record.id, **values_of(record.changed)}
+                if self.appends is None:
+                    fast.execute(self.conn, prepared, values)
+                else:
+                    self.appends.add(key, prepared, values)
                 record.changed = {}
+        if self.appends is not None and self._contract is not None:
+            self.appends.touched.add(self._contract.id)
 
 
 def _same(statement: sa.ClauseElement) -> sa.ClauseElement:

@@ -149,6 +149,27 @@ def test_a_batch_writes_every_ledger_entry_event_and_closed_deadline_together(
     check_invariants(sc.db)
 
 
+def test_two_deadlines_of_one_contract_in_one_batch_each_see_the_other(
+    sc: Scenario,
+) -> None:
+    contract, (a, b) = sc.active_contract(10_000, 20_000)
+    sc.fire("milestone", a, "fund", CLIENT)
+    sc.fire("milestone", a, "release", CLIENT, {"amount": 6_000})  # 4,000 credit
+    refund = sc.fire("contract", contract, "request_refund", CLIENT)["created"][0]["id"]
+    sc.fire("milestone", b, "fund", CLIENT)
+    sc.fire("milestone", b, "submit", FREELANCER)
+    sc.clock.advance(timedelta(days=14))  # the refund's 7 days and b's 14 are both up
+    report = Sweeper(sc.engine, "test", batch_size=10).sweep()
+    assert (report.batches, report.fired, report.isolated) == (1, 2, False)
+    assert sc.state("refund", refund) == "refunded"
+    assert sc.state("milestone", b) == "released"
+    row = sc.row("contract", contract)
+    assert (row["held"], row["released"], row["refunded"]) == (0, 26_000, 4_000)
+    versions = [h["version"] for h in sc.history("contract", contract)]
+    assert versions == list(range(1, len(versions) + 1))
+    check_invariants(sc.db)
+
+
 @contextmanager
 def ledger_entries_refused(sc: Scenario, contract_id: int) -> Iterator[None]:
     """A database trigger refusing this contract's ledger entries (a failing write).
