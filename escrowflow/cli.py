@@ -15,14 +15,15 @@ from typing import Annotated, Any, NoReturn
 import pydantic
 import typer
 
+from escrowflow import tokens
+from escrowflow.daemon import build_worker
 from escrowflow.settings import Settings
-from scheduler.worker import JsonLines, Worker, worker_status
+from scheduler.worker import JsonLines, worker_status
 from storage.db import make_engine
 from storage.errors import EscrowflowError
 from storage.migrate import upgrade
-from workflows import views
+from workflows import feed, views
 from workflows.actors import Actor
-from workflows.clock import SystemClock
 from workflows.engine import Engine
 from workflows.policy import format_money
 
@@ -61,7 +62,7 @@ def _settings() -> Settings:
 def _engine() -> Engine:
     settings = _settings()
     with _errors():
-        return Engine(make_engine(settings), settings.policy(), SystemClock())
+        return Engine(make_engine(settings), settings.policy(), settings.clock())
 
 
 def _json_arg(text: str | None, option: str) -> dict[str, Any]:
@@ -224,12 +225,7 @@ def worker(
     # APScheduler logs every run of the sweep job; our own batch lines say what matters.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     engine = _engine()
-    daemon = Worker(
-        engine,
-        interval=interval or settings.worker_interval,
-        batch_size=batch_size or settings.worker_batch_size,
-        lease=settings.worker_lease,
-    )
+    daemon = build_worker(settings, engine, interval=interval, batch_size=batch_size)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -372,6 +368,186 @@ def fire_due() -> None:
         typer.echo(f"  {error}", err=True)
     if report.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="API only: leave deadlines to other workers.")
+    ] = False,
+) -> None:
+    """Run the HTTP API, and the worker in the same process unless --no-worker."""
+    import uvicorn
+
+    from escrowflow.api import create_app
+
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, handlers=[_json_handler()], force=True)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    with _errors():
+        api = create_app(settings, run_worker=not no_worker)
+    # uvicorn stops on SIGTERM/SIGINT; the app's shutdown lets the worker's batch finish.
+    uvicorn.run(
+        api,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+tokens_app = typer.Typer(help="API bearer tokens: one per calling service.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    service: Annotated[str, typer.Argument(help="The calling service, e.g. web-backend.")],
+    scope: Annotated[
+        list[str],
+        typer.Option(
+            help="Repeatable: act:client, act:freelancer, act:admin, read, webhooks.",
+        ),
+    ],
+    as_json: AsJson = False,
+) -> None:
+    """Create a token; it is printed once and stored only as a hash."""
+    engine = _engine()
+    with _errors():
+        created = tokens.create(engine.db, engine.clock.now(), service, scope)
+    _print(
+        created,
+        as_json,
+        lambda c: (
+            f"token {c['id']} for {c['service']} ({', '.join(c['scopes'])}):\n"
+            f"{c['token']}\nKeep it now: it is not shown again."
+        ),
+    )
+
+
+@tokens_app.command("list")
+def tokens_list(as_json: AsJson = False) -> None:
+    """Every token: id, service, scopes, prefix, and whether it is revoked."""
+    engine = _engine()
+    with _errors():
+        rows = tokens.listing(engine.db)
+    _print(
+        rows,
+        as_json,
+        lambda rs: (
+            "\n".join(
+                f"{r['id']:>4}  {r['service']:<20} {r['prefix']}...  {','.join(r['scopes'])}"
+                + (f"  revoked {r['revoked_at']:%Y-%m-%d}" if r["revoked_at"] else "")
+                for r in rs
+            )
+            or "no tokens: escrowflow tokens create SERVICE --scope read"
+        ),
+    )
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Revoke a token: requests with it get 401 from now on."""
+    engine = _engine()
+    with _errors():
+        tokens.revoke(engine.db, engine.clock.now(), token_id)
+    typer.echo(f"token {token_id} revoked")
+
+
+webhooks_app = typer.Typer(help="Webhook subscriptions and deliveries.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.command("add")
+def webhooks_add(
+    url: Annotated[str, typer.Argument(help="Where to POST events.")],
+    event: Annotated[
+        list[str] | None, typer.Option(help="Repeatable ENTITY.EVENT pattern (milestone.*).")
+    ] = None,
+    description: Annotated[str, typer.Option()] = "",
+    as_json: AsJson = False,
+) -> None:
+    """Subscribe a URL; the signing secret is printed once."""
+    engine = _engine()
+    with _errors():
+        sub = feed.subscribe(engine.db, engine.clock.now(), url, event or (), None, description)
+    _print(
+        sub,
+        as_json,
+        lambda s: (
+            f"subscription {s['id']} -> {s['url']} "
+            f"({', '.join(s['event_types']) or 'all events'})\nsecret: {s['secret']}"
+        ),
+    )
+
+
+@webhooks_app.command("list")
+def webhooks_list(as_json: AsJson = False) -> None:
+    """Live subscriptions."""
+    engine = _engine()
+    with _errors():
+        rows = feed.subscriptions(engine.db)
+    _print(
+        rows,
+        as_json,
+        lambda rs: (
+            "\n".join(
+                f"{r['id']:>4}  {r['url']}  {', '.join(r['event_types']) or 'all events'}"
+                for r in rs
+            )
+            or "no subscriptions: escrowflow webhooks add URL"
+        ),
+    )
+
+
+@webhooks_app.command("remove")
+def webhooks_remove(subscription_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Unsubscribe; what was still owed to it is dead-lettered."""
+    engine = _engine()
+    with _errors():
+        feed.unsubscribe(engine.db, engine.clock.now(), subscription_id)
+    typer.echo(f"subscription {subscription_id} removed")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    status: Annotated[str | None, typer.Option(help="pending, delivered or dead.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Deliveries and their attempts."""
+    engine = _engine()
+    with _errors():
+        rows = feed.deliveries(engine.db, status=status)
+    _print(
+        rows,
+        as_json,
+        lambda rs: (
+            "\n".join(
+                f"{r['id']:>6}  sub {r['subscription_id']}  {r['type']:<28} {r['status']:<9} "
+                f"attempts {r['attempts']}  {r['last_error'] or ''}"
+                for r in rs
+            )
+            or "no deliveries"
+        ),
+    )
+
+
+@webhooks_app.command("replay")
+def webhooks_replay(
+    delivery: Annotated[int | None, typer.Option(help="One dead-lettered delivery.")] = None,
+    subscription: Annotated[
+        int | None, typer.Option(help="All dead ones of a subscription.")
+    ] = None,
+) -> None:
+    """Send dead-lettered deliveries again (all of them without options)."""
+    engine = _engine()
+    with _errors():
+        count = feed.replay(
+            engine.db, engine.clock.now(), delivery_id=delivery, subscription_id=subscription
+        )
+    typer.echo(f"{count} deliveries queued again")
 
 
 def main() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workflows.clock import Clock, FileClock, SystemClock
 from workflows.policy import ISO_4217, Policy
 
 
@@ -31,6 +33,21 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=500, ge=1, le=10_000)
     worker_lease: timedelta = timedelta(seconds=60)  # a crashed worker's claims expire
 
+    # The HTTP API (`escrowflow serve`).
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+
+    # Webhooks: attempts before a delivery is dead-lettered, and the first retry's wait
+    # (doubling each time, at most webhook_backoff_cap).
+    webhook_max_attempts: int = Field(default=12, ge=1, le=100)
+    webhook_backoff_base: timedelta = timedelta(seconds=10)
+    webhook_backoff_cap: timedelta = timedelta(hours=6)
+    webhook_timeout: float = Field(default=10.0, gt=0, le=120)
+
+    # Test-only: read "now" from this file (an ISO 8601 time) instead of the wall clock,
+    # so an end-to-end test can move a real server's time. There is no endpoint for it.
+    test_clock_file: Path | None = None
+
     @field_validator("minimum_amounts")
     @classmethod
     def _known_currencies(cls, value: dict[str, int]) -> dict[str, int]:
@@ -46,6 +63,8 @@ class Settings(BaseSettings):
         "change_request_lifetime",
         "refund_response_time",
         "worker_lease",
+        "webhook_backoff_base",
+        "webhook_backoff_cap",
         mode="before",
     )
     @classmethod
@@ -59,7 +78,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "review_window", "change_request_lifetime", "refund_response_time", "worker_lease"
+        "review_window",
+        "change_request_lifetime",
+        "refund_response_time",
+        "worker_lease",
+        "webhook_backoff_base",
+        "webhook_backoff_cap",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
@@ -77,3 +101,6 @@ class Settings(BaseSettings):
             minimum_amounts=dict(self.minimum_amounts),
             max_milestones=self.max_milestones,
         )
+
+    def clock(self) -> Clock:
+        return FileClock(self.test_clock_file) if self.test_clock_file else SystemClock()

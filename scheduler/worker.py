@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,12 +26,14 @@ import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from scheduler.webhooks import Dispatcher
 from storage import models
 from storage.db import transaction
 from workflows.deadlines import Sweeper, SweepReport
 from workflows.engine import Engine
 
 JOB_ID = "escrowflow-sweep"
+WEBHOOKS_JOB_ID = "escrowflow-webhooks"
 log = logging.getLogger("escrowflow.worker")
 
 
@@ -58,7 +61,11 @@ class Worker:
         batch_size: int = 500,
         lease: timedelta = timedelta(seconds=60),
         worker_id: str | None = None,
+        dispatcher: Callable[[str], Dispatcher] | None = None,
+        on_report: Callable[[SweepReport], None] | None = None,
     ) -> None:
+        """`dispatcher` builds the webhook dispatcher for this worker's id (none: no
+        webhooks sent from here); `on_report` sees every batch (the metrics)."""
         self.engine = engine
         self.interval = interval
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -69,6 +76,8 @@ class Worker:
         self.sweeps = 0
         self._unreported = SweepReport()
         self._last_heartbeat = 0.0
+        self.on_report = on_report
+        self.dispatcher = dispatcher(self.id) if dispatcher is not None else None
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -83,6 +92,16 @@ class Worker:
             coalesce=True,
             misfire_grace_time=None,  # a late sweep is still wanted, however late
         )
+        if self.dispatcher is not None:
+            self._scheduler.add_job(
+                self._dispatch,
+                IntervalTrigger(seconds=self.interval, timezone=UTC),
+                id=WEBHOOKS_JOB_ID,
+                next_run_time=datetime.now(UTC),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         self._scheduler.start()
         log.info(
             "worker started",
@@ -94,6 +113,8 @@ class Worker:
         self._stopping.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         self._heartbeat(stopped=True, report=self._unreported)
         self._unreported = SweepReport()
         log.info(
@@ -126,6 +147,16 @@ class Worker:
         if not self.stopping:
             self._wake_for_next_deadline()
 
+    def _dispatch(self) -> None:
+        assert self.dispatcher is not None
+        try:
+            self.dispatcher.run(should_stop=self._stopping.is_set)
+        except Exception:
+            log.exception(
+                "webhook dispatch failed",
+                extra={"fields": {"event": "dispatch_error", "worker": self.id}},
+            )
+
     def _wake_for_next_deadline(self) -> None:
         due = self.sweeper.next_due()
         if due is None:
@@ -136,6 +167,8 @@ class Worker:
             self._scheduler.modify_job(JOB_ID, next_run_time=when)
 
     def _log_batch(self, report: SweepReport) -> None:
+        if self.on_report is not None:
+            self.on_report(report)
         log.info(
             "batch",
             extra={

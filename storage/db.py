@@ -116,6 +116,10 @@ def translated_errors() -> Iterator[None]:
             code="constraint_violated",
             details={"constraint": name},
         ) from exc
+    except sa.exc.DataError as exc:
+        raise ValidationError(
+            f"a value is out of range for the database: {exc.orig}", code="value_out_of_range"
+        ) from exc
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
         text = str(exc.orig).lower()
         if "no such table" in text or ("relation" in text and "does not exist" in text):

@@ -47,12 +47,27 @@ class ValidationError(EscrowflowError):
     exit_code = 2
 
 
+class MalformedRequest(ValidationError):
+    """The request itself is malformed (a header, the JSON): fix it and send it again."""
+
+    code = "malformed_request"
+    http_status = 400
+
+
 class NotFound(EscrowflowError):
     """The thing asked for does not exist."""
 
     code = "not_found"
     http_status = 404
     exit_code = 3
+
+
+class Unauthenticated(EscrowflowError):
+    """No valid credentials: send `Authorization: Bearer <token>` (escrowflow tokens create)."""
+
+    code = "unauthenticated"
+    http_status = 401
+    exit_code = 4
 
 
 class PermissionDenied(EscrowflowError):

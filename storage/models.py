@@ -43,11 +43,16 @@ def _when(**kw: Any) -> Any:
     return Field(sa_type=UTCDateTime, **kw)
 
 
+def _partial(condition: str) -> dict[str, Any]:
+    """`WHERE condition` for a partial index on both backends."""
+    clause = sa.text(condition)
+    return {"sqlite_where": clause, "postgresql_where": clause}
+
+
 def _pending_only(column: str, *values: str) -> dict[str, Any]:
     """`WHERE column IN (...)` for a partial index on both backends."""
     listed = ", ".join(f"'{v}'" for v in values)
-    clause = sa.text(f"{column} IN ({listed})")
-    return {"sqlite_where": clause, "postgresql_where": clause}
+    return _partial(f"{column} IN ({listed})")
 
 
 class Contract(SQLModel, table=True):
@@ -333,6 +338,13 @@ class OutboxEvent(SQLModel, table=True):
     """One event per transition, written in its transaction, for other services (NT1)."""
 
     __tablename__ = "outbox_events"
+    __table_args__ = (
+        sa.Index(
+            "ux_outbox_events_position", "position", unique=True, **_partial("position IS NOT NULL")
+        ),
+        # The relay's work list: small, as rows leave it once sequenced.
+        sa.Index("ix_outbox_events_unsequenced", "id", **_partial("position IS NULL")),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     # A random UUID: stable, so consumers can dedupe. Not indexed: every index is
@@ -346,6 +358,75 @@ class OutboxEvent(SQLModel, table=True):
     recipients: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     at: datetime = _when()
     data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    # Its place in the event feed. Ids are handed out at insert, so a transaction can
+    # commit a lower id after a reader has seen a higher one; positions are given after
+    # commit, by one relay at a time (workflows.feed), so a feed cursor never skips one.
+    position: int | None = None
+
+
+class FeedState(SQLModel, table=True):
+    """The one row the relay locks: the last feed position it gave out."""
+
+    __tablename__ = "feed_state"
+
+    id: int = Field(primary_key=True)
+    last_position: int = 0
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token of a calling service. Only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    service: str = Field(max_length=100)
+    scopes: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    token_hash: str = Field(max_length=64, unique=True)
+    # The token's first characters, so that a person can tell tokens apart in a list.
+    prefix: str = Field(max_length=16)
+    created_at: datetime = _when()
+    revoked_at: datetime | None = _when(default=None)
+
+
+class WebhookSubscription(SQLModel, table=True):
+    """Where to POST events, signed with `secret`; `event_types` empty means all."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(max_length=2000)
+    # Kept in clear: signing needs it. Shown once, at creation.
+    secret: str = Field(max_length=200)
+    event_types: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    description: str = Field(default="", max_length=500)
+    created_at: datetime = _when()
+    removed_at: datetime | None = _when(default=None)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event owed to one subscription, until delivered or dead-lettered."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('pending', 'delivered', 'dead')", name="ck_webhook_deliveries_status"
+        ),
+        sa.UniqueConstraint("subscription_id", "event_id", name="uq_webhook_deliveries_event"),
+        sa.Index("ix_webhook_deliveries_due", "next_attempt_at", **_partial("status = 'pending'")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: int = Field(foreign_key="webhook_subscriptions.id")
+    event_id: int = Field(foreign_key="outbox_events.id")
+    status: str = Field(default="pending", max_length=20)
+    attempts: int = 0
+    next_attempt_at: datetime = _when()
+    last_error: str | None = Field(default=None, max_length=2000)
+    last_status_code: int | None = None
+    created_at: datetime = _when()
+    delivered_at: datetime | None = _when(default=None)
+    claimed_by: str | None = Field(default=None, max_length=100)
+    claim_expires_at: datetime | None = _when(default=None)
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -379,6 +460,10 @@ DEADLINES = table(Deadline)
 OUTBOX = table(OutboxEvent)
 IDEMPOTENCY = table(IdempotencyRecord)
 WORKERS = table(Worker)
+FEED_STATE = table(FeedState)
+API_TOKENS = table(ApiToken)
+WEBHOOK_SUBSCRIPTIONS = table(WebhookSubscription)
+WEBHOOK_DELIVERIES = table(WebhookDelivery)
 
 TABLES: dict[str, sa.Table] = {
     "contract": CONTRACTS,

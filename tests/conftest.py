@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine as DBEngine
 from storage.db import make_engine
 from storage.models import metadata
 from tests.helpers import Scenario
+from tests.live import Api, live_server
 from tests.pg import Cluster, PostgresUnavailable
 from workflows.clock import ManualClock
 from workflows.engine import Engine
@@ -107,3 +108,24 @@ def table_counts(db: DBEngine) -> dict[str, int]:
             t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
             for t in metadata.sorted_tables
         }
+
+
+@pytest.fixture
+def api(engine: Engine) -> Iterator[Api]:
+    """The HTTP API around the test's engine, on a real server on 127.0.0.1."""
+    with live_server(engine) as url:
+        client = Api(url, engine)
+        yield client
+        client.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`postgresql_only` tests are not collected for SQLite (not skipped: not run at all)."""
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_sqlite = callspec is not None and callspec.params.get("backend") == "sqlite"
+        (drop if on_sqlite and item.get_closest_marker("postgresql_only") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 
@@ -44,3 +45,23 @@ class ManualClock:
     def set(self, when: datetime) -> None:
         with self._lock:
             self._now = when.astimezone(UTC)
+
+
+class FileClock:
+    """Test-only: the time written in a file (ISO 8601), read at every call.
+
+    Lets an end-to-end test move the clock of a server in another process without the
+    server having an endpoint for it (ESCROWFLOW_TEST_CLOCK_FILE).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def now(self) -> datetime:
+        try:
+            moment = datetime.fromisoformat(self.path.read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"test clock file {self.path} has no ISO 8601 time: {exc}") from exc
+        if moment.tzinfo is None:
+            raise RuntimeError(f"test clock file {self.path}: the time needs a UTC offset")
+        return moment.astimezone(UTC)

@@ -14,6 +14,7 @@ exactly-once because it re-checks the deadline under the contract lock.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,13 +49,21 @@ class SweepReport:
     seconds: float = 0.0
     # A batch fired a second time one deadline at a time, because the first try raised.
     isolated: bool = False
+    # Fired deadlines by (entity, event), for the metrics.
+    fired_events: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, other: SweepReport) -> None:
         for name in ("batches", "claimed", "fired", "stale", "gone", "failed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.extend(other.errors)
+        self.fired_events.update(other.fired_events)
         self.seconds += other.seconds
         self.isolated = self.isolated or other.isolated
+
+    def count(self, outcome: str, deadline: Any) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+        if outcome == "fired":
+            self.fired_events[(deadline.entity, deadline.event)] += 1
 
 
 class Sweeper:
@@ -87,7 +96,7 @@ class Sweeper:
         c = _deadlines.c
         with transaction(self.engine.db) as conn:
             query = (
-                sa.select(c.id, c.contract_id, c.due_at)
+                sa.select(c.id, c.contract_id, c.due_at, c.entity, c.event)
                 .where(self._due(now))
                 .order_by(c.due_at, c.id)
                 .limit(self.batch_size)
@@ -131,7 +140,7 @@ class Sweeper:
                 if row.contract_id in appends.touched:  # it must read what it wrote
                     appends.write(engine.fast, conn)
                 outcome = engine.fire_deadline_in(conn, row.id, now, appends)
-                setattr(report, outcome, getattr(report, outcome) + 1)
+                report.count(outcome, row)
             appends.write(engine.fast, conn)
         return report
 
@@ -148,7 +157,7 @@ class Sweeper:
                     failures.append((row.id, message))
                     self._record_failure(conn, row.id, message, now)
                     continue
-                setattr(report, outcome, getattr(report, outcome) + 1)
+                report.count(outcome, row)
         report.failed = len(failures)
         report.errors = [f"deadline {i}: {m}" for i, m in failures]
         return report

@@ -14,6 +14,11 @@ from storage.errors import ValidationError
 from workflows.policy import Policy, format_money
 
 MILESTONE_FIELDS = ("title", "description", "due_date", "amount")
+# Ten trillion major units: far above any contract, far below what a BIGINT column holds
+# (sums of amounts cannot overflow it).
+MAX_AMOUNT = 10**15
+# Ids are 32-bit integers on PostgreSQL.
+MAX_ID = 2**31 - 1
 
 
 def _invalid(field: str, code: str, message: str) -> ValidationError:
@@ -51,6 +56,10 @@ def integer_amount(value: Any, field: str) -> int:
         )
     if value <= 0:
         raise _invalid(field, "amount_not_positive", f"{field} must be greater than 0, not {value}")
+    if value > MAX_AMOUNT:
+        raise _invalid(
+            field, "amount_too_large", f"{field} must be at most {MAX_AMOUNT} minor units"
+        )
     return value
 
 
@@ -107,7 +116,7 @@ def identifier(payload: Mapping[str, Any], field: str, *, required: bool = True)
     value = payload.get(field)
     if value is None and not required:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
         raise _invalid(field, "invalid_id", f"{field} must be a positive integer id, not {value!r}")
     return value
 

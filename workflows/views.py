@@ -77,6 +77,7 @@ def show(db: DBEngine, entity: str, entity_id: int) -> dict[str, Any]:
             {"id": d["id"], "event": d["event"], "due_at": d["due_at"].isoformat()}
             for d in deadlines
         ],
+        "parties": {"client": contract["client_id"], "freelancer": contract["freelancer_id"]},
         "contract_escrow": {
             "currency": contract["currency"],
             **{column: contract[column] for column in ESCROW_COLUMNS},

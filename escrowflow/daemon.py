@@ -1,0 +1,39 @@
+"""The worker as the shells run it: deadline sweeps plus webhook dispatch, from settings."""
+
+from __future__ import annotations
+
+from escrowflow.metrics import Metrics
+from escrowflow.settings import Settings
+from scheduler.webhooks import Dispatcher
+from scheduler.worker import Worker
+from workflows.engine import Engine
+
+
+def build_worker(
+    settings: Settings,
+    engine: Engine,
+    metrics: Metrics | None = None,
+    *,
+    interval: float | None = None,
+    batch_size: int | None = None,
+) -> Worker:
+    def dispatcher(worker_id: str) -> Dispatcher:
+        return Dispatcher(
+            engine,
+            worker_id,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_base=settings.webhook_backoff_base,
+            backoff_cap=settings.webhook_backoff_cap,
+            timeout=settings.webhook_timeout,
+            lease=settings.worker_lease,
+            on_failure=metrics.observe_webhook_failure if metrics else None,
+        )
+
+    return Worker(
+        engine,
+        interval=interval or settings.worker_interval,
+        batch_size=batch_size or settings.worker_batch_size,
+        lease=settings.worker_lease,
+        dispatcher=dispatcher,
+        on_report=metrics.observe_sweep if metrics else None,
+    )

@@ -1,0 +1,100 @@
+"""Prometheus metrics for `/metrics`.
+
+Counters are this process's own (Prometheus sums them over processes): transitions
+applied here by requests and by this process's worker (the event asked for or fired,
+not the moves it cascades to), and webhook delivery failures. Gauges are read from the
+database at scrape time, so every node reports the same backlog: pending and overdue
+deadlines, the lag of the oldest overdue one, and deliveries pending or dead-lettered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from storage import models
+from workflows.deadlines import SweepReport
+from workflows.engine import Engine
+
+
+class Metrics:
+    def __init__(self, engine: Engine) -> None:
+        self.registry = CollectorRegistry()
+        self.transitions = Counter(
+            "escrowflow_transitions",
+            "Events applied, by entity, event and cause (request or timer).",
+            ["entity", "event", "cause"],
+            registry=self.registry,
+        )
+        self.webhook_failures = Counter(
+            "escrowflow_webhook_failures",
+            "Failed webhook delivery attempts; outcome=dead when dead-lettered.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "escrowflow_http_request_seconds",
+            "HTTP request durations by route and status code.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.registry.register(_DatabaseGauges(engine))
+
+    def observe_sweep(self, report: SweepReport) -> None:
+        for (entity, event), count in report.fired_events.items():
+            self.transitions.labels(entity, event, "timer").inc(count)
+
+    def observe_webhook_failure(self, outcome: str) -> None:
+        self.webhook_failures.labels(outcome).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _DatabaseGauges(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        d = models.DEADLINES.c
+        w = models.WEBHOOK_DELIVERIES.c
+        now = self.engine.clock.now()
+        live = sa.and_(d.status == "pending", d.paused.is_(False))
+        with self.engine.db.connect() as conn:
+            pending = conn.execute(sa.select(sa.func.count()).where(d.status == "pending"))
+            overdue = conn.execute(sa.select(sa.func.count()).where(live, d.due_at <= now))
+            oldest = conn.execute(sa.select(sa.func.min(d.due_at)).where(live, d.due_at <= now))
+            deliveries = conn.execute(
+                sa.select(w.status, sa.func.count())
+                .where(w.status.in_(("pending", "dead")))
+                .group_by(w.status)
+            ).all()
+            pending_count, overdue_count = pending.scalar_one(), overdue.scalar_one()
+            oldest_due = oldest.scalar()
+        yield GaugeMetricFamily(
+            "escrowflow_deadlines_pending", "Deadlines waiting to fire.", value=pending_count
+        )
+        yield GaugeMetricFamily(
+            "escrowflow_deadlines_backlog",
+            "Deadlines due now or earlier and not yet fired.",
+            value=overdue_count,
+        )
+        lag = (now - oldest_due).total_seconds() if oldest_due is not None else 0.0
+        yield GaugeMetricFamily(
+            "escrowflow_deadline_lag_seconds",
+            "How late the most overdue unfired deadline is.",
+            value=lag,
+        )
+        by_status = GaugeMetricFamily(
+            "escrowflow_webhook_deliveries",
+            "Webhook deliveries pending or dead-lettered.",
+            labels=["status"],
+        )
+        counts: dict[str, int] = {row[0]: row[1] for row in deliveries}
+        for status in ("pending", "dead"):
+            by_status.add_metric([status], counts.get(status, 0))
+        yield by_status

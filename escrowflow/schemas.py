@@ -1,0 +1,323 @@
+"""The HTTP API's request and response bodies (they make its OpenAPI document).
+
+Request bodies are strict: an amount must be a JSON integer of minor units (`5.0` and
+`"5000"` are refused, never coerced) and unknown fields are refused. The engine then
+applies the domain rules (minimum amounts, currencies, states) with its own codes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+_strict = ConfigDict(extra="forbid")
+
+Amount = StrictInt
+Reason = StrictStr
+
+
+class ErrorOut(BaseModel):
+    code: str = Field(description="Stable and machine-readable, e.g. `amount_below_minimum`.")
+    message: str = Field(description="What went wrong and how to fix it, for people.")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "code": "event_not_allowed_in_state",
+                    "message": "milestone 3 is released: release is not allowed there",
+                    "details": {"state": "released"},
+                }
+            ]
+        }
+    )
+
+
+class MilestoneIn(BaseModel):
+    model_config = _strict
+    title: StrictStr = Field(max_length=200)
+    description: StrictStr | None = Field(default=None, max_length=5000)
+    due_date: StrictStr | None = Field(default=None, description="YYYY-MM-DD", max_length=10)
+    amount: Amount = Field(description="Minor units (cents): 50000 is 500.00 USD.")
+
+
+class ContractCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "freelancer_id": "ada",
+                    "title": "Landing page",
+                    "currency": "USD",
+                    "milestones": [{"title": "Design", "amount": 50000}],
+                }
+            ]
+        },
+    )
+    freelancer_id: StrictStr = Field(max_length=100)
+    title: StrictStr = Field(max_length=200)
+    currency: StrictStr = Field(min_length=3, max_length=3, description="ISO 4217, e.g. USD")
+    kind: StrictStr = Field(default="fixed", description="fixed or hourly")
+    milestones: list[MilestoneIn] | None = Field(default=None, max_length=1000)
+
+
+class MilestonesCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"milestones": [{"title": "Build", "amount": 120000}]}]},
+    )
+    milestones: list[MilestoneIn] = Field(min_length=1, max_length=1000)
+    reason: Reason | None = Field(default=None, max_length=2000)
+
+
+class MilestoneChange(BaseModel):
+    """The fields to change; at least one."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"amount": 60000}]})
+    title: StrictStr | None = Field(default=None, max_length=200)
+    description: StrictStr | None = Field(default=None, max_length=5000)
+    due_date: StrictStr | None = Field(default=None, max_length=10)
+    amount: Amount | None = None
+    reason: Reason | None = Field(default=None, max_length=2000)
+
+
+class MilestoneOrder(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"order": [3, 2]}]})
+    order: list[StrictInt] = Field(min_length=1, max_length=1000)
+    reason: Reason | None = Field(default=None, max_length=2000)
+
+
+class ProposalItem(BaseModel):
+    model_config = _strict
+    action: StrictStr = Field(description="add, edit or delete")
+    milestone_id: StrictInt | None = None
+    title: StrictStr | None = Field(default=None, max_length=200)
+    description: StrictStr | None = Field(default=None, max_length=5000)
+    due_date: StrictStr | None = Field(default=None, max_length=10)
+    amount: Amount | None = None
+
+
+class ProposalCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"items": [{"action": "add", "title": "Extra page", "amount": 30000}]}]
+        },
+    )
+    items: list[ProposalItem] = Field(min_length=1, max_length=1000)
+    reason: Reason | None = Field(default=None, max_length=2000)
+
+
+class RefundCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "the work stopped"}]}
+    )
+    reason: Reason | None = Field(default=None, max_length=2000)
+
+
+class CreatedRef(BaseModel):
+    entity: str
+    id: int
+
+
+class TransitionOut(BaseModel):
+    """What an event did: the entity's new state and version, and what it created."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "entity": "milestone",
+                    "id": 1,
+                    "event": "release",
+                    "state": "released",
+                    "version": 4,
+                    "history_id": 12,
+                    "created": [],
+                    "replayed": False,
+                }
+            ]
+        }
+    )
+    entity: str
+    id: int
+    event: str
+    state: str
+    version: int
+    history_id: int | None
+    created: list[CreatedRef]
+    replayed: bool = Field(description="True when this answers a retry of an earlier request.")
+
+
+class DeadlineOut(BaseModel):
+    id: int
+    event: str
+    due_at: str
+
+
+class EscrowOut(BaseModel):
+    currency: str
+    deposited: int
+    released: int
+    refunded: int
+    held: int
+    credit: int
+
+
+class EntityOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "entity": "milestone",
+                    "id": 1,
+                    "contract_id": 1,
+                    "state": "in_review",
+                    "version": 3,
+                    "fields": {"title": "Design", "amount": 50000, "escrow": 50000},
+                    "allowed_events": ["request_changes", "release"],
+                    "pending_deadlines": [
+                        {"id": 1, "event": "auto_approve", "due_at": "2026-01-19T09:00:00+00:00"}
+                    ],
+                    "escrow": {
+                        "currency": "USD",
+                        "deposited": 50000,
+                        "released": 0,
+                        "refunded": 0,
+                        "held": 50000,
+                        "credit": 0,
+                    },
+                }
+            ]
+        }
+    )
+    entity: str
+    id: int
+    contract_id: int
+    state: str
+    version: int
+    fields: dict[str, Any]
+    allowed_events: list[str] = Field(
+        description="Events the caller may fire now, for the role it acts in "
+        "(Escrowflow-Actor) or the roles its token allows; guards still apply."
+    )
+    pending_deadlines: list[DeadlineOut]
+    escrow: EscrowOut = Field(description="The contract's escrow totals.")
+
+
+class HistoryOut(BaseModel):
+    id: int
+    contract_id: int
+    entity: str
+    entity_id: int
+    event: str
+    from_state: str | None
+    to_state: str
+    version: int
+    actor_role: str
+    actor_party: str
+    cause: str = Field(description="request (a party asked) or timer (a deadline fired).")
+    caused_by: int | None = Field(description="The transition this one followed from.")
+    deadline_id: int | None
+    due_at: str | None = Field(description="When the deadline that fired it was due.")
+    at: str
+    payload: dict[str, Any]
+
+
+class LedgerOut(BaseModel):
+    id: int
+    contract_id: int
+    milestone_id: int | None
+    refund_id: int | None
+    history_id: int
+    kind: str = Field(description="deposit, release or refund")
+    amount: int = Field(description="Minor units.")
+    currency: str
+    at: str
+
+
+class MoneyOut(BaseModel):
+    to: str
+    amount: int
+    currency: str
+
+
+class NextOut(BaseModel):
+    deadline_id: int
+    entity: str
+    entity_id: int
+    event: str
+    due_at: str
+    money: MoneyOut | None
+    summary: str
+
+
+class EventOut(BaseModel):
+    id: str = Field(description="Stable UUID: deliveries of one event share it.")
+    position: int = Field(description="Its place in the feed; ask for `after` it.")
+    type: str = Field(description="ENTITY.EVENT, e.g. milestone.auto_approve.")
+    entity: str
+    entity_id: int
+    contract_id: int
+    history_id: int
+    at: str
+    recipients: list[str]
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_after: int = Field(description="The cursor for the next page (`after`).")
+
+
+class SubscriptionCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"url": "https://payments.internal/escrow-events", "event_types": ["milestone.*"]}
+            ]
+        },
+    )
+    url: StrictStr = Field(max_length=2000)
+    event_types: list[StrictStr] = Field(
+        default_factory=list, max_length=100, description="ENTITY.EVENT patterns; [] = all."
+    )
+    description: StrictStr = Field(default="", max_length=500)
+
+
+class SubscriptionOut(BaseModel):
+    id: int
+    url: str
+    event_types: list[str]
+    description: str
+    created_at: str
+
+
+class SubscriptionCreated(SubscriptionOut):
+    secret: str = Field(description="Signs every delivery. Shown only now: keep it.")
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    subscription_id: int
+    event_id: str
+    type: str
+    status: str
+    attempts: int
+    next_attempt_at: str
+    last_error: str | None
+    last_status_code: int | None
+    delivered_at: str | None
+
+
+class ReplayOut(BaseModel):
+    replayed: int
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None

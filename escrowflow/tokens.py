@@ -1,0 +1,134 @@
+"""API bearer tokens: one per calling service, with scopes, stored only as a SHA-256.
+
+Scopes say in which role a service may act (the request names the party, the engine
+checks role and membership, PA1/PA2) and what else it may do:
+
+- ``act:client``, ``act:freelancer``, ``act:admin`` (the dispute team): fire events in that
+  role, and read;
+- ``read``: read entities, history, ledgers and the event feed;
+- ``webhooks``: manage webhook subscriptions, and read.
+
+The system role is never granted: only the engine's own timers act as `system`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine as DBEngine
+
+from storage import models
+from storage.db import transaction, translated_errors
+from storage.errors import NotFound, Unauthenticated, ValidationError
+from workflows.actors import Role
+
+_tokens = models.API_TOKENS
+
+ACTING_SCOPES: dict[str, Role] = {
+    "act:client": Role.CLIENT,
+    "act:freelancer": Role.FREELANCER,
+    "act:admin": Role.ADMIN,
+}
+SCOPES = (*ACTING_SCOPES, "read", "webhooks")
+PREFIX = "efk_"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the service a valid token names, and what it may do."""
+
+    token_id: int
+    service: str
+    scopes: frozenset[str]
+
+    def may_act_as(self, role: Role) -> bool:
+        return any(ACTING_SCOPES[s] is role for s in self.scopes if s in ACTING_SCOPES)
+
+    @property
+    def roles(self) -> list[Role]:
+        return [ACTING_SCOPES[s] for s in sorted(self.scopes) if s in ACTING_SCOPES]
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_scopes(scopes: Iterable[str]) -> list[str]:
+    chosen = sorted(set(scopes))
+    unknown = [s for s in chosen if s not in SCOPES]
+    if unknown or not chosen:
+        raise ValidationError(
+            f"unknown or missing scopes {unknown or '[]'}: give one or more of {', '.join(SCOPES)}",
+            code="invalid_scope",
+        )
+    return chosen
+
+
+def create(db: DBEngine, now: datetime, service: str, scopes: Iterable[str]) -> dict[str, Any]:
+    """A new token. The token itself is in the answer, and nowhere else, ever."""
+    service = service.strip()
+    if not service or len(service) > 100:
+        raise ValidationError("service must be 1 to 100 characters", code="invalid_service")
+    chosen = check_scopes(scopes)
+    token = PREFIX + secrets.token_urlsafe(32)
+    values = {
+        "service": service,
+        "scopes": chosen,
+        "token_hash": digest(token),
+        "prefix": token[:12],
+        "created_at": now,
+    }
+    with transaction(db) as conn:
+        token_id = conn.execute(_tokens.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
+    return {"id": token_id, "service": service, "scopes": chosen, "token": token}
+
+
+def listing(db: DBEngine) -> list[dict[str, Any]]:
+    query = sa.select(
+        _tokens.c.id,
+        _tokens.c.service,
+        _tokens.c.scopes,
+        _tokens.c.prefix,
+        _tokens.c.created_at,
+        _tokens.c.revoked_at,
+    ).order_by(_tokens.c.id)
+    with translated_errors(), db.connect() as conn:
+        return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def revoke(db: DBEngine, now: datetime, token_id: int) -> None:
+    with transaction(db) as conn:
+        done = conn.execute(
+            _tokens.update()
+            .where(_tokens.c.id == token_id, _tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        ).rowcount
+    if not done:
+        raise NotFound(f"no live token with id {token_id}", code="token_not_found")
+
+
+_LOOKUP = sa.select(_tokens.c.id, _tokens.c.service, _tokens.c.scopes).where(
+    _tokens.c.token_hash == sa.bindparam("token_hash"), _tokens.c.revoked_at.is_(None)
+)
+
+
+def authenticate(db: DBEngine, authorization: str | None) -> Caller:
+    """The caller a bearer token names; 401 without one or with a wrong or revoked one."""
+    if not authorization:
+        raise Unauthenticated()
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated(
+            "the Authorization header must be `Bearer <token>`", code="unauthenticated"
+        )
+    with translated_errors(), db.connect() as conn:
+        row = conn.execute(_LOOKUP, {"token_hash": digest(token.strip())}).first()
+    if row is None:
+        raise Unauthenticated("the token is unknown or revoked", code="invalid_token")
+    return Caller(row.id, row.service, frozenset(row.scopes))

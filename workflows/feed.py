@@ -1,0 +1,318 @@
+"""The event feed and webhook subscriptions: how other services learn of transitions.
+
+Every transition writes an outbox row in its own transaction (the engine). Outbox ids
+are handed out at insert, so on PostgreSQL a transaction can commit id 41 after a reader
+has already seen id 42: a cursor on ids would skip 41 forever. The relay therefore
+gives each committed event a feed *position*, one relay at a time (it locks the single
+`feed_state` row), in the order it finds them. Positions become visible in order and
+all at once, so a reader that has seen position N has seen every position below N.
+
+The relay also creates, in the same transaction, one delivery per event for each
+webhook subscription whose filter matches; the dispatcher (scheduler.webhooks) sends
+them. A subscription receives the events sequenced after it was created.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Engine as DBEngine
+
+from storage import models
+from storage.db import is_postgresql, transaction, translated_errors
+from storage.errors import NotFound, ValidationError
+
+_outbox = models.OUTBOX
+_feed = models.FEED_STATE
+_subscriptions = models.WEBHOOK_SUBSCRIPTIONS
+_deliveries = models.WEBHOOK_DELIVERIES
+
+MAX_PAGE = 1000
+_TYPE_PATTERN = re.compile(r"^(\*|[a-z_*]+\.[a-z_*]+)$")
+_SET_POSITION = (
+    _outbox.update()
+    .where(_outbox.c.id == sa.bindparam("pk"))
+    .values(position=sa.bindparam("new_position"))
+)
+
+
+# -- the relay ----------------------------------------------------------------------
+
+
+def has_unsequenced(conn: Connection) -> bool:
+    """Cheap: walks the partial index of unsequenced events to its first row."""
+    query = sa.select(_outbox.c.id).where(_outbox.c.position.is_(None)).limit(1)
+    return conn.execute(query).first() is not None
+
+
+def sequence_events(db: DBEngine, now: datetime, limit: int = 5000) -> int:
+    """Give committed events their feed positions and owed deliveries; how many it did."""
+    with translated_errors(), db.connect() as conn:
+        if not has_unsequenced(conn):
+            return 0
+    with transaction(db) as conn:
+        last = _lock_feed(conn)
+        rows = conn.execute(
+            sa.select(_outbox.c.id, _outbox.c.type)
+            .where(_outbox.c.position.is_(None))
+            .order_by(_outbox.c.id)
+            .limit(limit)
+        ).all()
+        if not rows:
+            return 0
+        conn.execute(
+            _SET_POSITION,
+            [{"pk": row.id, "new_position": last + i} for i, row in enumerate(rows, 1)],
+        )
+        conn.execute(_feed.update().where(_feed.c.id == 1).values(last_position=last + len(rows)))
+        _owe_deliveries(conn, rows, now)
+        return len(rows)
+
+
+def _lock_feed(conn: Connection) -> int:
+    insert = postgresql.insert if is_postgresql(conn) else sqlite.insert
+    conn.execute(insert(_feed).values(id=1, last_position=0).on_conflict_do_nothing())
+    query = sa.select(_feed.c.last_position).where(_feed.c.id == 1)
+    if is_postgresql(conn):
+        query = query.with_for_update()
+    return int(conn.execute(query).scalar_one())
+
+
+def _owe_deliveries(conn: Connection, events: Sequence[Any], now: datetime) -> None:
+    subscriptions = conn.execute(
+        sa.select(_subscriptions.c.id, _subscriptions.c.event_types).where(
+            _subscriptions.c.removed_at.is_(None)
+        )
+    ).all()
+    owed = [
+        {
+            "subscription_id": sub.id,
+            "event_id": event.id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for sub in subscriptions
+        for event in events
+        if matches(sub.event_types, event.type)
+    ]
+    if owed:
+        conn.execute(_deliveries.insert(), owed)
+
+
+def matches(patterns: Sequence[str], event_type: str) -> bool:
+    """An empty filter takes every event; otherwise any pattern (`milestone.*`) must match."""
+    return not patterns or any(fnmatch.fnmatchcase(event_type, p) for p in patterns)
+
+
+# -- reading the feed ---------------------------------------------------------------
+
+
+def public_event(row: Any) -> dict[str, Any]:
+    """An outbox row as other services see it: the stable `id` is the event's UUID."""
+    return {
+        "id": row.event_id,
+        "position": row.position,
+        "type": row.type,
+        "entity": row.entity,
+        "entity_id": row.entity_id,
+        "contract_id": row.contract_id,
+        "history_id": row.history_id,
+        "at": row.at.isoformat(),
+        "recipients": list(row.recipients),
+        "data": dict(row.data),
+    }
+
+
+def read_events(
+    db: DBEngine,
+    now: datetime,
+    *,
+    after: int = 0,
+    limit: int = 100,
+    types: Sequence[str] = (),
+) -> tuple[list[dict[str, Any]], int]:
+    """Events after feed position `after`, in order, and the cursor to ask with next."""
+    if after < 0:
+        raise ValidationError(
+            "after must be 0 or a position from a previous page", code="invalid_cursor"
+        )
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationError(f"limit must be between 1 and {MAX_PAGE}", code="invalid_limit")
+    check_patterns(types)
+    sequence_events(db, now)
+    query = (
+        sa.select(_outbox)
+        .where(_outbox.c.position > after, _outbox.c.position.is_not(None))
+        .order_by(_outbox.c.position)
+    )
+    events: list[dict[str, Any]] = []
+    cursor = after
+    with translated_errors(), db.connect() as conn:
+        # Filtering by type in Python keeps the cursor moving past events a reader skips.
+        for row in conn.execute(query.limit(limit)):
+            cursor = row.position
+            if matches(types, row.type):
+                events.append(public_event(row))
+    return events, cursor
+
+
+# -- subscriptions ------------------------------------------------------------------
+
+
+def check_patterns(patterns: Sequence[str]) -> list[str]:
+    for pattern in patterns:
+        if not _TYPE_PATTERN.match(pattern):
+            raise ValidationError(
+                f"event type filter {pattern!r} is not ENTITY.EVENT, e.g. milestone.release, "
+                "milestone.* or *",
+                code="invalid_event_filter",
+            )
+    return list(patterns)
+
+
+def check_url(url: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", url) or len(url) > 2000:
+        raise ValidationError(
+            f"webhook URL {url!r} must be an http:// or https:// URL", code="invalid_url"
+        )
+    return url
+
+
+def subscribe(
+    db: DBEngine,
+    now: datetime,
+    url: str,
+    event_types: Sequence[str] = (),
+    secret: str | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """A new subscription; its secret is returned here, and only here."""
+    values = {
+        "url": check_url(url),
+        "secret": secret or f"whsec_{secrets.token_urlsafe(32)}",
+        "event_types": check_patterns(event_types),
+        "description": description[:500],
+        "created_at": now,
+    }
+    # Events already waiting are sequenced first: a new subscription gets what follows.
+    sequence_events(db, now)
+    with transaction(db) as conn:
+        new_id = conn.execute(_subscriptions.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
+    return {"id": new_id, **values, "created_at": now.isoformat(), "removed_at": None}
+
+
+def subscriptions(db: DBEngine) -> list[dict[str, Any]]:
+    query = (
+        sa.select(_subscriptions)
+        .where(_subscriptions.c.removed_at.is_(None))
+        .order_by(_subscriptions.c.id)
+    )
+    with translated_errors(), db.connect() as conn:
+        return [_public_subscription(row) for row in conn.execute(query).mappings()]
+
+
+def _public_subscription(row: Any) -> dict[str, Any]:
+    """A subscription without its secret."""
+    return {
+        "id": row["id"],
+        "url": row["url"],
+        "event_types": list(row["event_types"]),
+        "description": row["description"],
+        "created_at": row["created_at"].isoformat(),
+    }
+
+
+def unsubscribe(db: DBEngine, now: datetime, subscription_id: int) -> None:
+    """Stop delivering to a subscription; deliveries still owed are dead-lettered."""
+    with transaction(db) as conn:
+        done = conn.execute(
+            _subscriptions.update()
+            .where(_subscriptions.c.id == subscription_id, _subscriptions.c.removed_at.is_(None))
+            .values(removed_at=now)
+        ).rowcount
+        if not done:
+            raise NotFound(
+                f"webhook subscription {subscription_id} does not exist",
+                code="subscription_not_found",
+            )
+        conn.execute(
+            _deliveries.update()
+            .where(
+                _deliveries.c.subscription_id == subscription_id,
+                _deliveries.c.status == "pending",
+            )
+            .values(status="dead", last_error="subscription removed")
+        )
+
+
+def replay(
+    db: DBEngine,
+    now: datetime,
+    *,
+    delivery_id: int | None = None,
+    subscription_id: int | None = None,
+) -> int:
+    """Send dead-lettered deliveries again (one, or all of a subscription, or all)."""
+    query = _deliveries.update().where(_deliveries.c.status == "dead")
+    if delivery_id is not None:
+        query = query.where(_deliveries.c.id == delivery_id)
+    if subscription_id is not None:
+        query = query.where(_deliveries.c.subscription_id == subscription_id)
+    live = sa.select(_subscriptions.c.id).where(_subscriptions.c.removed_at.is_(None))
+    query = query.where(_deliveries.c.subscription_id.in_(live))
+    with transaction(db) as conn:
+        count = conn.execute(
+            query.values(
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                claimed_by=None,
+                claim_expires_at=None,
+            )
+        ).rowcount
+    if delivery_id is not None and not count:
+        raise NotFound(
+            f"delivery {delivery_id} is not dead-lettered (or its subscription was removed)",
+            code="delivery_not_dead",
+        )
+    return int(count)
+
+
+def deliveries(
+    db: DBEngine, *, status: str | None = None, subscription_id: int | None = None
+) -> list[dict[str, Any]]:
+    d = _deliveries.c
+    query = sa.select(_deliveries, _outbox.c.event_id.label("event_uuid"), _outbox.c.type).join(
+        _outbox, _outbox.c.id == d.event_id
+    )
+    if status is not None:
+        query = query.where(d.status == status)
+    if subscription_id is not None:
+        query = query.where(d.subscription_id == subscription_id)
+    with translated_errors(), db.connect() as conn:
+        rows = conn.execute(query.order_by(d.id)).mappings().all()
+    return [
+        {
+            "id": r["id"],
+            "subscription_id": r["subscription_id"],
+            "event_id": r["event_uuid"],
+            "type": r["type"],
+            "status": r["status"],
+            "attempts": r["attempts"],
+            "next_attempt_at": r["next_attempt_at"].isoformat(),
+            "last_error": r["last_error"],
+            "last_status_code": r["last_status_code"],
+            "delivered_at": r["delivered_at"].isoformat() if r["delivered_at"] else None,
+        }
+        for r in rows
+    ]
