@@ -388,14 +388,36 @@ def serve(
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     with _errors():
         api = create_app(settings, run_worker=not no_worker)
-    # uvicorn stops on SIGTERM/SIGINT; the app's shutdown lets the worker's batch finish.
-    uvicorn.run(
+    config = uvicorn.Config(
         api,
         host=host or settings.api_host,
         port=port or settings.api_port,
         log_config=None,
         access_log=False,
     )
+    _graceful(config).run()
+
+
+def _graceful(config: Any) -> Any:
+    """uvicorn's server, except that SIGTERM/SIGINT end it with exit 0 after a clean
+    shutdown (the app's shutdown lets the worker's batch finish), as `escrowflow worker`
+    does; uvicorn itself re-raises the signal once shut down (exit -15)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            def stop(*_: Any) -> None:
+                self.should_exit = True
+
+            previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                yield
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+
+    return Server(config)
 
 
 tokens_app = typer.Typer(help="API bearer tokens: one per calling service.", no_args_is_help=True)
