@@ -107,7 +107,8 @@ EngineDep = Annotated[Engine, Depends(_engine)]
 
 def _caller(request: Request, credentials: Credentials, engine: EngineDep) -> tokens.Caller:
     header = f"Bearer {credentials.credentials}" if credentials else None
-    return tokens.authenticate(engine.db, header)
+    cache: tokens.TokenCache = request.app.state.token_cache
+    return cache.authenticate(engine.db, header)
 
 
 CallerDep = Annotated[tokens.Caller, Depends(_caller)]
@@ -219,6 +220,7 @@ def create_app(
     app.state.engine = engine
     app.state.metrics = metrics
     app.state.head = head()
+    app.state.token_cache = tokens.TokenCache(settings.api_token_cache_seconds)
     _install_error_handlers(app)
     app.include_router(_writes())
     # Before the reads: /v1/webhooks/deliveries would otherwise match /v1/{collection}/{id}.

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # The HTTP API (`escrowflow serve`).
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # Seconds a valid token is trusted without reading the database again; a revoked
+    # token is refused at most this long after `escrowflow tokens revoke`.
+    api_token_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
     # Webhooks: attempts before a delivery is dead-lettered, and the first retry's wait
     # (doubling each time, at most webhook_backoff_cap).

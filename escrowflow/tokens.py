@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -116,6 +118,32 @@ def revoke(db: DBEngine, now: datetime, token_id: int) -> None:
 _LOOKUP = sa.select(_tokens.c.id, _tokens.c.service, _tokens.c.scopes).where(
     _tokens.c.token_hash == sa.bindparam("token_hash"), _tokens.c.revoked_at.is_(None)
 )
+
+
+class TokenCache:
+    """Valid tokens remembered for `ttl` seconds: a request need not read the database
+    to authenticate. A revocation therefore takes effect within `ttl` (0: at once)."""
+
+    def __init__(self, ttl: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._monotonic = monotonic
+        self._known: dict[str, tuple[float, Caller]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, db: DBEngine, authorization: str | None) -> Caller:
+        if self.ttl <= 0 or not authorization:
+            return authenticate(db, authorization)
+        now = self._monotonic()
+        with self._lock:
+            known = self._known.get(authorization)
+        if known is not None and now - known[0] < self.ttl:
+            return known[1]
+        caller = authenticate(db, authorization)
+        with self._lock:
+            if len(self._known) > 10_000:  # bounded: a flood of tokens cannot grow it
+                self._known.clear()
+            self._known[authorization] = (now, caller)
+        return caller
 
 
 def authenticate(db: DBEngine, authorization: str | None) -> Caller:

@@ -27,7 +27,8 @@ def free_port() -> int:
 @contextmanager
 def live_server(engine: Engine, settings: Settings | None = None) -> Iterator[str]:
     """Serve the API for `engine` over real HTTP; yields the base URL."""
-    app = create_app(settings or Settings(), engine=engine)
+    # No token cache: a test that revokes a token sees it refused at once.
+    app = create_app(settings or Settings(api_token_cache_seconds=0), engine=engine)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)

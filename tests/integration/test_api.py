@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from escrowflow import tokens
 from storage import models
 from storage.db import is_postgresql
+from storage.errors import Unauthenticated
 from tests.conftest import table_counts
 from tests.helpers import Scenario
 from tests.live import Api
@@ -409,3 +410,15 @@ def test_health_readiness_and_metrics(api: Api, web: str) -> None:
     )
     assert "escrowflow_deadlines_backlog 0.0" in metrics
     assert 'escrowflow_webhook_deliveries{status="dead"} 0.0' in metrics
+
+
+def test_a_cached_token_is_refused_once_its_cache_time_is_up(api: Api, web: str) -> None:
+    now = [0.0]
+    cache = tokens.TokenCache(5.0, monotonic=lambda: now[0])
+    header = f"Bearer {web}"
+    assert cache.authenticate(api.engine.db, header).service == "web"
+    tokens.revoke(api.engine.db, api.engine.clock.now(), tokens.listing(api.engine.db)[0]["id"])
+    assert cache.authenticate(api.engine.db, header).service == "web"  # within the 5 s
+    now[0] = 5.0
+    with pytest.raises(Unauthenticated):
+        cache.authenticate(api.engine.db, header)
