@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from escrowflow import schemas, tokens
+from escrowflow import diagrams, schemas, tokens
 from escrowflow.daemon import build_worker
 from escrowflow.metrics import Metrics
 from escrowflow.settings import Settings
@@ -583,6 +583,23 @@ def _reads() -> APIRouter:
         view = views.show(engine.db, entity, entity_id)
         response.headers["ETag"] = _etag(view["version"])
         return schemas.EntityOut.model_validate(_entity_out(view, caller, escrowflow_actor))
+
+    @router.get(
+        "/{collection}/{entity_id}/diagram.svg",
+        summary="Its lifecycle, current state highlighted, pending deadline dated",
+        response_class=Response,
+        responses={200: {"content": {"image/svg+xml": {}}}, 503: {"model": schemas.ErrorOut}},
+    )
+    def diagram(
+        collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
+        entity_id: EntityId,
+        caller: CallerDep,
+        engine: EngineDep,
+    ) -> Response:
+        drawn = diagrams.instance(
+            engine.db, engine.policy, _entity_of(collection), entity_id, "svg"
+        )
+        return Response(drawn, media_type="image/svg+xml")
 
     @router.get("/{collection}/{entity_id}/history", summary="Every transition, oldest first")
     def history(

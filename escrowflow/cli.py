@@ -10,12 +10,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import pydantic
 import typer
 
-from escrowflow import tokens
+from escrowflow import diagrams, tokens
 from escrowflow.daemon import build_worker
 from escrowflow.settings import Settings
 from scheduler.worker import JsonLines, worker_status
@@ -165,12 +166,37 @@ def show(
     entity: Annotated[str, typer.Argument()],
     entity_id: Annotated[int, typer.Argument(metavar="ID")],
     as_json: AsJson = False,
+    diagram: Annotated[
+        Path | None,
+        typer.Option(help="Also draw its lifecycle, current state highlighted (.svg/.mmd/.dot)."),
+    ] = None,
 ) -> None:
     """State, version, allowed events per role, pending deadlines and escrow of an entity."""
     engine = _engine()
     with _errors():
         view = views.show(engine.db, entity, entity_id)
+        if diagram is not None:
+            drawn = diagrams.instance(
+                engine.db, engine.policy, entity, entity_id, diagrams.format_of(diagram)
+            )
+            diagram.write_text(drawn)
     _print(view, as_json, _describe_view)
+    if diagram is not None:
+        typer.echo(f"diagram: {diagram}", err=True)
+
+
+@app.command("diagrams")
+def draw_diagrams(
+    out: Annotated[Path, typer.Option(help="Directory to write into.")] = Path("diagrams"),
+    format: Annotated[
+        str, typer.Option(help="Comma-separated: svg, mermaid, dot.")
+    ] = "svg,mermaid,dot",
+) -> None:
+    """Draw every lifecycle from the machines, timers labelled from the current settings."""
+    settings = _settings()
+    with _errors():
+        written = diagrams.write_all(out, format.split(","), settings.policy())
+    typer.echo(f"wrote {len(written)} files to {out}/")
 
 
 def _describe_view(view: dict[str, Any]) -> str:

@@ -108,6 +108,14 @@ class IdempotencyConflict(ConflictError):
     http_status = 422
 
 
+class ToolMissing(EscrowflowError):
+    """A program escrowflow needs for this is not installed."""
+
+    code = "tool_missing"
+    http_status = 503
+    exit_code = 8
+
+
 class StorageError(EscrowflowError):
     """The database failed: check that it is reachable and migrated (escrowflow migrate)."""
 
