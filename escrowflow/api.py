@@ -17,12 +17,14 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool as offload
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from escrowflow import diagrams, schemas, tokens
@@ -97,7 +99,13 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 # -- request context -------------------------------------------------------------------
 
 
-def _engine(request: Request) -> Engine:
+# Handlers and dependencies are `async def` and hand the blocking database work to the
+# threadpool themselves, once per request: FastAPI runs a plain `def` dependency, a plain
+# `def` endpoint and then its response's serialisation in the threadpool, each a hop that
+# cost more than the rest of a request's overhead (bench/http.py).
+
+
+async def _engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
@@ -105,10 +113,14 @@ def _engine(request: Request) -> Engine:
 EngineDep = Annotated[Engine, Depends(_engine)]
 
 
-def _caller(request: Request, credentials: Credentials, engine: EngineDep) -> tokens.Caller:
+async def _caller(request: Request, credentials: Credentials, engine: EngineDep) -> tokens.Caller:
     header = f"Bearer {credentials.credentials}" if credentials else None
     cache: tokens.TokenCache = request.app.state.token_cache
-    return cache.authenticate(engine.db, header)
+    known = cache.known(header)
+    if known is not None:
+        return known
+    # A database read: off the event loop.
+    return await offload(cache.authenticate, engine.db, header)
 
 
 CallerDep = Annotated[tokens.Caller, Depends(_caller)]
@@ -122,7 +134,7 @@ class Acting:
         self.actor = actor
 
 
-def _acting(caller: CallerDep, escrowflow_actor: ActorHeader = None) -> Acting:
+async def _acting(caller: CallerDep, escrowflow_actor: ActorHeader = None) -> Acting:
     if not escrowflow_actor:
         raise ValidationError(
             "name the acting party in the Escrowflow-Actor header, e.g. client:acme",
@@ -146,7 +158,7 @@ def _acting(caller: CallerDep, escrowflow_actor: ActorHeader = None) -> Acting:
 ActingDep = Annotated[Acting, Depends(_acting)]
 
 
-def _webhook_admin(caller: CallerDep) -> tokens.Caller:
+async def _webhook_admin(caller: CallerDep) -> tokens.Caller:
     if "webhooks" not in caller.scopes:
         raise PermissionDenied(
             f"service {caller.service} may not manage webhooks: its token needs the scope webhooks",
@@ -356,7 +368,7 @@ def _writes() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["transitions"], responses=ERRORS)
 
     @router.post("/contracts", status_code=201, summary="A client offers a contract (CT2)")
-    def create_contract(
+    async def create_contract(
         body: schemas.ContractCreate,
         acting: ActingDep,
         engine: EngineDep,
@@ -364,8 +376,11 @@ def _writes() -> APIRouter:
         response: Response,
         idempotency_key: IdempotencyKey = None,
     ) -> schemas.TransitionOut:
-        result = engine.create_contract(
-            acting.actor, body.model_dump(exclude_unset=True), _key(acting, idempotency_key)
+        result = await offload(
+            engine.create_contract,
+            acting.actor,
+            body.model_dump(exclude_unset=True),
+            _key(acting, idempotency_key),
         )
         response.headers["Location"] = f"/v1/contracts/{result['id']}"
         return _answer(request, response, result, created=True)
@@ -380,7 +395,7 @@ def _writes() -> APIRouter:
         method: str = "post",
         created: bool = False,
     ) -> None:
-        def with_body(
+        async def with_body(
             entity_id: EntityId,
             body: Any,
             acting: ActingDep,
@@ -391,12 +406,12 @@ def _writes() -> APIRouter:
             if_match: IfMatch = None,
         ) -> schemas.TransitionOut:
             payload = body.model_dump(exclude_unset=True)
-            result = _apply(
-                engine, acting, entity, entity_id, event, payload, idempotency_key, if_match
+            result = await offload(
+                _apply, engine, acting, entity, entity_id, event, payload, idempotency_key, if_match
             )
             return _answer(request, response, result, created=created)
 
-        def without_body(
+        async def without_body(
             entity_id: EntityId,
             acting: ActingDep,
             engine: EngineDep,
@@ -405,10 +420,12 @@ def _writes() -> APIRouter:
             idempotency_key: IdempotencyKey = None,
             if_match: IfMatch = None,
         ) -> schemas.TransitionOut:
-            result = _apply(engine, acting, entity, entity_id, event, {}, idempotency_key, if_match)
+            result = await offload(
+                _apply, engine, acting, entity, entity_id, event, {}, idempotency_key, if_match
+            )
             return _answer(request, response, result, created=created)
 
-        handler: Callable[..., schemas.TransitionOut] = without_body
+        handler: Callable[..., Awaitable[schemas.TransitionOut]] = without_body
         if body_model is not None:
             # Annotations are strings here (PEP 563); FastAPI reads the class from this.
             with_body.__annotations__["body"] = body_model
@@ -485,7 +502,7 @@ def _writes() -> APIRouter:
         description="The uniform way to fire an event: the body is the event's payload "
         '(e.g. `{"amount": 20000}` for a partial release, `{"reason": "..."}`).',
     )
-    def fire_event(
+    async def fire_event(
         collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
         entity_id: EntityId,
         event: Annotated[str, Path(max_length=40, description="e.g. fund, submit, release")],
@@ -501,8 +518,8 @@ def _writes() -> APIRouter:
         if_match: IfMatch = None,
     ) -> schemas.TransitionOut:
         entity = _entity_of(collection)
-        result = _apply(
-            engine, acting, entity, entity_id, event, body or {}, idempotency_key, if_match
+        result = await offload(
+            _apply, engine, acting, entity, entity_id, event, body or {}, idempotency_key, if_match
         )
         return _answer(request, response, result)
 
@@ -540,7 +557,7 @@ def _reads() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["reading"], responses=READ_ERRORS)
 
     @router.get("/events", summary="The event feed, in commit order")
-    def events(
+    async def events(
         caller: CallerDep,
         engine: EngineDep,
         after: Annotated[int, Query(ge=0, le=2**62, description="The last position seen.")] = 0,
@@ -550,28 +567,32 @@ def _reads() -> APIRouter:
             Query(description="ENTITY.EVENT patterns, e.g. milestone.*", max_length=100),
         ] = None,
     ) -> schemas.EventPage:
-        found, cursor = feed.read_events(
-            engine.db, engine.clock.now(), after=after, limit=limit, types=type or ()
+        found, cursor = await offload(
+            partial(feed.read_events, after=after, limit=limit, types=type or ()),
+            engine.db,
+            engine.clock.now(),
         )
         return schemas.EventPage.model_validate({"events": found, "next_after": cursor})
 
     @router.get("/contracts/{entity_id}/ledger", summary="A contract's escrow ledger")
-    def ledger(
+    async def ledger(
         entity_id: EntityId, caller: CallerDep, engine: EngineDep
     ) -> list[schemas.LedgerOut]:
-        views.show(engine.db, "contract", entity_id)  # 404 for a missing contract
-        return [schemas.LedgerOut.model_validate(r) for r in views.ledger(engine.db, entity_id)]
+        await offload(views.show, engine.db, "contract", entity_id)  # 404 if it is missing
+        rows = await offload(views.ledger, engine.db, entity_id)
+        return [schemas.LedgerOut.model_validate(r) for r in rows]
 
     @router.get(
         "/contracts/{entity_id}/next", summary="What happens next, and when, if nobody acts"
     )
-    def what_next(
+    async def what_next(
         entity_id: EntityId, caller: CallerDep, engine: EngineDep
     ) -> list[schemas.NextOut]:
-        return [schemas.NextOut.model_validate(r) for r in views.what_next(engine.db, entity_id)]
+        rows = await offload(views.what_next, engine.db, entity_id)
+        return [schemas.NextOut.model_validate(r) for r in rows]
 
     @router.get("/{collection}/{entity_id}", summary="An entity: state, version, what may happen")
-    def show(
+    async def show(
         collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
         entity_id: EntityId,
         caller: CallerDep,
@@ -580,7 +601,7 @@ def _reads() -> APIRouter:
         escrowflow_actor: ActorHeader = None,
     ) -> schemas.EntityOut:
         entity = _entity_of(collection)
-        view = views.show(engine.db, entity, entity_id)
+        view = await offload(views.show, engine.db, entity, entity_id)
         response.headers["ETag"] = _etag(view["version"])
         return schemas.EntityOut.model_validate(_entity_out(view, caller, escrowflow_actor))
 
@@ -590,25 +611,25 @@ def _reads() -> APIRouter:
         response_class=Response,
         responses={200: {"content": {"image/svg+xml": {}}}, 503: {"model": schemas.ErrorOut}},
     )
-    def diagram(
+    async def diagram(
         collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
         entity_id: EntityId,
         caller: CallerDep,
         engine: EngineDep,
     ) -> Response:
-        drawn = diagrams.instance(
-            engine.db, engine.policy, _entity_of(collection), entity_id, "svg"
+        drawn = await offload(
+            diagrams.instance, engine.db, engine.policy, _entity_of(collection), entity_id, "svg"
         )
         return Response(drawn, media_type="image/svg+xml")
 
     @router.get("/{collection}/{entity_id}/history", summary="Every transition, oldest first")
-    def history(
+    async def history(
         collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
         entity_id: EntityId,
         caller: CallerDep,
         engine: EngineDep,
     ) -> list[schemas.HistoryOut]:
-        rows = views.history(engine.db, _entity_of(collection), entity_id)
+        rows = await offload(views.history, engine.db, _entity_of(collection), entity_id)
         return [schemas.HistoryOut.model_validate(r) for r in rows]
 
     return router
@@ -657,43 +678,52 @@ def _webhooks() -> APIRouter:
     router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=READ_ERRORS)
 
     @router.post("", status_code=201, summary="Subscribe a URL to events")
-    def subscribe(
+    async def subscribe(
         body: schemas.SubscriptionCreate, caller: WebhookAdmin, engine: EngineDep
     ) -> schemas.SubscriptionCreated:
-        created = feed.subscribe(
-            engine.db, engine.clock.now(), body.url, body.event_types, description=body.description
+        created = await offload(
+            partial(feed.subscribe, description=body.description),
+            engine.db,
+            engine.clock.now(),
+            body.url,
+            body.event_types,
         )
         return schemas.SubscriptionCreated.model_validate(created)
 
     @router.get("", summary="Live subscriptions (without their secrets)")
-    def subscriptions(caller: WebhookAdmin, engine: EngineDep) -> list[schemas.SubscriptionOut]:
-        return [schemas.SubscriptionOut.model_validate(s) for s in feed.subscriptions(engine.db)]
+    async def subscriptions(
+        caller: WebhookAdmin, engine: EngineDep
+    ) -> list[schemas.SubscriptionOut]:
+        rows = await offload(feed.subscriptions, engine.db)
+        return [schemas.SubscriptionOut.model_validate(s) for s in rows]
 
     @router.delete("/{subscription_id}", status_code=204, summary="Unsubscribe")
-    def unsubscribe(
+    async def unsubscribe(
         subscription_id: Annotated[int, Path(ge=1, le=MAX_ID)],
         caller: WebhookAdmin,
         engine: EngineDep,
     ) -> Response:
-        feed.unsubscribe(engine.db, engine.clock.now(), subscription_id)
+        await offload(feed.unsubscribe, engine.db, engine.clock.now(), subscription_id)
         return Response(status_code=204)
 
     @router.get("/deliveries", summary="Deliveries, e.g. the dead-lettered ones")
-    def deliveries(
+    async def deliveries(
         caller: WebhookAdmin,
         engine: EngineDep,
         status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
     ) -> list[schemas.DeliveryOut]:
-        rows = feed.deliveries(engine.db, status=status)
+        rows = await offload(partial(feed.deliveries, status=status), engine.db)
         return [schemas.DeliveryOut.model_validate(r) for r in rows]
 
     @router.post("/deliveries/{delivery_id}/replay", summary="Send a dead-lettered delivery again")
-    def replay(
+    async def replay(
         delivery_id: Annotated[int, Path(ge=1, le=MAX_ID)],
         caller: WebhookAdmin,
         engine: EngineDep,
     ) -> schemas.ReplayOut:
-        count = feed.replay(engine.db, engine.clock.now(), delivery_id=delivery_id)
+        count = await offload(
+            partial(feed.replay, delivery_id=delivery_id), engine.db, engine.clock.now()
+        )
         return schemas.ReplayOut(replayed=count)
 
     return router
@@ -706,7 +736,7 @@ def _operations() -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", summary="The process is up")
-    def healthz() -> schemas.Health:
+    async def healthz() -> schemas.Health:
         return schemas.Health(status="ok")
 
     @router.get(
@@ -714,9 +744,9 @@ def _operations() -> APIRouter:
         summary="The database is reachable and migrated",
         responses={503: {"model": schemas.Health}},
     )
-    def readyz(request: Request, engine: EngineDep) -> Any:
+    async def readyz(request: Request, engine: EngineDep) -> Any:
         try:
-            revision = current(engine.db)
+            revision = await offload(current, engine.db)
         except Exception as exc:  # any failure to reach the database means not ready
             return JSONResponse({"status": "unavailable", "detail": str(exc)[:300]}, 503)
         if revision != request.app.state.head:

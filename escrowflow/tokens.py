@@ -130,15 +130,24 @@ class TokenCache:
         self._known: dict[str, tuple[float, Caller]] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, db: DBEngine, authorization: str | None) -> Caller:
+    def known(self, authorization: str | None) -> Caller | None:
+        """The caller, if this token was found valid less than `ttl` ago."""
         if self.ttl <= 0 or not authorization:
-            return authenticate(db, authorization)
-        now = self._monotonic()
+            return None
         with self._lock:
             known = self._known.get(authorization)
-        if known is not None and now - known[0] < self.ttl:
+        if known is not None and self._monotonic() - known[0] < self.ttl:
             return known[1]
+        return None
+
+    def authenticate(self, db: DBEngine, authorization: str | None) -> Caller:
+        known = self.known(authorization)
+        if known is not None:
+            return known
+        now = self._monotonic()
         caller = authenticate(db, authorization)
+        if self.ttl <= 0 or authorization is None:
+            return caller
         with self._lock:
             if len(self._known) > 10_000:  # bounded: a flood of tokens cannot grow it
                 self._known.clear()
