@@ -635,7 +635,17 @@ def _reads() -> APIRouter:
     return router
 
 
-_VIEW_KEYS = {"entity", "id", "allowed_events", "pending_deadlines", "contract_escrow", "parties"}
+_VIEW_KEYS = {
+    "entity",
+    "id",
+    "contract_id",
+    "state",
+    "version",
+    "allowed_events",
+    "pending_deadlines",
+    "contract_escrow",
+    "parties",
+}
 
 
 def _entity_out(view: dict[str, Any], caller: tokens.Caller, actor_text: str | None) -> Any:
