@@ -11,6 +11,11 @@ approval. Needs an interpreter with `dbos` installed: it is not a project depend
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+# bench/http.py would shadow the standard library's `http` for every script in here.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import time
 
 from dbos import DBOS, DBOSConfig

@@ -14,30 +14,34 @@ Last line: `drain sqlite deadlines/s: N, dbos: M, ratio: R`.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/http.py would shadow the standard library's `http` for every script in here.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from escrowflow.settings import Settings  # noqa: E402
-from storage.db import make_engine  # noqa: E402
-from storage.migrate import upgrade  # noqa: E402
-from storage.models import CONTRACTS, DEADLINES, HISTORY  # noqa: E402
-from tests.seed import seed_due_auto_approvals  # noqa: E402
-from workflows.clock import SystemClock  # noqa: E402
-from workflows.deadlines import Sweeper  # noqa: E402
-from workflows.engine import Engine  # noqa: E402
+from escrowflow.settings import Settings
+from storage.db import make_engine
+from storage.migrate import upgrade
+from storage.models import CONTRACTS, DEADLINES, HISTORY
+from tests.seed import seed_due_auto_approvals
+from workflows.clock import SystemClock
+from workflows.deadlines import Sweeper
+from workflows.engine import Engine
 
 
 def database(url: str) -> sa.Engine:

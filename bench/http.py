@@ -21,28 +21,28 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
 
-import httpx  # noqa: E402
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from escrowflow import tokens  # noqa: E402
-from escrowflow.settings import Settings  # noqa: E402
-from storage.db import make_engine  # noqa: E402
-from storage.migrate import upgrade  # noqa: E402
-from workflows.actors import Actor  # noqa: E402
-from workflows.clock import SystemClock  # noqa: E402
-from workflows.engine import Engine  # noqa: E402
+from escrowflow import tokens
+from escrowflow.settings import Settings
+from storage.db import make_engine
+from storage.migrate import upgrade
+from workflows.actors import Actor
+from workflows.clock import SystemClock
+from workflows.engine import Engine
 
 CLIENT, FREELANCER = "client:acme", "freelancer:ada"
 OFFER = {

@@ -11,11 +11,15 @@ Its last line is `engine/baseline sqlite: R`.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from pathlib import Path
+
+# bench/http.py would shadow the standard library's `http` for every script in here.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
 import tempfile
 import time
-from pathlib import Path
 
 import sqlalchemy as sa
 
