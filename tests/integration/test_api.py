@@ -422,3 +422,31 @@ def test_a_cached_token_is_refused_once_its_cache_time_is_up(api: Api, web: str)
     now[0] = 5.0
     with pytest.raises(Unauthenticated):
         cache.authenticate(api.engine.db, header)
+
+
+def test_webhook_subscriptions_are_managed_over_http_with_the_webhooks_scope(
+    api: Api, web: str
+) -> None:
+    admin = api.token("webhooks", service="payments")
+    reader = api.token("read", service="notifications")
+    body = {"url": "https://payments.internal/hook", "event_types": ["milestone.*"]}
+    refused = api.request("POST", "/v1/webhooks", token=reader, json=body)
+    assert (refused.status_code, refused.json()["code"]) == (403, "scope_missing")
+    bad = api.request("POST", "/v1/webhooks", token=admin, json={**body, "url": "ftp://x"})
+    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_url")
+    created = api.request("POST", "/v1/webhooks", token=admin, json=body)
+    assert created.status_code == 201 and created.json()["secret"].startswith("whsec_")
+    listed = api.ok("GET", "/v1/webhooks", token=admin)
+    assert [(s["id"], s["url"]) for s in listed] == [(created.json()["id"], body["url"])]
+    assert "secret" not in listed[0]
+    offer(api, web, 50_000)  # milestone.create is owed to it once sequenced
+    api.ok("GET", "/v1/events", token=reader)
+    owed = api.ok("GET", "/v1/webhooks/deliveries", token=admin, params={"status": "pending"})
+    assert [d["type"] for d in owed] == ["milestone.create"]
+    not_dead = api.request("POST", f"/v1/webhooks/deliveries/{owed[0]['id']}/replay", token=admin)
+    assert (not_dead.status_code, not_dead.json()["code"]) == (404, "delivery_not_dead")
+    gone = api.request("DELETE", f"/v1/webhooks/{created.json()['id']}", token=admin)
+    assert gone.status_code == 204
+    assert api.ok("GET", "/v1/webhooks", token=admin) == []
+    dead = api.ok("GET", "/v1/webhooks/deliveries", token=admin, params={"status": "dead"})
+    assert [d["last_error"] for d in dead] == ["subscription removed"]

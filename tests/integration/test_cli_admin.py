@@ -1,0 +1,53 @@
+"""`escrowflow tokens` and `escrowflow webhooks`, as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from sqlalchemy.engine import Engine as DBEngine
+
+from escrowflow import tokens
+
+
+def cli(db: DBEngine, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ESCROWFLOW_DATABASE_URL": db.url.render_as_string(hide_password=False)}
+    return subprocess.run(
+        [sys.executable, "-m", "escrowflow", *args], env=env, capture_output=True, text=True
+    )
+
+
+def as_json(done: subprocess.CompletedProcess[str]) -> Any:
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_tokens_are_created_once_listed_without_the_secret_and_revoked(db: DBEngine) -> None:
+    created = as_json(cli(db, "tokens", "create", "web", "--scope", "act:client", "--json"))
+    assert created["token"].startswith("efk_") and created["scopes"] == ["act:client"]
+    assert tokens.authenticate(db, f"Bearer {created['token']}").service == "web"
+    listed = cli(db, "tokens", "list")
+    assert "web" in listed.stdout and created["token"] not in listed.stdout
+    assert cli(db, "tokens", "revoke", str(created["id"])).returncode == 0
+    again = cli(db, "tokens", "revoke", str(created["id"]))
+    assert again.returncode == 3 and again.stderr.count("\n") == 1
+    bad = cli(db, "tokens", "create", "web", "--scope", "act:system")
+    assert bad.returncode == 2 and "act:client" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_webhooks_are_added_listed_removed_and_replayed(db: DBEngine) -> None:
+    added = as_json(
+        cli(db, "webhooks", "add", "http://127.0.0.1:9/hook", "--event", "refund.*", "--json")
+    )
+    assert added["secret"].startswith("whsec_")
+    assert "refund.*" in cli(db, "webhooks", "list").stdout
+    bad = cli(db, "webhooks", "add", "http://127.0.0.1:9/", "--event", "refunds")
+    assert bad.returncode == 2 and "ENTITY.EVENT" in bad.stderr
+    assert cli(db, "webhooks", "remove", str(added["id"])).returncode == 0
+    assert cli(db, "webhooks", "list").stdout.startswith("no subscriptions")
+    assert cli(db, "webhooks", "replay").stdout.strip() == "0 deliveries queued again"
+    missing = cli(db, "webhooks", "replay", "--delivery", "42")
+    assert missing.returncode == 3 and "not dead-lettered" in missing.stderr
