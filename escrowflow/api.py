@@ -13,6 +13,7 @@ refuses to act on a version the caller has not seen (412).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -53,6 +54,7 @@ COLLECTIONS = {
     "refunds": "refund",
 }
 MAX_ID = 2**31 - 1
+MAX_STORED_KEY = 200  # the idempotency_keys column
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorOut, "description": text}
@@ -196,7 +198,10 @@ def _key(acting: Acting, key: str | None) -> str | None:
             "Idempotency-Key must be 1 to 150 printable characters",
             code="invalid_idempotency_key",
         )
-    return f"{acting.caller.service}:{key}"
+    namespaced = f"{acting.caller.service}:{key}"
+    if len(namespaced) <= MAX_STORED_KEY:
+        return namespaced
+    return "sha256:" + hashlib.sha256(namespaced.encode()).hexdigest()
 
 
 # -- the app ---------------------------------------------------------------------------

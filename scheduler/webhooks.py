@@ -192,18 +192,16 @@ class Dispatcher:
         }
         attempts = row.attempts + 1
         try:
-            response = self._client.post(row.url, content=body, headers=headers)
+            # Streamed: only the first bytes of a failing receiver's answer are read.
+            with self._client.stream("POST", row.url, content=body, headers=headers) as response:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return _Outcome(row.delivery_id, attempts, True, status, None)
+                snippet = next(response.iter_bytes(200), b"")[:200]
         except httpx.HTTPError as exc:
             return _Outcome(row.delivery_id, attempts, False, None, f"{type(exc).__name__}: {exc}")
-        if 200 <= response.status_code < 300:
-            return _Outcome(row.delivery_id, attempts, True, response.status_code, None)
-        return _Outcome(
-            row.delivery_id,
-            attempts,
-            False,
-            response.status_code,
-            f"HTTP {response.status_code}: {response.text[:200]}",
-        )
+        text = snippet.decode(errors="replace")
+        return _Outcome(row.delivery_id, attempts, False, status, f"HTTP {status}: {text}")
 
     def record(self, outcomes: list[_Outcome], now: datetime, report: DispatchReport) -> None:
         d = _deliveries.c

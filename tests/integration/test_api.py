@@ -450,3 +450,13 @@ def test_webhook_subscriptions_are_managed_over_http_with_the_webhooks_scope(
     assert api.ok("GET", "/v1/webhooks", token=admin) == []
     dead = api.ok("GET", "/v1/webhooks/deliveries", token=admin, params={"status": "dead"})
     assert [d["last_error"] for d in dead] == ["subscription removed"]
+
+
+def test_a_long_idempotency_key_of_a_long_named_service_still_protects_a_retry(
+    api: Api, sc: Scenario
+) -> None:
+    token = api.token("act:client", service="s" * 100)
+    first = offer(api, token, 50_000, key="k" * 150)
+    again = offer(api, token, 50_000, key="k" * 150)
+    assert again["id"] == first["id"] and again["replayed"]
+    assert len(sc.rows("contracts")) == 1
