@@ -1,4 +1,8 @@
-"""The `escrowflow` command line. Errors: one line saying what to fix, non-zero exit."""
+"""The `escrowflow` command line. Errors: one line saying what to fix, non-zero exit.
+
+What only some commands need (alembic, APScheduler, httpx, uvicorn, the diagram code) is
+imported inside them: every command pays for the module-level imports at start-up.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,10 @@ from typing import Annotated, Any, NoReturn
 import pydantic
 import typer
 
-from escrowflow import diagrams, tokens
-from escrowflow.daemon import build_worker
+from escrowflow import tokens
 from escrowflow.settings import Settings
-from scheduler.worker import JsonLines, worker_status
 from storage.db import make_engine
 from storage.errors import EscrowflowError
-from storage.migrate import upgrade
 from workflows import feed, views
 from workflows.actors import Actor
 from workflows.engine import Engine
@@ -87,6 +88,8 @@ def migrate() -> None:
     """Create or upgrade the database schema (run once, and after every upgrade)."""
     settings = _settings()
     with _errors():
+        from storage.migrate import upgrade  # alembic: only this command needs it
+
         upgrade(make_engine(settings))
     typer.echo(f"database at {settings.database_url} is up to date")
 
@@ -176,6 +179,8 @@ def show(
     with _errors():
         view = views.show(engine.db, entity, entity_id)
         if diagram is not None:
+            from escrowflow import diagrams
+
             drawn = diagrams.instance(
                 engine.db, engine.policy, entity, entity_id, diagrams.format_of(diagram)
             )
@@ -194,6 +199,8 @@ def draw_diagrams(
 ) -> None:
     """Draw every lifecycle from the machines, timers labelled from the current settings."""
     settings = _settings()
+    from escrowflow import diagrams
+
     with _errors():
         written = diagrams.write_all(out, format.split(","), settings.policy())
     typer.echo(f"wrote {len(written)} files to {out}/")
@@ -251,6 +258,8 @@ def worker(
     # APScheduler logs every run of the sweep job; our own batch lines say what matters.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     engine = _engine()
+    from escrowflow.daemon import build_worker  # APScheduler, httpx: the daemon's own
+
     daemon = build_worker(settings, engine, interval=interval, batch_size=batch_size)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -262,6 +271,8 @@ def worker(
 
 
 def _json_handler() -> logging.Handler:
+    from scheduler.worker import JsonLines
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     return handler
@@ -272,6 +283,8 @@ def status(as_json: AsJson = False) -> None:
     """Workers alive, their last sweeps, pending and overdue deadlines, failing ones."""
     engine = _engine()
     with _errors():
+        from scheduler.worker import worker_status
+
         report = worker_status(engine)
     _print(report, as_json, _describe_status)
 
