@@ -36,10 +36,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import transitions
 from escrowflow import tokens
 from escrowflow.settings import Settings
 from storage.db import make_engine
 from storage.migrate import upgrade
+from tests.live import free_port
 from workflows.actors import Actor
 from workflows.clock import SystemClock
 from workflows.engine import Engine
@@ -51,13 +53,8 @@ OFFER = {
     "currency": "USD",
     "milestones": [{"title": "m", "amount": 10_000}],
 }
-MIX = [
-    ("fund", CLIENT),
-    ("submit", FREELANCER),
-    ("request_changes", CLIENT),
-    ("submit", FREELANCER),
-    ("release", CLIENT),
-]
+# The milestone mix of bench/transitions.py, with its actors as Escrowflow-Actor headers.
+MIX = [(event, f"{actor.role.value}:{actor.party}") for event, actor in transitions.MIX]
 TRIGGERS_PER_CONTRACT = 2 + len(MIX)  # offer, accept, the mix
 
 
@@ -115,7 +112,7 @@ def over_http(url: str, contracts: int, clients: int) -> float:
     db = make_engine(settings)
     token = tokens.create(db, SystemClock().now(), "bench", ["act:client", "act:freelancer"])
     db.dispose()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "ESCROWFLOW_DATABASE_URL": url}
     server = subprocess.Popen(
         [sys.executable, "-m", "escrowflow", "serve", "--no-worker", "--port", str(port)],
@@ -157,14 +154,6 @@ def over_http(url: str, contracts: int, clients: int) -> float:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
     return contracts * TRIGGERS_PER_CONTRACT / seconds
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(base: str) -> None:

@@ -348,7 +348,9 @@ def _answer(
     return schemas.TransitionOut.model_validate(result)
 
 
-def _apply(
+async def _fire(
+    request: Request,
+    response: Response,
     engine: Engine,
     acting: Acting,
     entity: str,
@@ -357,16 +359,23 @@ def _apply(
     payload: dict[str, Any],
     key: str | None,
     if_match: str | None,
-) -> Result:
-    return engine.apply(
+    *,
+    created: bool = False,
+) -> schemas.TransitionOut:
+    """Apply the event in the threadpool and answer it: every event route ends here."""
+    result = await offload(
+        partial(
+            engine.apply,
+            idempotency_key=_key(acting, key),
+            expected_version=_expected_version(if_match),
+        ),
         entity,
         entity_id,
         event,
         acting.actor,
         payload,
-        idempotency_key=_key(acting, key),
-        expected_version=_expected_version(if_match),
     )
+    return _answer(request, response, result, created=created)
 
 
 def _writes() -> APIRouter:
@@ -411,10 +420,19 @@ def _writes() -> APIRouter:
             if_match: IfMatch = None,
         ) -> schemas.TransitionOut:
             payload = body.model_dump(exclude_unset=True)
-            result = await offload(
-                _apply, engine, acting, entity, entity_id, event, payload, idempotency_key, if_match
+            return await _fire(
+                request,
+                response,
+                engine,
+                acting,
+                entity,
+                entity_id,
+                event,
+                payload,
+                idempotency_key,
+                if_match,
+                created=created,
             )
-            return _answer(request, response, result, created=created)
 
         async def without_body(
             entity_id: EntityId,
@@ -425,10 +443,19 @@ def _writes() -> APIRouter:
             idempotency_key: IdempotencyKey = None,
             if_match: IfMatch = None,
         ) -> schemas.TransitionOut:
-            result = await offload(
-                _apply, engine, acting, entity, entity_id, event, {}, idempotency_key, if_match
+            return await _fire(
+                request,
+                response,
+                engine,
+                acting,
+                entity,
+                entity_id,
+                event,
+                {},
+                idempotency_key,
+                if_match,
+                created=created,
             )
-            return _answer(request, response, result, created=created)
 
         handler: Callable[..., Awaitable[schemas.TransitionOut]] = without_body
         if body_model is not None:
@@ -523,10 +550,18 @@ def _writes() -> APIRouter:
         if_match: IfMatch = None,
     ) -> schemas.TransitionOut:
         entity = _entity_of(collection)
-        result = await offload(
-            _apply, engine, acting, entity, entity_id, event, body or {}, idempotency_key, if_match
+        return await _fire(
+            request,
+            response,
+            engine,
+            acting,
+            entity,
+            entity_id,
+            event,
+            body or {},
+            idempotency_key,
+            if_match,
         )
-        return _answer(request, response, result)
 
     return router
 

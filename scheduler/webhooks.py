@@ -33,7 +33,7 @@ import httpx
 import sqlalchemy as sa
 
 from storage import models
-from storage.db import is_postgresql, transaction, translated_errors
+from storage.db import claim, transaction, translated_errors, unclaimed
 from workflows.engine import Engine
 from workflows.feed import public_event, sequence_events
 
@@ -138,25 +138,14 @@ class Dispatcher:
 
     def claim(self, now: datetime) -> list[Any]:
         d = _deliveries.c
-        due = sa.and_(
-            d.status == "pending",
-            d.next_attempt_at <= now,
-            sa.or_(d.claim_expires_at.is_(None), d.claim_expires_at < now),
-        )
+        due = sa.and_(d.status == "pending", d.next_attempt_at <= now, unclaimed(_deliveries, now))
+        query = sa.select(d.id).where(due).order_by(d.next_attempt_at, d.id).limit(self.batch_size)
         with transaction(self.engine.db) as conn:
-            ids_query = (
-                sa.select(d.id).where(due).order_by(d.next_attempt_at, d.id).limit(self.batch_size)
-            )
-            if is_postgresql(conn):
-                ids_query = ids_query.with_for_update(skip_locked=True)
-            ids = [row.id for row in conn.execute(ids_query)]
+            ids = [
+                row.id for row in claim(conn, query, _deliveries, self.worker_id, now + self.lease)
+            ]
             if not ids:
                 return []
-            conn.execute(
-                _deliveries.update()
-                .where(d.id.in_(ids))
-                .values(claimed_by=self.worker_id, claim_expires_at=now + self.lease)
-            )
             rows = conn.execute(
                 sa.select(
                     d.id.label("delivery_id"),

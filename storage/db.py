@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -135,6 +136,32 @@ def translated_errors() -> Iterator[None]:
         raise StorageError(f"database error: {exc.orig}") from exc
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"database error: {exc.orig}") from exc
+
+
+def unclaimed(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
+    """No worker holds a live lease on the row (none, or it ran out: a crashed worker)."""
+    c = table.c
+    return sa.or_(c.claim_expires_at.is_(None), c.claim_expires_at < now)
+
+
+def claim(
+    conn: Connection, query: sa.Select[Any], table: sa.Table, owner: str, until: datetime
+) -> list[sa.Row[Any]]:
+    """The rows of `query` (which selects `table.c.id`), leased to `owner` until `until`.
+
+    On PostgreSQL rows another worker is claiming right now are skipped (`FOR UPDATE SKIP
+    LOCKED`), so several workers share the work without a leader; SQLite has one writer.
+    """
+    if is_postgresql(conn):
+        query = query.with_for_update(skip_locked=True)
+    rows = list(conn.execute(query).all())
+    if rows:
+        conn.execute(
+            table.update()
+            .where(table.c.id.in_([row.id for row in rows]))
+            .values(claimed_by=owner, claim_expires_at=until)
+        )
+    return rows
 
 
 @contextmanager

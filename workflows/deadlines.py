@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from storage import models
-from storage.db import is_postgresql, transaction, translated_errors
+from storage.db import claim, transaction, translated_errors, unclaimed
 from storage.errors import EscrowflowError
 from workflows.engine import Appends, Engine
 
@@ -88,29 +88,20 @@ class Sweeper:
             c.paused.is_(False),
             c.due_at <= now,
             sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
-            sa.or_(c.claim_expires_at.is_(None), c.claim_expires_at < now),
+            unclaimed(_deadlines, now),
         )
 
     def claim(self, now: datetime) -> list[Any]:
         """Claim up to a batch of due deadlines, oldest first, for this worker."""
         c = _deadlines.c
+        query = (
+            sa.select(c.id, c.contract_id, c.due_at, c.entity, c.event)
+            .where(self._due(now))
+            .order_by(c.due_at, c.id)
+            .limit(self.batch_size)
+        )
         with transaction(self.engine.db) as conn:
-            query = (
-                sa.select(c.id, c.contract_id, c.due_at, c.entity, c.event)
-                .where(self._due(now))
-                .order_by(c.due_at, c.id)
-                .limit(self.batch_size)
-            )
-            if is_postgresql(conn):
-                query = query.with_for_update(skip_locked=True)
-            rows = conn.execute(query).all()
-            if rows:
-                conn.execute(
-                    _deadlines.update()
-                    .where(c.id.in_([row.id for row in rows]))
-                    .values(claimed_by=self.worker_id, claim_expires_at=now + self.lease)
-                )
-        return list(rows)
+            return claim(conn, query, _deadlines, self.worker_id, now + self.lease)
 
     def fire(self, claimed: Sequence[Any], now: datetime) -> SweepReport:
         """Fire a claimed batch in one transaction; a failure isolates each deadline.
