@@ -348,34 +348,58 @@ def _answer(
     return schemas.TransitionOut.model_validate(result)
 
 
-async def _fire(
+class Write:
+    """One mutating request: who acts, through which engine, with which retry headers."""
+
+    def __init__(
+        self,
+        request: Request,
+        response: Response,
+        engine: Engine,
+        acting: Acting,
+        key: str | None,
+        if_match: str | None,
+    ) -> None:
+        self.request, self.response, self.engine = request, response, engine
+        self.acting, self.key, self.if_match = acting, key, if_match
+
+    async def fire(
+        self,
+        entity: str,
+        entity_id: int,
+        event: str,
+        payload: dict[str, Any],
+        *,
+        created: bool = False,
+    ) -> schemas.TransitionOut:
+        """Apply the event in the threadpool and answer it: every event route ends here."""
+        result = await offload(
+            partial(
+                self.engine.apply,
+                idempotency_key=_key(self.acting, self.key),
+                expected_version=_expected_version(self.if_match),
+            ),
+            entity,
+            entity_id,
+            event,
+            self.acting.actor,
+            payload,
+        )
+        return _answer(self.request, self.response, result, created=created)
+
+
+async def _write(
     request: Request,
     response: Response,
-    engine: Engine,
-    acting: Acting,
-    entity: str,
-    entity_id: int,
-    event: str,
-    payload: dict[str, Any],
-    key: str | None,
-    if_match: str | None,
-    *,
-    created: bool = False,
-) -> schemas.TransitionOut:
-    """Apply the event in the threadpool and answer it: every event route ends here."""
-    result = await offload(
-        partial(
-            engine.apply,
-            idempotency_key=_key(acting, key),
-            expected_version=_expected_version(if_match),
-        ),
-        entity,
-        entity_id,
-        event,
-        acting.actor,
-        payload,
-    )
-    return _answer(request, response, result, created=created)
+    engine: EngineDep,
+    acting: ActingDep,
+    idempotency_key: IdempotencyKey = None,
+    if_match: IfMatch = None,
+) -> Write:
+    return Write(request, response, engine, acting, idempotency_key, if_match)
+
+
+WriteDep = Annotated[Write, Depends(_write)]
 
 
 def _writes() -> APIRouter:
@@ -410,52 +434,13 @@ def _writes() -> APIRouter:
         created: bool = False,
     ) -> None:
         async def with_body(
-            entity_id: EntityId,
-            body: Any,
-            acting: ActingDep,
-            engine: EngineDep,
-            request: Request,
-            response: Response,
-            idempotency_key: IdempotencyKey = None,
-            if_match: IfMatch = None,
+            entity_id: EntityId, body: Any, write: WriteDep
         ) -> schemas.TransitionOut:
             payload = body.model_dump(exclude_unset=True)
-            return await _fire(
-                request,
-                response,
-                engine,
-                acting,
-                entity,
-                entity_id,
-                event,
-                payload,
-                idempotency_key,
-                if_match,
-                created=created,
-            )
+            return await write.fire(entity, entity_id, event, payload, created=created)
 
-        async def without_body(
-            entity_id: EntityId,
-            acting: ActingDep,
-            engine: EngineDep,
-            request: Request,
-            response: Response,
-            idempotency_key: IdempotencyKey = None,
-            if_match: IfMatch = None,
-        ) -> schemas.TransitionOut:
-            return await _fire(
-                request,
-                response,
-                engine,
-                acting,
-                entity,
-                entity_id,
-                event,
-                {},
-                idempotency_key,
-                if_match,
-                created=created,
-            )
+        async def without_body(entity_id: EntityId, write: WriteDep) -> schemas.TransitionOut:
+            return await write.fire(entity, entity_id, event, {}, created=created)
 
         handler: Callable[..., Awaitable[schemas.TransitionOut]] = without_body
         if body_model is not None:
@@ -538,30 +523,13 @@ def _writes() -> APIRouter:
         collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
         entity_id: EntityId,
         event: Annotated[str, Path(max_length=40, description="e.g. fund, submit, release")],
-        acting: ActingDep,
-        engine: EngineDep,
-        request: Request,
-        response: Response,
+        write: WriteDep,
         body: Annotated[
             dict[str, Any] | None,
             _body_examples(),
         ] = None,
-        idempotency_key: IdempotencyKey = None,
-        if_match: IfMatch = None,
     ) -> schemas.TransitionOut:
-        entity = _entity_of(collection)
-        return await _fire(
-            request,
-            response,
-            engine,
-            acting,
-            entity,
-            entity_id,
-            event,
-            body or {},
-            idempotency_key,
-            if_match,
-        )
+        return await write.fire(_entity_of(collection), entity_id, event, body or {})
 
     return router
 
