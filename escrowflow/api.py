@@ -43,7 +43,7 @@ from storage.errors import (
 )
 from storage.migrate import current, head
 from workflows import feed, views
-from workflows.actors import Actor, Role
+from workflows.actors import Actor, Role, refuse_system_role
 from workflows.engine import Engine, Result
 
 COLLECTIONS = {
@@ -143,10 +143,7 @@ async def _acting(caller: CallerDep, escrowflow_actor: ActorHeader = None) -> Ac
             code="actor_required",
         )
     actor = Actor.parse(escrowflow_actor)
-    if actor.role is Role.SYSTEM:
-        raise PermissionDenied(
-            "only the engine's own timers act as system", code="system_role_reserved"
-        )
+    refuse_system_role(actor)
     if not caller.may_act_as(actor.role):
         raise PermissionDenied(
             f"service {caller.service} may not act as {actor.role.value}: its token needs "

@@ -187,6 +187,9 @@ class ProposalItem(SQLModel, table=True):
     description: str | None = Field(default=None, max_length=5000)
     due_date: date | None = None
     amount: int | None = Field(default=None, sa_type=sa.BigInteger)
+    # FP2: the milestone's values before the change (edit: the fields changed; delete:
+    # all of them), as JSON, taken when proposed.
+    before: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
 
 
 class Refund(SQLModel, table=True):

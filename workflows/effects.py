@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from storage import models
 from storage.errors import TransitionRejected, ValidationError
 from workflows import payloads as p
+from workflows.describe import changes, describe_item
 from workflows.engine import Step, Unit, effect
 from workflows.policy import format_money
 
@@ -77,16 +78,21 @@ def add_milestones(s: Step) -> None:
     _create_milestones(s, new)
 
 
-def _create_milestones(s: Step, new: list[dict[str, Any]]) -> None:
-    contract, unit = s.contract, s.unit
-    limit = s.policy.max_milestones
-    if contract["milestone_count"] + len(new) > limit:
+def _check_limit(s: Step, more: int) -> None:
+    """CT3: at most the limit of milestones; deleted ones do not count."""
+    contract, limit = s.contract, s.policy.max_milestones
+    if contract["milestone_count"] + more > limit:
         raise TransitionRejected(
             f"contract {contract.id} has {contract['milestone_count']} milestones and the limit "
-            f"is {limit}: adding {len(new)} more is refused; start a new contract for more work",
+            f"is {limit}: adding {more} more is refused; start a new contract for more work",
             code="milestone_limit_reached",
             details={"limit": limit, "count": contract["milestone_count"]},
         )
+
+
+def _create_milestones(s: Step, new: list[dict[str, Any]]) -> None:
+    contract, unit = s.contract, s.unit
+    _check_limit(s, len(new))
     last = unit.conn.execute(
         sa.select(sa.func.max(_milestones.c.position)).where(
             _milestones.c.contract_id == contract.id
@@ -140,30 +146,52 @@ def reorder_milestones(s: Step) -> None:
 
 @effect("contract", "propose", takes=("items",))
 def propose(s: Step) -> None:
-    """FP1: the freelancer proposes to add, edit or delete milestones not yet started."""
+    """FP1: the freelancer proposes to add, edit or delete milestones not yet started.
+
+    FP2: a proposal that could not apply is refused now, not on accept: each milestone at
+    most once, every edit changes something, and the result stays within CT3.
+    """
     items = p.listing(s.payload, "items", max_items=s.policy.max_milestones)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         with _at_index("items", index):
-            rows.append(_proposal_item(s, p.mapping(item, f"items[{index}]")))
-    proposal = s.unit.create("proposal", {"contract_id": s.contract.id}, parent=s)
+            row = _proposal_item(s, p.mapping(item, f"items[{index}]"))
+            named = row.get("milestone_id")
+            if named is not None and any(r.get("milestone_id") == named for r in rows):
+                raise ValidationError(
+                    f"milestone {named} appears twice: a proposal changes each milestone "
+                    "once; merge the changes into one item",
+                    code="duplicate_milestone",
+                    details={"milestone_id": named},
+                )
+            rows.append(row)
+    adds = sum(row["action"] == "add" for row in rows)
+    deletes = sum(row["action"] == "delete" for row in rows)
+    _check_limit(s, adds - deletes)
+    rows = [
+        {
+            "ordinal": ordinal,
+            "milestone_id": None,
+            "title": None,
+            "description": None,
+            "due_date": None,
+            "amount": None,
+            "before": None,
+            **row,
+        }
+        for ordinal, row in enumerate(rows)
+    ]
+    proposal = s.unit.create(
+        "proposal",
+        {"contract_id": s.contract.id},
+        parent=s,
+        details={"items": [describe_item(row) for row in rows]},
+    )
     s.unit.conn.execute(
-        _items.insert(),
-        [
-            {
-                "proposal_id": proposal.record.id,
-                "ordinal": ordinal,
-                "milestone_id": None,
-                "title": None,
-                "description": None,
-                "due_date": None,
-                "amount": None,
-                **row,
-            }
-            for ordinal, row in enumerate(rows)
-        ],
+        _items.insert(), [{"proposal_id": proposal.record.id, **row} for row in rows]
     )
     s.contract.set(open_proposal_id=proposal.record.id)
+    s.details["proposal_id"] = proposal.record.id
 
 
 def _proposal_item(s: Step, item: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,10 +205,12 @@ def _proposal_item(s: Step, item: Mapping[str, Any]) -> dict[str, Any]:
         _require_not_started(milestone)
         if action == "delete":
             p.only(item, ("action", "milestone_id"), "a delete item")
-            return {"action": "delete", "milestone_id": milestone.id}
+            before = {f: milestone[f] for f in FIELDS}
+            return {"action": "delete", "milestone_id": milestone.id, "before": before}
         p.only(item, ("action", "milestone_id", *FIELDS), "an edit item")
-        fields = p.milestone_fields(item, currency, s.policy, new=False)
-        return {"action": "edit", "milestone_id": milestone.id, **fields}
+        fields = _require_change(milestone, p.milestone_fields(item, currency, s.policy, new=False))
+        before = {f: milestone[f] for f in fields}
+        return {"action": "edit", "milestone_id": milestone.id, **fields, "before": before}
     raise ValidationError(
         f"action must be add, edit or delete, not {action!r}",
         code="invalid_action",
@@ -189,12 +219,26 @@ def _proposal_item(s: Step, item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _require_not_started(milestone: Any) -> None:
+    """FP1, MS12: a proposal changes only milestones that have not started."""
     if milestone["state"] != "pending":
         raise TransitionRejected(
-            f"milestone {milestone.id} is {milestone['state']}: only milestones that have "
-            "not started can be changed this way (MS12: use a change request)",
+            f"milestone {milestone.id} is {milestone['state']}: a proposal changes only "
+            "milestones that have not started; a started milestone changes only through "
+            "the client's change request (MS12)",
             code="milestone_started",
+            details={"milestone_id": milestone.id, "state": milestone["state"]},
         )
+
+
+def _require_change(current: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """A change must change something: values equal to the milestone's are refused."""
+    if all(current[f] == value for f, value in fields.items()):
+        raise ValidationError(
+            f"milestone {current['id']} already has these values: nothing would change",
+            code="nothing_to_change",
+            details={"milestone_id": current["id"]},
+        )
+    return fields
 
 
 @effect("contract", "request_refund")
@@ -274,11 +318,33 @@ def fund(s: Step) -> None:
     s.unit.deposit(s, milestone["amount"] - from_credit, milestone.id)
     milestone.set(escrow=milestone["amount"])
     contract.set(active_milestone_id=milestone.id)
+    _cancel_proposal_naming(s, milestone.id)
+
+
+def _cancel_proposal_naming(s: Step, milestone_id: int) -> None:
+    """FP2: a waiting proposal that changes a milestone which has now started can no
+    longer apply: it is cancelled, with the reason, instead of blocking the client."""
+    proposal_id = s.contract["open_proposal_id"]
+    if proposal_id is None:
+        return
+    named = s.unit.conn.execute(
+        sa.select(sa.func.count()).where(
+            _items.c.proposal_id == proposal_id, _items.c.milestone_id == milestone_id
+        )
+    ).scalar_one()
+    if named:
+        reason = (
+            f"milestone {milestone_id} was funded: the proposal changes a milestone that "
+            "has started, so it can no longer apply"
+        )
+        s.unit.cascade("proposal", proposal_id, "cancel", s, reason=reason)
 
 
 @effect("milestone", "edit", takes=FIELDS)
 def edit_milestone(s: Step) -> None:
-    s.record.set(**p.milestone_fields(s.payload, s.contract["currency"], s.policy, new=False))
+    fields = p.milestone_fields(s.payload, s.contract["currency"], s.policy, new=False)
+    s.details["changes"] = changes(s.record, fields)  # NT1
+    s.record.set(**fields)
 
 
 @effect("milestone", "delete")
@@ -295,18 +361,23 @@ def submit(s: Step) -> None:
 @effect("milestone", "release", takes=("amount",))
 def release(s: Step) -> None:
     """MS8: release all, part (MS9) or more than the milestone (the rest is deposited)."""
-    milestone = s.record
     if "amount" in s.payload:
-        amount = p.integer_amount(s.payload["amount"], "amount")
+        _release(s, p.integer_amount(s.payload["amount"], "amount"))
     else:
-        amount = milestone["amount"]
-    _release(s, amount)
+        _release(s, approved_amount(s.record))
 
 
 @effect("milestone", "auto_approve")
 def auto_approve(s: Step) -> None:
-    """MS10: the milestone's full escrowed amount goes to the freelancer."""
-    _release(s, s.record["escrow"])
+    """MS10: released exactly as the client's approval without an amount."""
+    _release(s, approved_amount(s.record))
+
+
+def approved_amount(milestone: Mapping[str, Any] | Any) -> int:
+    """MS10: what an approval without an amount pays: the agreed amount, or what the
+    milestone holds if that is less (an increase never deposited is not paid). What is
+    held beyond the amount (after an accepted decrease, CR3) stays for the client (MS9)."""
+    return int(min(milestone["amount"], milestone["escrow"]))
 
 
 def _release(s: Step, amount: int) -> None:
@@ -332,8 +403,11 @@ def deposit_shortfall(s: Step) -> None:
 
 @effect("milestone", "open_change_request", takes=FIELDS)
 def open_change_request(s: Step) -> None:
-    """CR1: the client asks to change the active milestone."""
+    """CR1: the client asks to change the active milestone (to something else)."""
     fields = p.milestone_fields(s.payload, s.contract["currency"], s.policy, new=False)
+    _require_change(s.record, fields)
+    described = {"milestone_id": s.record.id, "changes": changes(s.record, fields)}  # NT1
+    s.details.update(described)
     request = s.unit.create(
         "change_request",
         {
@@ -346,6 +420,7 @@ def open_change_request(s: Step) -> None:
             "milestone_id": s.record.id,
         },
         parent=s,
+        details=described,
     )
     s.record.set(open_change_request_id=request.record.id)
 
@@ -353,6 +428,7 @@ def open_change_request(s: Step) -> None:
 @effect("milestone", "apply_change", takes=FIELDS)
 def apply_change(s: Step) -> None:
     """CR3: the milestone takes the accepted values at once."""
+    s.details["changes"] = changes(s.record, s.payload)  # NT1
     s.record.set(**s.payload)
 
 
@@ -393,15 +469,21 @@ def _cancel_change_request(s: Step, milestone: Any) -> None:
 @effect("change_request", "accept")
 def accept_change(s: Step) -> None:
     request = s.record
-    changes = {f: request[f] for f in FIELDS if request[f] is not None}
-    s.unit.cascade("milestone", request["milestone_id"], "apply_change", s, **changes)
+    values = {f: request[f] for f in FIELDS if request[f] is not None}
+    s.unit.cascade("milestone", request["milestone_id"], "apply_change", s, **values)
     _detach_change_request(s)
 
 
 @effect("change_request", "edit", takes=FIELDS)
 def edit_change(s: Step) -> None:
-    """CR2: the client edits the request; the freelancer gets a full lifetime again."""
-    s.record.set(**p.milestone_fields(s.payload, s.contract["currency"], s.policy, new=False))
+    """CR2: the client edits the request; the freelancer gets a full lifetime again.
+    The edited request replaces the fields it names and keeps the others."""
+    fields = p.milestone_fields(s.payload, s.contract["currency"], s.policy, new=False)
+    milestone = s.unit.load("milestone", s.record["milestone_id"])
+    requested = {f: s.record[f] for f in FIELDS if s.record[f] is not None}
+    _require_change(milestone, {**requested, **fields})
+    s.details["changes"] = changes(milestone, {**requested, **fields})  # NT1
+    s.record.set(**fields)
 
 
 @effect("change_request", "reject")
@@ -437,8 +519,8 @@ def accept_proposal(s: Step) -> None:
             s.unit.cascade("milestone", item["milestone_id"], "delete", s)
     for item in items:
         if item["action"] == "edit":
-            changes = {f: item[f] for f in FIELDS if item[f] is not None}
-            s.unit.cascade("milestone", item["milestone_id"], "edit", s, **changes)
+            values = {f: item[f] for f in FIELDS if item[f] is not None}
+            s.unit.cascade("milestone", item["milestone_id"], "edit", s, **values)
     adds = [
         {f: item[f] for f in FIELDS if item[f] is not None}
         for item in items

@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +37,14 @@ from storage.errors import (
     VersionConflict,
 )
 from storage.fastpath import FastPath, Prepared, insert_statement, update_statement, values_of
-from workflows.actors import SYSTEM, Actor, Role
+from workflows.actors import SYSTEM, Actor, Role, refuse_system_role
 from workflows.clock import Clock
 from workflows.machines import (
     MACHINES,
     Context,
     EscrowMachine,
-    events_from,
+    party_events,
+    party_events_from,
     timer_of,
     unguarded_transitions,
 )
@@ -188,6 +189,9 @@ class Step:
     to_state: str
     version: int
     history_id: int
+    # What changed, for people (NT1): fields before and after, a proposal's items. Goes
+    # into the history row and the event's data.
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def contract(self) -> Record:
@@ -411,7 +415,8 @@ class Unit:
         try:
             to_state = self.engine._machines.decide(entity, from_state, event, ctx)
         except TransitionNotAllowed:
-            allowed = ", ".join(events_from(MACHINES[entity], from_state)) or "none"
+            # Only what a person may fire: engine moves are nobody's to ask for.
+            allowed = ", ".join(party_events_from(MACHINES[entity], from_state)) or "none"
             raise TransitionRejected(
                 f"{entity} {record.id} is {from_state}: {event} is not possible there "
                 f"(possible: {allowed})",
@@ -424,6 +429,8 @@ class Unit:
         record.set(state=to_state, version=version, updated_at=self.now)
         if effect_ is not None:
             effect_.run(step)
+        if step.details:
+            self._annotate_history(step)
         self._reschedule(step)
         self._publish(step)
         return step
@@ -434,8 +441,15 @@ class Unit:
         """Move another entity of the contract because of `parent` (same actor and cause)."""
         return self.transition(self.load(entity, entity_id), event, payload, parent)
 
-    def create(self, entity: str, values: Mapping[str, Any], parent: Step | None) -> Step:
-        """Create an entity in its machine's initial state, as a transition from nothing."""
+    def create(
+        self,
+        entity: str,
+        values: Mapping[str, Any],
+        parent: Step | None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Step:
+        """Create an entity in its machine's initial state, as a transition from nothing;
+        `details` say what it holds for people (NT1), in its history row and event."""
         machine = MACHINES[entity]
         initial = machine.initial_state.id
         row = {
@@ -451,7 +465,7 @@ class Unit:
         self.records[(entity, record.id)] = record
         if entity == "contract":
             self._contract = record
-        step = Step(self, entity, record, "create", {}, None, initial, 1, 0)
+        step = Step(self, entity, record, "create", {}, None, initial, 1, 0, dict(details or {}))
         step.history_id = self._history(step, parent)
         self._reschedule(step)
         self._publish(step)
@@ -495,8 +509,7 @@ class Unit:
 
     def _history(self, step: Step, parent: Step | None) -> int:
         timer = self.deadline if parent is None and self.cause == "timer" else None
-        # Dates and the like as text: the history is JSON.
-        payload = json.loads(json.dumps(step.payload, default=str)) if step.payload else {}
+        payload = _jsonable({**step.payload, **step.details})
         return self.insert(
             _history,
             {
@@ -517,6 +530,15 @@ class Unit:
                 "payload": payload,
             },
         )
+
+    def _annotate_history(self, step: Step) -> None:
+        """Add what the effect found out (fields before and after) to the step's history."""
+        fast = self.engine.fast
+        key = ("update", _history.name, ("payload",))
+        prepared = fast.prepare(key, update_statement, _history, ("payload",))
+        payload = _jsonable({**step.payload, **step.details})
+        values = {"pk": step.history_id, **values_of({"payload": payload})}
+        fast.execute(self.conn, prepared, values)
 
     def _reschedule(self, step: Step) -> None:
         """Keep deadlines in step with the state: a timer runs only while its state lasts."""
@@ -599,6 +621,7 @@ class Unit:
                     "actor": self.actor.as_dict(),
                     "cause": self.cause,
                     **_money_snapshot(step.record),
+                    **(_jsonable(step.details) if step.details else {}),
                 },
             },
         )
@@ -634,6 +657,11 @@ class Unit:
 
 def _same(statement: sa.ClauseElement) -> sa.ClauseElement:
     return statement
+
+
+def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Dates and the like as text: history and events are JSON."""
+    return json.loads(json.dumps(values, default=str)) if values else {}
 
 
 def _money_snapshot(record: Record) -> dict[str, Any]:
@@ -706,11 +734,12 @@ class Engine:
         expected_version: int | None = None,
     ) -> Result:
         """Apply `event` to an entity as `actor`, atomically. See the module docstring."""
+        refuse_system_role(actor)  # PA1, X10: only timers and cascades act as system
         machine = _machine(entity)
         if event not in machine.permissions:
             raise NotFound(
                 f"{entity} has no event {event!r}; its events are: "
-                f"{', '.join(machine.permissions)}",
+                f"{', '.join(party_events(machine))}",
                 code="unknown_event",
             )
         payload = dict(payload or {})

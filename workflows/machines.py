@@ -403,6 +403,16 @@ def events_from(machine: type[EscrowMachine], state: str) -> list[str]:
     return list(seen)
 
 
+def party_events(machine: type[EscrowMachine]) -> list[str]:
+    """The events a person may fire (PA1): every event but the engine's own moves."""
+    return [event for event, roles in machine.permissions.items() if roles != SYSTEM]
+
+
+def party_events_from(machine: type[EscrowMachine], state: str) -> list[str]:
+    """The events a person may fire out of `state` (guards not evaluated)."""
+    return [e for e in events_from(machine, state) if machine.permissions[e] != SYSTEM]
+
+
 def unguarded_transitions(machine: type[EscrowMachine]) -> dict[tuple[str, str], str]:
     """(state, event) -> target for events with a single transition out of a state that has
     no guard. Our machines declare no actions, so for these the machine's answer is its

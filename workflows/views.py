@@ -12,6 +12,8 @@ from storage import models
 from storage.db import translated_errors
 from storage.errors import NotFound
 from workflows.actors import Role
+from workflows.describe import describe_item
+from workflows.effects import approved_amount
 from workflows.machines import MACHINES, events_from
 from workflows.policy import format_money
 
@@ -19,6 +21,7 @@ _history = models.HISTORY
 _ledger = models.LEDGER
 _deadlines = models.DEADLINES
 _contracts = models.CONTRACTS
+_items = models.PROPOSAL_ITEMS
 
 ESCROW_COLUMNS = ("deposited", "released", "refunded", "held", "credit")
 
@@ -55,6 +58,14 @@ def show(db: DBEngine, entity: str, entity_id: int) -> dict[str, Any]:
             .mappings()
             .one()
         )
+        extra: dict[str, Any] = {}
+        if entity == "proposal":  # FP2: what the client is asked to accept
+            items = conn.execute(
+                sa.select(_items)
+                .where(_items.c.proposal_id == entity_id)
+                .order_by(_items.c.ordinal)
+            ).mappings()
+            extra["items"] = [describe_item(dict(item)) for item in items]
         deadlines = (
             conn.execute(
                 sa.select(_deadlines.c.id, _deadlines.c.event, _deadlines.c.due_at)
@@ -72,6 +83,7 @@ def show(db: DBEngine, entity: str, entity_id: int) -> dict[str, Any]:
         "entity": entity,
         "id": entity_id,
         **{k: _jsonable(v) for k, v in row.items() if k != "id"},
+        **extra,
         "allowed_events": allowed_events(entity, row["state"]),
         "pending_deadlines": [
             {"id": d["id"], "event": d["event"], "due_at": d["due_at"].isoformat()}
@@ -152,6 +164,9 @@ def what_next(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
             )
             money = _money_moved(d["event"], entity)
             moves = f", {format_money(money[1], currency)} {money[0]}" if money else ""
+            kept = _kept_for_client(d["event"], entity)
+            if kept:
+                moves += f", {format_money(kept, currency)} stays in escrow for the client"
             rows.append(
                 {
                     "deadline_id": d["id"],
@@ -159,7 +174,12 @@ def what_next(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
                     "entity_id": d["entity_id"],
                     "event": d["event"],
                     "due_at": d["due_at"].isoformat(),
-                    "money": {"to": money[0], "amount": money[1], "currency": currency}
+                    "money": {
+                        "to": money[0],
+                        "amount": money[1],
+                        "currency": currency,
+                        "stays_for_client": kept,
+                    }
                     if money
                     else None,
                     "summary": f"{d['due_at'].isoformat()}: {d['entity']} {d['entity_id']} "
@@ -170,8 +190,15 @@ def what_next(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
 
 
 def _money_moved(event: str, entity: Any) -> tuple[str, int] | None:
-    if event == "auto_approve":
-        return ("released to the freelancer", entity["escrow"])
+    if event == "auto_approve":  # MS10: as an approval without an amount
+        return ("released to the freelancer", approved_amount(entity))
     if event == "refund_by_default":
         return ("refunded to the client", entity["amount"])
     return None
+
+
+def _kept_for_client(event: str, entity: Any) -> int:
+    """MS10, MS9: what an auto-approval leaves in escrow for the client."""
+    if event == "auto_approve":
+        return int(entity["escrow"]) - approved_amount(entity)
+    return 0

@@ -120,10 +120,32 @@ def test_x9_withdrawn_offer_cancels_waiting_proposal(sc: Scenario) -> None:
     assert sc.state("proposal", proposal) == "cancelled"
 
 
-def test_x10_system_role_cannot_be_used_for_party_events(sc: Scenario) -> None:
+def test_x10_system_role_fires_only_the_engines_own_events(sc: Scenario) -> None:
+    """X10: the engine-only events (timers, cascades) cannot be asked for by anyone, not
+    even by a caller naming the system role; the timer alone moves the milestone."""
     from storage.errors import PermissionDenied
-    from workflows.actors import SYSTEM
+    from workflows.actors import SYSTEM, Actor, Role
+    from workflows.machines import MACHINES
 
-    _contract, m = sc.in_review()
-    with pytest.raises(PermissionDenied):
-        sc.fire("milestone", m, "release", SYSTEM)
+    contract, m = sc.in_review()
+    before = sc.snapshot()
+    engine_events = [
+        (entity, event)
+        for entity, machine in MACHINES.items()
+        for event, roles in machine.permissions.items()
+        if roles == {Role.SYSTEM}
+    ]
+    assert ("milestone", "auto_approve") in engine_events
+    for entity, event in engine_events:
+        target = {"contract": contract, "milestone": m}.get(entity, 1)
+        for actor in (SYSTEM, Actor(Role.SYSTEM, "mallory")):
+            with pytest.raises(PermissionDenied) as refused:
+                sc.fire(entity, target, event, actor)
+            assert refused.value.code == "system_role_reserved"
+        if entity in ("contract", "milestone"):  # those exist here: the role is refused
+            with pytest.raises(PermissionDenied) as refused:
+                sc.fire(entity, target, event, CLIENT)
+            assert refused.value.code == "role_not_allowed"
+    assert sc.snapshot() == before
+    assert sc.wait(days=14).fired == 1  # the timer still does
+    assert sc.state("milestone", m) == "released"

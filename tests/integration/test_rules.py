@@ -446,7 +446,9 @@ def test_cr3_release_larger_than_held_deposits_the_difference(sc: Scenario) -> N
     sc.fire("milestone", m, "fund", CLIENT)
     cr = _open_change(sc, m, amount=15_000)
     sc.fire("change_request", cr, "accept", FREELANCER)
-    sc.fire("milestone", m, "release", CLIENT)  # the new amount, 15,000
+    # The new amount, 15,000, named: a release without an amount pays only what is held
+    # (MS10), so paying the increase is the client's explicit choice.
+    sc.fire("milestone", m, "release", CLIENT, {"amount": 15_000})
     assert sc.ledger(contract) == [("deposit", 10_000), ("deposit", 5_000), ("release", 15_000)]
 
 
@@ -774,10 +776,14 @@ def test_es3_repeated_release_and_timer_move_money_once(sc: Scenario) -> None:
 def test_pa1_each_event_only_by_its_roles(sc: Scenario) -> None:
     _contract, m = sc.in_review()
     before = sc.snapshot()
-    for actor in (FREELANCER, ADMIN, SYSTEM):
+    for actor in (FREELANCER, ADMIN):
         with pytest.raises(PermissionDenied) as refused:
             sc.fire("milestone", m, "release", actor)
         assert refused.value.code == "role_not_allowed"
+    # PA1 (as changed): no request names the system role, whatever the event.
+    with pytest.raises(PermissionDenied) as refused:
+        sc.fire("milestone", m, "release", SYSTEM)
+    assert refused.value.code == "system_role_reserved"
     with pytest.raises(PermissionDenied):
         sc.fire("milestone", m, "auto_approve", CLIENT)
     assert sc.snapshot() == before
