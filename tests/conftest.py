@@ -7,8 +7,10 @@ where that is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import types
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -17,8 +19,10 @@ from sqlalchemy.engine import Engine as DBEngine
 
 from storage.db import make_engine
 from storage.models import metadata
+from tests.edges import save_suite_counts
 from tests.helpers import Scenario
 from tests.live import Api, live_server
+from tests.model.differential import edges_taken
 from tests.pg import Cluster, PostgresUnavailable
 from workflows.clock import ManualClock
 from workflows.engine import Engine
@@ -69,6 +73,11 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+# The edges (machine, source, event, target) the engine tests take, from the history
+# they write: `python -m tests.edges` adds them to the differential run's counts.
+SUITE_EDGES: Counter[tuple[str, str, str, str]] = Counter()
+
+
 @pytest.fixture
 def db(backend: str, tmp_path: object, request: pytest.FixtureRequest) -> Iterator[DBEngine]:
     if backend == "sqlite":
@@ -79,7 +88,14 @@ def db(backend: str, tmp_path: object, request: pytest.FixtureRequest) -> Iterat
         engine = make_engine(database_settings(url), pool_size=10, max_overflow=20)
         _truncate_all(engine)
     yield engine
+    with contextlib.suppress(sa.exc.SQLAlchemyError):  # a test may leave it unusable
+        SUITE_EDGES.update(edges_taken(engine))
     engine.dispose()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if SUITE_EDGES:
+        save_suite_counts(SUITE_EDGES)
 
 
 @pytest.fixture

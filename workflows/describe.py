@@ -12,14 +12,15 @@ from typing import Any
 MILESTONE_FIELDS = ("title", "description", "due_date", "amount")
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Dates as ISO text: what JSON columns and events hold."""
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 def changes(before: Any, after: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """NT1, FP2: each field of `after`, with its value before and after, for people."""
     return {
-        field: {"before": _jsonable(before[field]), "after": _jsonable(after[field])}
+        field: {"before": jsonable(before[field]), "after": jsonable(after[field])}
         for field in MILESTONE_FIELDS
         if field in after
     }
@@ -30,10 +31,10 @@ def describe_item(item: Mapping[str, Any]) -> dict[str, Any]:
     the milestone (None for an add) and each field's value before and after."""
     before = item["before"] or {}
     if item["action"] == "add":
-        fields = {f: {"before": None, "after": _jsonable(item[f])} for f in MILESTONE_FIELDS}
+        fields = {f: {"before": None, "after": jsonable(item[f])} for f in MILESTONE_FIELDS}
         fields = {f: v for f, v in fields.items() if v["after"] is not None}
     elif item["action"] == "edit":
-        fields = {f: {"before": _jsonable(before[f]), "after": _jsonable(item[f])} for f in before}
+        fields = {f: {"before": jsonable(before[f]), "after": jsonable(item[f])} for f in before}
     else:
-        fields = {f: {"before": _jsonable(before[f]), "after": None} for f in before}
+        fields = {f: {"before": jsonable(before[f]), "after": None} for f in before}
     return {"action": item["action"], "milestone_id": item["milestone_id"], "changes": fields}

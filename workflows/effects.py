@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from storage import models
 from storage.errors import TransitionRejected, ValidationError
 from workflows import payloads as p
-from workflows.describe import changes, describe_item
+from workflows.describe import changes, describe_item, jsonable
 from workflows.engine import Step, Unit, effect
 from workflows.policy import format_money
 
@@ -205,11 +205,11 @@ def _proposal_item(s: Step, item: Mapping[str, Any]) -> dict[str, Any]:
         _require_not_started(milestone)
         if action == "delete":
             p.only(item, ("action", "milestone_id"), "a delete item")
-            before = {f: milestone[f] for f in FIELDS}
+            before = {f: jsonable(milestone[f]) for f in FIELDS}
             return {"action": "delete", "milestone_id": milestone.id, "before": before}
         p.only(item, ("action", "milestone_id", *FIELDS), "an edit item")
         fields = _require_change(milestone, p.milestone_fields(item, currency, s.policy, new=False))
-        before = {f: milestone[f] for f in fields}
+        before = {f: jsonable(milestone[f]) for f in fields}
         return {"action": "edit", "milestone_id": milestone.id, **fields, "before": before}
     raise ValidationError(
         f"action must be add, edit or delete, not {action!r}",
@@ -518,8 +518,9 @@ def accept_proposal(s: Step) -> None:
         if item["action"] == "delete":
             s.unit.cascade("milestone", item["milestone_id"], "delete", s)
     for item in items:
-        if item["action"] == "edit":
-            values = {f: item[f] for f in FIELDS if item[f] is not None}
+        if item["action"] == "edit":  # the fields shown as changed (FP2), even to None
+            changed = item["before"] or {f: None for f in FIELDS if item[f] is not None}
+            values = {f: item[f] for f in changed}
             s.unit.cascade("milestone", item["milestone_id"], "edit", s, **values)
     adds = [
         {f: item[f] for f in FIELDS if item[f] is not None}
