@@ -243,6 +243,9 @@ class MoneyOut(BaseModel):
     to: str
     amount: int
     currency: str
+    stays_for_client: int = Field(
+        0, description="MS10, MS9: what stays in escrow for the client (minor units)."
+    )
 
 
 class NextOut(BaseModel):
