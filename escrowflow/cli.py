@@ -90,8 +90,14 @@ def migrate() -> None:
     with _errors():
         from storage.migrate import upgrade  # alembic: only this command needs it
 
-        upgrade(make_engine(settings))
-    typer.echo(f"database at {settings.database_url} is up to date")
+        before, after = upgrade(make_engine(settings))
+    where = settings.database_url
+    if before is None:
+        typer.echo(f"created the schema at revision {after} in {where}")
+    elif before == after:
+        typer.echo(f"{where} is already at revision {after}: nothing to do")
+    else:
+        typer.echo(f"upgraded {where} from revision {before} to {after}")
 
 
 @app.command()

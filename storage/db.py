@@ -128,6 +128,12 @@ def translated_errors() -> Iterator[None]:
                 "the database has no escrowflow schema yet: run `escrowflow migrate`",
                 code="not_migrated",
             ) from exc
+        if "unable to open database file" in text:
+            raise StorageError(
+                "cannot open the SQLite database file: check that its directory exists and "
+                "is writable, or set ESCROWFLOW_DATABASE_URL",
+                code="database_unreachable",
+            ) from exc
         if "locked" in text or "deadlock" in text or "could not serialize" in text:
             raise ConflictError(
                 "the database was busy with a concurrent change: try again",

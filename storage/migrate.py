@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
 
+from storage.db import translated_errors
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -18,9 +20,14 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database schema up to `revision` (default: the newest)."""
-    command.upgrade(alembic_config(engine), revision)
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Bring the database schema up to `revision` (default: the newest); the revisions
+    before and after. Driver errors (a missing directory, a refused connection) come out
+    as escrowflow errors."""
+    with translated_errors():
+        before = current(engine)
+        command.upgrade(alembic_config(engine), revision)
+        return before, current(engine)
 
 
 def current(engine: Engine) -> str | None:

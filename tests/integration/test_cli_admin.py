@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine as DBEngine
@@ -51,3 +52,22 @@ def test_webhooks_are_added_listed_removed_and_replayed(db: DBEngine) -> None:
     assert cli(db, "webhooks", "replay").stdout.strip() == "0 deliveries queued again"
     missing = cli(db, "webhooks", "replay", "--delivery", "42")
     assert missing.returncode == 3 and "not dead-lettered" in missing.stderr
+
+
+def test_migrate_into_a_missing_directory_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "ESCROWFLOW_DATABASE_URL": f"sqlite:///{tmp_path}/no/such/dir/x.db"}
+    done = subprocess.run(
+        [sys.executable, "-m", "escrowflow", "migrate"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 7  # storage errors
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "directory exists" in done.stderr
+    env["ESCROWFLOW_DATABASE_URL"] = f"sqlite:///{tmp_path}/x.db"
+    first = subprocess.run(
+        [sys.executable, "-m", "escrowflow", "migrate"], env=env, capture_output=True, text=True
+    )
+    assert first.returncode == 0 and "created the schema at revision" in first.stdout
+    again = subprocess.run(
+        [sys.executable, "-m", "escrowflow", "migrate"], env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 0 and "already at revision" in again.stdout

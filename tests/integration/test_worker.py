@@ -37,7 +37,8 @@ def test_ms10_auto_approval_fired_by_the_worker(sc: Scenario) -> None:
     contract, m = sc.in_review(10_000)
     with running(sc) as worker:
         sc.clock.advance(timedelta(days=13, hours=23))
-        time.sleep(0.3)  # several sweeps: nothing is due yet
+        swept = worker.sweeps
+        eventually(lambda: worker.sweeps >= swept + 3)  # several sweeps: nothing is due yet
         assert sc.state("milestone", m) == "in_review"
         sc.clock.advance(timedelta(hours=1))
         eventually(lambda: sc.state("milestone", m) == "released")
