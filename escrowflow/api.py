@@ -232,6 +232,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.engine = engine
+    app.state.settings = settings
     app.state.metrics = metrics
     app.state.head = head()
     app.state.token_cache = tokens.TokenCache(settings.api_token_cache_seconds)
@@ -694,10 +695,14 @@ def _webhooks() -> APIRouter:
 
     @router.post("", status_code=201, summary="Subscribe a URL to events")
     async def subscribe(
-        body: schemas.SubscriptionCreate, caller: WebhookAdmin, engine: EngineDep
+        request: Request, body: schemas.SubscriptionCreate, caller: WebhookAdmin, engine: EngineDep
     ) -> schemas.SubscriptionCreated:
         created = await offload(
-            partial(feed.subscribe, description=body.description),
+            partial(
+                feed.subscribe,
+                description=body.description,
+                allow_private=request.app.state.settings.webhook_allow_private,
+            ),
             engine.db,
             engine.clock.now(),
             body.url,

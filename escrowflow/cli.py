@@ -539,7 +539,15 @@ def webhooks_add(
     """Subscribe a URL; the signing secret is printed once."""
     engine = _engine()
     with _errors():
-        sub = feed.subscribe(engine.db, engine.clock.now(), url, event or (), None, description)
+        sub = feed.subscribe(
+            engine.db,
+            engine.clock.now(),
+            url,
+            event or (),
+            None,
+            description,
+            allow_private=_settings().webhook_allow_private,
+        )
     _print(
         sub,
         as_json,

@@ -27,6 +27,7 @@ def build_worker(
             timeout=settings.webhook_timeout,
             lease=settings.worker_lease,
             on_failure=metrics.observe_webhook_failure if metrics else None,
+            allow_private=settings.webhook_allow_private,
         )
 
     return Worker(

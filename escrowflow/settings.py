@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     webhook_backoff_base: timedelta = timedelta(seconds=10)
     webhook_backoff_cap: timedelta = timedelta(hours=6)
     webhook_timeout: float = Field(default=10.0, gt=0, le=120)
+    # Webhooks may target loopback and private addresses: tests, internal deployments.
+    webhook_allow_private: bool = False
 
     # Test-only: read "now" from this file (an ISO 8601 time) instead of the wall clock,
     # so an end-to-end test can move a real server's time. There is no endpoint for it.

@@ -19,25 +19,33 @@ failed attempt, retried after ``backoff_base * 2**(attempts-1)`` (capped); after
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
 
 from storage import models
 from storage.db import claim, transaction, translated_errors, unclaimed
+from storage.errors import ValidationError
 from workflows.engine import Engine
 from workflows.feed import public_event, sequence_events
+from workflows.outbound import BlockedAddress, Resolver, resolve_public, system_resolver
 
 log = logging.getLogger("escrowflow.webhooks")
+
+# While slow receivers are still answering, new events are sequenced this often (s).
+SEQUENCE_EVERY = 0.5
 
 _deliveries = models.WEBHOOK_DELIVERIES
 _subscriptions = models.WEBHOOK_SUBSCRIPTIONS
@@ -91,8 +99,12 @@ class Dispatcher:
         timeout: float = 10.0,
         batch_size: int = 100,
         lease: timedelta = timedelta(seconds=60),
-        concurrency: int = 8,
+        concurrency: int = 16,
+        per_subscription: int = 4,
+        poll: float = 0.05,
         on_failure: Callable[[str], None] | None = None,
+        allow_private: bool = False,
+        resolve: Resolver = system_resolver,
     ) -> None:
         self.engine = engine
         self.worker_id = worker_id
@@ -102,11 +114,15 @@ class Dispatcher:
         self.batch_size = batch_size
         self.lease = lease
         self.concurrency = concurrency
+        self.per_subscription = per_subscription
+        self.poll = poll
+        self.timeout = timeout
         self.on_failure = on_failure
-        self._client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self.allow_private = allow_private
+        self.resolve = resolve
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing is held between runs (each run has its own HTTP client)."""
 
     def backoff(self, attempts: int) -> timedelta:
         wait: timedelta = self.backoff_base * 2 ** (attempts - 1)
@@ -118,28 +134,91 @@ class Dispatcher:
             return conn.execute(query.limit(1)).first() is not None
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> DispatchReport:
-        """Sequence, then deliver batch after batch until nothing is due."""
+        """Deliver until nothing is due and nothing is in flight.
+
+        Deliveries are sent concurrently, at most `concurrency` at once and
+        `per_subscription` to one receiver; each outcome is recorded as soon as it is
+        known, and more are claimed while slow receivers are still answering, so a slow
+        or hanging receiver delays nobody else. Each request has an overall deadline
+        (`timeout`: connection, sending and the whole answer), so a receiver that trickles
+        its answer is cut off like one that never answers.
+        """
         report = DispatchReport()
         # With nobody subscribed, the feed's readers sequence for themselves: a worker
         # draining deadlines does not compete with them for the write lock.
         if not self.has_subscribers():
             return report
         report.sequenced = sequence_events(self.engine.db, self.engine.clock.now())
-        while not should_stop():
-            now = self.engine.clock.now()
-            claimed = self.claim(now)
-            if not claimed:
-                break
-            outcomes = self._send_all(claimed)
-            self.record(outcomes, self.engine.clock.now(), report)
-            if len(claimed) < self.batch_size:
-                break
+        asyncio.run(self._deliver(report, should_stop))
         return report
 
-    def claim(self, now: datetime) -> list[Any]:
+    async def _deliver(self, report: DispatchReport, should_stop: Callable[[], bool]) -> None:
+        in_flight: dict[asyncio.Task[_Outcome], int] = {}  # task -> subscription id
+        limits = httpx.Limits(max_connections=self.concurrency)
+        async with httpx.AsyncClient(
+            follow_redirects=False, limits=limits, timeout=self.timeout
+        ) as client:
+            drained, sequenced = False, time.monotonic()
+            while True:
+                free = self.concurrency - len(in_flight)
+                if in_flight and time.monotonic() - sequenced > SEQUENCE_EVERY:
+                    # Events that came while slow receivers answer are owed too.
+                    now = self.engine.clock.now()
+                    report.sequenced += await asyncio.to_thread(
+                        sequence_events, self.engine.db, now
+                    )
+                    sequenced = time.monotonic()
+                if free > 0 and not should_stop() and not drained:
+                    busy = Counter(in_flight.values())
+                    now = self.engine.clock.now()
+                    limit = min(free, self.batch_size)
+                    rows = await asyncio.to_thread(self.claim, now, limit, busy)
+                    for row in rows:
+                        task = asyncio.create_task(self._send(client, row))
+                        in_flight[task] = row.subscription_id
+                    # Nothing more due and nobody waiting on a slow receiver: done.
+                    drained = not rows and not in_flight
+                if not in_flight:
+                    return
+                done, _ = await asyncio.wait(
+                    in_flight, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED
+                )
+                if done:
+                    outcomes = [task.result() for task in done]
+                    for task in done:
+                        del in_flight[task]
+                    await asyncio.to_thread(self.record, outcomes, self.engine.clock.now(), report)
+                    drained = False
+
+    def claim(
+        self, now: datetime, limit: int | None = None, busy: Mapping[int, int] | None = None
+    ) -> list[Any]:
+        """Lease up to `limit` due deliveries, oldest first, at most `per_subscription` to
+        one subscription counting the `busy` ones (subscription -> requests in flight)."""
         d = _deliveries.c
         due = sa.and_(d.status == "pending", d.next_attempt_at <= now, unclaimed(_deliveries, now))
-        query = sa.select(d.id).where(due).order_by(d.next_attempt_at, d.id).limit(self.batch_size)
+        ranked = (
+            sa.select(
+                d.id,
+                d.subscription_id,
+                sa.func.row_number()
+                .over(partition_by=d.subscription_id, order_by=(d.next_attempt_at, d.id))
+                .label("n"),
+            )
+            .where(due)
+            .subquery()
+        )
+        cap = self.per_subscription
+        room: Any = cap
+        if busy:
+            rooms = {sub: max(cap - n, 0) for sub, n in busy.items()}
+            room = sa.case(rooms, value=ranked.c.subscription_id, else_=cap)
+        query = (
+            sa.select(d.id)
+            .where(d.id.in_(sa.select(ranked.c.id).where(ranked.c.n <= room)))
+            .order_by(d.next_attempt_at, d.id)
+            .limit(limit or self.batch_size)
+        )
         with transaction(self.engine.db) as conn:
             ids = [
                 row.id for row in claim(conn, query, _deliveries, self.worker_id, now + self.lease)
@@ -150,6 +229,7 @@ class Dispatcher:
                 sa.select(
                     d.id.label("delivery_id"),
                     d.attempts,
+                    d.subscription_id,
                     _subscriptions.c.url,
                     _subscriptions.c.secret,
                     _outbox,
@@ -161,13 +241,34 @@ class Dispatcher:
             ).all()
         return list(rows)
 
-    def _send_all(self, claimed: list[Any]) -> list[_Outcome]:
-        if len(claimed) == 1:
-            return [self._send(claimed[0])]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(self._send, claimed))
+    async def _send(self, client: httpx.AsyncClient, row: Any) -> _Outcome:
+        """One delivery: whatever goes wrong is this delivery's failed attempt, never the
+        others'. What is recorded is a status code or a short reason of ours, never the
+        receiver's words."""
+        attempts = row.attempts + 1
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._post(client, row, attempts)
+        except (TimeoutError, httpx.TimeoutException):
+            reason = f"no complete answer within {self.timeout:g} s"
+        except ValidationError as exc:
+            reason = f"invalid URL ({exc.code})"
+        except BlockedAddress:
+            reason = "refused: the host resolves to an internal address"
+        except OSError:
+            reason = "the host name does not resolve"
+        except httpx.HTTPError as exc:
+            reason = f"connection failed ({type(exc).__name__})"
+        except Exception as exc:  # one bad delivery never harms the others
+            log.exception("webhook delivery %s raised", row.delivery_id)
+            reason = f"could not be sent ({type(exc).__name__})"
+        return _Outcome(row.delivery_id, attempts, False, None, reason)
 
-    def _send(self, row: Any) -> _Outcome:
+    async def _post(self, client: httpx.AsyncClient, row: Any, attempts: int) -> _Outcome:
+        # Checked again now, and sent to the address checked (DNS rebinding).
+        url, host = await asyncio.to_thread(
+            resolve_public, row.url, allow_private=self.allow_private, resolve=self.resolve
+        )
         event = public_event(row)
         body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
         timestamp = int(self.engine.clock.now().timestamp())
@@ -178,19 +279,19 @@ class Dispatcher:
             "Escrowflow-Event-Type": event["type"],
             "Escrowflow-Timestamp": str(timestamp),
             "Escrowflow-Signature": sign(row.secret, timestamp, body),
+            "Host": host,
         }
-        attempts = row.attempts + 1
-        try:
-            # Streamed: only the first bytes of a failing receiver's answer are read.
-            with self._client.stream("POST", row.url, content=body, headers=headers) as response:
-                status = response.status_code
-                if 200 <= status < 300:
-                    return _Outcome(row.delivery_id, attempts, True, status, None)
-                snippet = next(response.iter_bytes(200), b"")[:200]
-        except httpx.HTTPError as exc:
-            return _Outcome(row.delivery_id, attempts, False, None, f"{type(exc).__name__}: {exc}")
-        text = snippet.decode(errors="replace")
-        return _Outcome(row.delivery_id, attempts, False, status, f"HTTP {status}: {text}")
+        # Streamed and never read: the receiver's answer is its status code alone.
+        extensions = {"sni_hostname": urlsplit(row.url).hostname or ""}
+        request = client.build_request(
+            "POST", url, content=body, headers=headers, extensions=extensions
+        )
+        response = await client.send(request, stream=True)
+        await response.aclose()
+        status = response.status_code
+        if 200 <= status < 300:
+            return _Outcome(row.delivery_id, attempts, True, status, None)
+        return _Outcome(row.delivery_id, attempts, False, status, f"HTTP {status}")
 
     def record(self, outcomes: list[_Outcome], now: datetime, report: DispatchReport) -> None:
         d = _deliveries.c

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine as DBEngine
 from storage import models
 from storage.db import is_postgresql, transaction, translated_errors
 from storage.errors import NotFound, ValidationError
+from workflows.outbound import check_webhook_url
 
 _outbox = models.OUTBOX
 _feed = models.FEED_STATE
@@ -180,14 +181,6 @@ def check_patterns(patterns: Sequence[str]) -> list[str]:
     return list(patterns)
 
 
-def check_url(url: str) -> str:
-    if not re.match(r"^https?://[^\s/]+", url) or len(url) > 2000:
-        raise ValidationError(
-            f"webhook URL {url!r} must be an http:// or https:// URL", code="invalid_url"
-        )
-    return url
-
-
 def subscribe(
     db: DBEngine,
     now: datetime,
@@ -195,10 +188,13 @@ def subscribe(
     event_types: Sequence[str] = (),
     secret: str | None = None,
     description: str = "",
+    *,
+    allow_private: bool = False,
 ) -> dict[str, Any]:
-    """A new subscription; its secret is returned here, and only here."""
+    """A new subscription; its secret is returned here, and only here. The URL may not
+    point to an internal address unless `allow_private` (workflows.outbound)."""
     values = {
-        "url": check_url(url),
+        "url": check_webhook_url(url, allow_private=allow_private),
         "secret": secret or f"whsec_{secrets.token_urlsafe(32)}",
         "event_types": check_patterns(event_types),
         "description": description[:500],

@@ -3,72 +3,20 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 from scheduler.webhooks import Dispatcher, verify
 from scheduler.worker import Worker
 from tests.helpers import CLIENT, FREELANCER, Scenario
-from tests.live import free_port
+from tests.receivers import Receiver
 from workflows import feed
-
-
-class Receiver:
-    """An HTTP endpoint on 127.0.0.1 that records what it is sent. `stop()` takes it off
-    the network (connection refused), `start()` brings it back on the same port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        self.status = 200
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def start(self) -> None:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append((dict(self.headers), body))
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for _, body in self.received]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    r.start()
-    yield r
-    r.stop()
 
 
 def dispatcher(sc: Scenario, **kw: Any) -> Dispatcher:
     kw.setdefault("backoff_base", timedelta(seconds=10))
+    kw.setdefault("allow_private", True)  # the receiver is on 127.0.0.1
     return Dispatcher(sc.engine, "test-worker", **kw)
 
 
@@ -78,7 +26,7 @@ def a_funded_milestone(sc: Scenario) -> None:
 
 
 def test_every_event_arrives_signed_with_its_stable_id(sc: Scenario, receiver: Receiver) -> None:
-    sub = feed.subscribe(sc.db, sc.clock.now(), receiver.url)
+    sub = feed.subscribe(sc.db, sc.clock.now(), receiver.url, allow_private=True)
     a_funded_milestone(sc)
     report = dispatcher(sc).run()
     assert report.delivered == 5 and report.failed == 0
@@ -106,7 +54,7 @@ def test_every_event_arrives_signed_with_its_stable_id(sc: Scenario, receiver: R
 
 
 def test_a_filter_takes_only_its_event_types(sc: Scenario, receiver: Receiver) -> None:
-    feed.subscribe(sc.db, sc.clock.now(), receiver.url, ["milestone.*"])
+    feed.subscribe(sc.db, sc.clock.now(), receiver.url, ["milestone.*"], allow_private=True)
     a_funded_milestone(sc)
     dispatcher(sc).run()
     assert sorted(e["type"] for e in receiver.events()) == ["milestone.create", "milestone.fund"]
@@ -115,7 +63,7 @@ def test_a_filter_takes_only_its_event_types(sc: Scenario, receiver: Receiver) -
 def test_with_the_receiver_down_deliveries_back_off_and_all_arrive_once_it_is_back(
     sc: Scenario, receiver: Receiver
 ) -> None:
-    feed.subscribe(sc.db, sc.clock.now(), receiver.url)
+    feed.subscribe(sc.db, sc.clock.now(), receiver.url, allow_private=True)
     a_funded_milestone(sc)
     receiver.stop()
     sender = dispatcher(sc)
@@ -150,7 +98,9 @@ def _parse(text: str) -> Any:
 def test_after_n_attempts_a_delivery_is_dead_lettered_and_can_be_replayed(
     sc: Scenario, receiver: Receiver
 ) -> None:
-    sub = feed.subscribe(sc.db, sc.clock.now(), receiver.url, ["milestone.fund"])
+    sub = feed.subscribe(
+        sc.db, sc.clock.now(), receiver.url, ["milestone.fund"], allow_private=True
+    )
     a_funded_milestone(sc)
     receiver.status = 500
     sender = dispatcher(sc, max_attempts=3)
@@ -167,11 +117,11 @@ def test_after_n_attempts_a_delivery_is_dead_lettered_and_can_be_replayed(
 
 
 def test_the_worker_delivers_webhooks_on_its_own(sc: Scenario, receiver: Receiver) -> None:
-    feed.subscribe(sc.db, sc.clock.now(), receiver.url)
+    feed.subscribe(sc.db, sc.clock.now(), receiver.url, allow_private=True)
     worker = Worker(
         sc.engine,
         interval=0.05,
-        dispatcher=lambda worker_id: Dispatcher(sc.engine, worker_id),
+        dispatcher=lambda worker_id: Dispatcher(sc.engine, worker_id, allow_private=True),
     )
     worker.start()
     try:
