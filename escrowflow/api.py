@@ -14,6 +14,7 @@ refuses to act on a version the caller has not seen (412).
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -30,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from escrowflow import diagrams, schemas, tokens
 from escrowflow.daemon import build_worker
+from escrowflow.limits import BodyLimit
 from escrowflow.metrics import Metrics
 from escrowflow.settings import Settings
 from storage.db import make_engine
@@ -237,6 +239,8 @@ def create_app(
     app.state.head = head()
     app.state.token_cache = tokens.TokenCache(settings.api_token_cache_seconds)
     _install_error_handlers(app)
+    # Outermost: before authentication and before any parsing.
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.include_router(_writes())
     # Before the reads: /v1/webhooks/deliveries would otherwise match /v1/{collection}/{id}.
     app.include_router(_webhooks())
@@ -247,6 +251,9 @@ def create_app(
 
 
 # -- errors ----------------------------------------------------------------------------
+
+
+_log = logging.getLogger("escrowflow.api")
 
 
 def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Any:
@@ -731,9 +738,16 @@ def _webhooks() -> APIRouter:
         caller: WebhookAdmin,
         engine: EngineDep,
         status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
-    ) -> list[schemas.DeliveryOut]:
-        rows = await offload(partial(feed.deliveries, status=status), engine.db)
-        return [schemas.DeliveryOut.model_validate(r) for r in rows]
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(pattern="^[0-9]{1,10}$")] = None,
+    ) -> schemas.DeliveryPage:
+        after = int(cursor) if cursor else None
+        rows = await offload(
+            partial(feed.deliveries, status=status, after=after, limit=limit), engine.db
+        )
+        items = [schemas.DeliveryOut.model_validate(r) for r in rows]
+        more = str(items[-1].id) if len(items) == limit else None
+        return schemas.DeliveryPage(items=items, next_cursor=more)
 
     @router.post("/deliveries/{delivery_id}/replay", summary="Send a dead-lettered delivery again")
     async def replay(
@@ -768,7 +782,13 @@ def _operations() -> APIRouter:
         try:
             revision = await offload(current, engine.db)
         except Exception as exc:  # any failure to reach the database means not ready
-            return JSONResponse({"status": "unavailable", "detail": str(exc)[:300]}, 503)
+            # The driver's words go to the log, never to an unauthenticated caller.
+            _log.warning(
+                "readiness check failed",
+                extra={"fields": {"event": "not_ready", "error": f"{type(exc).__name__}: {exc}"}},
+            )
+            detail = "the database cannot be reached or read: see the server's log"
+            return JSONResponse({"status": "database_unavailable", "detail": detail}, 503)
         if revision != request.app.state.head:
             detail = (
                 f"schema at {revision}, expected {request.app.state.head}: run escrowflow migrate"

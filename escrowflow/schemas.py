@@ -317,6 +317,13 @@ class DeliveryOut(BaseModel):
     delivered_at: str | None
 
 
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
 class ReplayOut(BaseModel):
     replayed: int
 

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     webhook_backoff_base: timedelta = timedelta(seconds=10)
     webhook_backoff_cap: timedelta = timedelta(hours=6)
     webhook_timeout: float = Field(default=10.0, gt=0, le=120)
+    # Largest request body accepted (413 beyond), checked before authentication.
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Webhooks may target loopback and private addresses: tests, internal deployments.
     webhook_allow_private: bool = False
 

@@ -285,8 +285,14 @@ def replay(
 
 
 def deliveries(
-    db: DBEngine, *, status: str | None = None, subscription_id: int | None = None
+    db: DBEngine,
+    *,
+    status: str | None = None,
+    subscription_id: int | None = None,
+    after: int | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
+    """Deliveries in id order; `after` an id and at most `limit` of them (a page)."""
     d = _deliveries.c
     query = sa.select(_deliveries, _outbox.c.event_id.label("event_uuid"), _outbox.c.type).join(
         _outbox, _outbox.c.id == d.event_id
@@ -295,6 +301,10 @@ def deliveries(
         query = query.where(d.status == status)
     if subscription_id is not None:
         query = query.where(d.subscription_id == subscription_id)
+    if after is not None:
+        query = query.where(d.id > after)
+    if limit is not None:
+        query = query.limit(limit)
     with translated_errors(), db.connect() as conn:
         rows = conn.execute(query.order_by(d.id)).mappings().all()
     return [

@@ -441,14 +441,16 @@ def test_webhook_subscriptions_are_managed_over_http_with_the_webhooks_scope(
     assert "secret" not in listed[0]
     offer(api, web, 50_000)  # milestone.create is owed to it once sequenced
     api.ok("GET", "/v1/events", token=reader)
-    owed = api.ok("GET", "/v1/webhooks/deliveries", token=admin, params={"status": "pending"})
+    owed = api.ok("GET", "/v1/webhooks/deliveries", token=admin, params={"status": "pending"})[
+        "items"
+    ]
     assert [d["type"] for d in owed] == ["milestone.create"]
     not_dead = api.request("POST", f"/v1/webhooks/deliveries/{owed[0]['id']}/replay", token=admin)
     assert (not_dead.status_code, not_dead.json()["code"]) == (404, "delivery_not_dead")
     gone = api.request("DELETE", f"/v1/webhooks/{created.json()['id']}", token=admin)
     assert gone.status_code == 204
     assert api.ok("GET", "/v1/webhooks", token=admin) == []
-    dead = api.ok("GET", "/v1/webhooks/deliveries", token=admin, params={"status": "dead"})
+    dead = api.ok("GET", "/v1/webhooks/deliveries", token=admin, params={"status": "dead"})["items"]
     assert [d["last_error"] for d in dead] == ["subscription removed"]
 
 
@@ -460,3 +462,43 @@ def test_a_long_idempotency_key_of_a_long_named_service_still_protects_a_retry(
     again = offer(api, token, 50_000, key="k" * 150)
     assert again["id"] == first["id"] and again["replayed"]
     assert len(sc.rows("contracts")) == 1
+
+
+def test_readiness_names_the_failed_check_not_the_driver(tmp_path: Any) -> None:
+    from storage.db import make_engine
+    from tests.conftest import database_settings
+    from tests.live import live_server
+    from workflows.clock import ManualClock
+    from workflows.engine import Engine
+    from workflows.policy import Policy
+
+    missing = make_engine(database_settings(f"sqlite:///{tmp_path}/no/such/dir/x.db"))
+    with live_server(Engine(missing, Policy(), ManualClock())) as url:
+        ready = httpx.get(f"{url}/readyz", timeout=30)
+    missing.dispose()
+    assert ready.status_code == 503 and ready.json()["status"] == "database_unavailable"
+    assert "unable to open" not in ready.text and "sqlite" not in ready.text.lower()
+
+
+def test_deliveries_are_listed_a_page_at_a_time(api: Api, web: str) -> None:
+    admin = api.token("webhooks", service="payments")
+    api.ok("POST", "/v1/webhooks", token=admin, json={"url": "https://hooks.example.com/a"})
+    for _ in range(3):
+        offer(api, web, 50_000)  # three events each
+    api.ok("GET", "/v1/events", token=admin)  # sequenced: deliveries owed
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = api.ok("GET", "/v1/webhooks/deliveries", token=admin, params=params)
+        assert len(page["items"]) <= 2
+        seen += [d["id"] for d in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    with api.engine.db.connect() as conn:
+        owed = conn.execute(sa.select(models.WEBHOOK_DELIVERIES.c.id)).scalars().all()
+    assert len(owed) == 9  # three offers, three events each
+    assert seen == sorted(owed)  # every one once, in order, no gap
+    too_many = api.request("GET", "/v1/webhooks/deliveries", token=admin, params={"limit": 201})
+    assert too_many.status_code == 422
