@@ -32,6 +32,16 @@ class Client:
         assert response.status_code in (200, 201), response.text
         return response.json()
 
+    def offer(self, **milestones: int) -> Any:
+        """client:acme offers ada a contract with these milestones (title=amount)."""
+        body = {
+            "freelancer_id": "ada",
+            "title": "Shop",
+            "currency": "USD",
+            "milestones": [{"title": t, "amount": a} for t, a in milestones.items()],
+        }
+        return self.act("client:acme", "POST", "/v1/contracts", body)
+
     def __enter__(self) -> Client:
         return self
 
@@ -52,17 +62,7 @@ def test_ms10_auto_approval_after_an_accepted_decrease_pays_3000_and_keeps_2000_
     server: Server, db: DBEngine
 ) -> None:
     with Client(server, db) as api:
-        offered = api.act(
-            "client:acme",
-            "POST",
-            "/v1/contracts",
-            {
-                "freelancer_id": "ada",
-                "title": "Shop",
-                "currency": "USD",
-                "milestones": [{"title": "Design", "amount": 5_000}],
-            },
-        )
+        offered = api.offer(Design=5_000)
         c, (m,) = offered["id"], _created(offered, "milestone")
         api.act("freelancer:ada", "POST", f"/v1/contracts/{c}/events/accept")
         api.act("client:acme", "POST", f"/v1/milestones/{m}/events/fund")
@@ -96,20 +96,7 @@ def test_fp2_nt1_a_proposal_is_readable_before_answering_over_http(
     server: Server, db: DBEngine
 ) -> None:
     with Client(server, db) as api:
-        offered = api.act(
-            "client:acme",
-            "POST",
-            "/v1/contracts",
-            {
-                "freelancer_id": "ada",
-                "title": "Shop",
-                "currency": "USD",
-                "milestones": [
-                    {"title": "Design", "amount": 5_000},
-                    {"title": "Build", "amount": 900},
-                ],
-            },
-        )
+        offered = api.offer(Design=5_000, Build=900)
         c, (design, build) = offered["id"], _created(offered, "milestone")
         proposed = api.act(
             "freelancer:ada",

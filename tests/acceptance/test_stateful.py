@@ -19,8 +19,15 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multip
 from sqlalchemy.engine import Engine as DBEngine
 
 from storage.errors import EscrowflowError
-from storage.models import metadata
-from tests.helpers import ADMIN, CLIENT, FREELANCER, STRANGER, Scenario, check_invariants
+from tests.helpers import (
+    ADMIN,
+    CLIENT,
+    FREELANCER,
+    STRANGER,
+    Scenario,
+    check_invariants,
+    reset,
+)
 from workflows.actors import Actor
 from workflows.clock import ManualClock
 from workflows.engine import Engine
@@ -34,23 +41,13 @@ EXAMPLES = int(
 amounts = st.integers(min_value=500, max_value=30_000)
 
 
-def _reset(db: DBEngine) -> None:
-    with db.begin() as conn:
-        if db.dialect.name == "postgresql":
-            names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-            conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-        else:
-            for table in reversed(metadata.sorted_tables):
-                conn.execute(table.delete())
-
-
 def test_random_lifecycles_keep_every_invariant(db: DBEngine) -> None:
     class Lifecycles(RuleBasedStateMachine):
         milestones = Bundle("milestones")
 
         def __init__(self) -> None:
             super().__init__()
-            _reset(db)
+            reset(db)
             self.clock = ManualClock()
             self.sc = Scenario(Engine(db, Policy(), self.clock), self.clock)
 

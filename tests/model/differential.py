@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine as DBEngine
 
 from storage import models
 from storage.errors import EscrowflowError
-from storage.models import metadata
+from tests.helpers import reset
 from tests.model.escrow import FIELDS, ROLES, Model, Refused
 from workflows.actors import Actor, Role
 from workflows.clock import ManualClock
@@ -57,16 +57,6 @@ amounts = st.sampled_from(AMOUNTS)
 
 class Divergence(AssertionError):
     """The engine and the model disagree."""
-
-
-def reset(db: DBEngine) -> None:
-    with db.begin() as conn:
-        if db.dialect.name == "postgresql":
-            names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-            conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-        else:
-            for table in reversed(metadata.sorted_tables):
-                conn.execute(table.delete())
 
 
 def edges_taken(db: DBEngine) -> Counter[tuple[str, str, str, str]]:
@@ -259,46 +249,48 @@ def _figures(entity: str, row: dict[str, Any], model: Model) -> dict[str, tuple[
 
 
 # Key -1: the newest entity of its kind when the path runs.
-_FUND = ("client", "milestone", -1, "fund", {})
-_ACCEPT = ("freelancer", "contract", 1, "accept", {})
-_ADD = ("client", "contract", 1, "add_milestones", {"milestones": [{"title": "x", "amount": 900}]})
-PATHS: dict[str, list[tuple[str, str, int, str, Any]]] = {
-    # The escrow of a held milestone disputed, then settled (award, split, refund).
-    "disputed milestone": [
-        _ADD,
-        _ACCEPT,
-        _FUND,
-        ("client", "contract", 1, "end", {}),
+Move = tuple[str, str, int, str, Any]
+_ADD: Move = (
+    "client",
+    "contract",
+    1,
+    "add_milestones",
+    {"milestones": [{"title": "x", "amount": 900}]},
+)
+_FUND: Move = ("client", "milestone", -1, "fund", {})
+# A milestone of 9.00 funded on an active contract.
+_HELD: list[Move] = [_ADD, ("freelancer", "contract", 1, "accept", {}), _FUND]
+
+
+def _disputed(ender: str) -> list[Move]:
+    """The held milestone's escrow asked back after the end, and disputed."""
+    return [
+        *_HELD,
+        (ender, "contract", 1, "end", {}),
         ("client", "contract", 1, "request_refund", {}),
         ("freelancer", "refund", -1, "dispute", {}),
-    ],
-    # RF3 on a held milestone: a split (settled) or all to the freelancer (award).
-    "split milestone": [
-        _ADD,
-        _ACCEPT,
-        _FUND,
-        ("freelancer", "contract", 1, "end", {}),
-        ("client", "contract", 1, "request_refund", {}),
-        ("freelancer", "refund", -1, "dispute", {}),
-        ("admin", "refund", -1, "resolve", {"split": 3}),
-    ],
-    "awarded milestone": [
-        _ADD,
-        _ACCEPT,
-        _FUND,
-        ("client", "contract", 1, "end", {}),
-        ("client", "contract", 1, "request_refund", {}),
-        ("freelancer", "refund", -1, "dispute", {}),
-        ("admin", "refund", -1, "resolve", {"split": 1}),
-    ],
+    ]
+
+
+def _changed(**values: Any) -> list[Move]:
+    """The held milestone changed through an accepted change request."""
+    return [
+        *_HELD,
+        ("client", "milestone", -1, "open_change_request", values),
+        ("freelancer", "change_request", -1, "accept", {}),
+    ]
+
+
+_SUBMIT: Move = ("freelancer", "milestone", -1, "submit", {})
+PATHS: dict[str, list[Move]] = {
+    # RF3 on a held milestone: settled by the random walk, split, or all to the freelancer.
+    "disputed milestone": _disputed("client"),
+    "split milestone": [*_disputed("freelancer"), ("admin", "refund", -1, "resolve", {"split": 3})],
+    "awarded milestone": [*_disputed("client"), ("admin", "refund", -1, "resolve", {"split": 1})],
     # MS10, MS9: a decrease accepted, then the review window runs out.
     "decrease under review": [
-        _ADD,
-        _ACCEPT,
-        _FUND,
-        ("client", "milestone", -1, "open_change_request", {"amount": 600}),
-        ("freelancer", "change_request", -1, "accept", {}),
-        ("freelancer", "milestone", -1, "submit", {}),
+        *_changed(amount=600),
+        _SUBMIT,
         ("time", "", 0, "wait", timedelta(days=14)),
     ],
     # X1, CT2: money deposited for an offer, then the offer withdrawn or declined.
@@ -306,44 +298,26 @@ PATHS: dict[str, list[tuple[str, str, int, str, Any]]] = {
     "declined funded offer": [_ADD, _FUND, ("freelancer", "contract", 1, "decline", {})],
     # X5: a refund of a held milestone cancelled: the escrow goes back to it.
     "cancelled milestone refund": [
-        _ADD,
-        _ACCEPT,
-        _FUND,
-        ("client", "contract", 1, "end", {}),
-        ("client", "contract", 1, "request_refund", {}),
+        *_disputed("client")[:-1],
         ("client", "refund", -1, "cancel", {}),
     ],
     # CR6: a change request nobody answers.
     "expired change request": [
-        _ADD,
-        _ACCEPT,
-        _FUND,
+        *_HELD,
         ("client", "milestone", -1, "open_change_request", {"title": "Changed"}),
         ("time", "", 0, "wait", timedelta(days=7)),
     ],
-    # CR3: a higher amount accepted, escrow short until the client deposits.
-    "increase": [
-        _ADD,
-        _ACCEPT,
-        _FUND,
-        ("client", "milestone", -1, "open_change_request", {"amount": 5_000}),
-        ("freelancer", "change_request", -1, "accept", {}),
-    ],
-    # CR3 during review: the top-up keeps the review clock.
+    # CR3: a higher amount accepted, escrow short until the client deposits (also during
+    # review, where the top-up keeps the review clock).
+    "increase": _changed(amount=5_000),
     "increase under review": [
-        _ADD,
-        _ACCEPT,
-        _FUND,
-        ("client", "milestone", -1, "open_change_request", {"amount": 5_000}),
-        ("freelancer", "change_request", -1, "accept", {}),
-        ("freelancer", "milestone", -1, "submit", {}),
+        *_changed(amount=5_000),
+        _SUBMIT,
         ("client", "milestone", -1, "deposit", {}),
     ],
     # RF2, MS9: the remainder of a partial release asked back, and nobody answers.
     "ignored refund": [
-        _ADD,
-        _ACCEPT,
-        _FUND,
+        *_HELD,
         ("client", "milestone", -1, "release", {"amount": 300}),
         ("client", "contract", 1, "request_refund", {}),
         ("time", "", 0, "wait", timedelta(days=7)),
