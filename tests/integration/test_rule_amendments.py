@@ -43,7 +43,7 @@ def test_ms10_auto_approval_after_accepted_decrease_pays_amount_and_keeps_rest(
     sc.check_invariants()
 
 
-def test_ms10_auto_approval_pays_what_a_release_without_amount_pays(sc: Scenario) -> None:
+def test_ms10_x11_auto_approval_pays_what_a_release_without_amount_pays(sc: Scenario) -> None:
     by_hand, m1 = _decreased(sc)
     sc.fire("milestone", m1, "submit", FREELANCER)
     sc.fire("milestone", m1, "release", CLIENT)
@@ -53,7 +53,7 @@ def test_ms10_auto_approval_pays_what_a_release_without_amount_pays(sc: Scenario
     assert sc.ledger(by_hand) == sc.ledger(by_timer) == [("deposit", 5_000), ("release", 3_000)]
 
 
-def test_ms10_an_increase_never_deposited_is_not_paid_by_auto_approval(sc: Scenario) -> None:
+def test_ms10_x11_an_increase_never_deposited_is_not_paid_by_auto_approval(sc: Scenario) -> None:
     contract, m = _decreased(sc, funded=5_000, to=8_000)
     sc.fire("milestone", m, "submit", FREELANCER)
     (prediction,) = views.what_next(sc.db, contract)
@@ -123,7 +123,7 @@ def test_fp2_proposal_items_are_readable_before_answering(sc: Scenario) -> None:
     assert views.show(sc.db, "proposal", proposal)["items"] == items  # still as proposed
 
 
-def test_fp2_proposal_cancelled_with_reason_when_its_milestone_is_funded(sc: Scenario) -> None:
+def test_fp2_x12_proposal_cancelled_with_reason_when_its_milestone_is_funded(sc: Scenario) -> None:
     contract, (a, b) = sc.active_contract(1_000, 2_000)
     proposal = sc.fire(
         "contract",
@@ -150,7 +150,7 @@ def test_fp2_proposal_cancelled_with_reason_when_its_milestone_is_funded(sc: Sce
     )
 
 
-def test_fp2_ct3_proposal_past_the_limit_is_refused_when_proposed(sc: Scenario) -> None:
+def test_fp2_x12_ct3_proposal_past_the_limit_is_refused_when_proposed(sc: Scenario) -> None:
     sc.engine.policy = dataclasses.replace(sc.engine.policy, max_milestones=3)
     contract, (a, _b) = sc.active_contract(1_000, 2_000)
     before = sc.snapshot()
@@ -165,7 +165,7 @@ def test_fp2_ct3_proposal_past_the_limit_is_refused_when_proposed(sc: Scenario) 
     sc.fire("contract", contract, "propose", FREELANCER, {"items": [delete, add, add]})
 
 
-def test_fp2_a_milestone_named_twice_is_refused_when_proposed(sc: Scenario) -> None:
+def test_fp2_x12_a_milestone_named_twice_is_refused_when_proposed(sc: Scenario) -> None:
     contract, (a,) = sc.active_contract(1_000)
     before = sc.snapshot()
     items = [
@@ -196,7 +196,7 @@ def test_fp1_ms12_proposal_on_a_started_milestone_names_the_clients_change_reque
     assert "use a change request" not in refused.value.message
 
 
-def test_cr1_change_request_identical_to_the_milestone_is_refused(sc: Scenario) -> None:
+def test_cr1_x13_change_request_identical_to_the_milestone_is_refused(sc: Scenario) -> None:
     _contract, (m,) = sc.active_contract(1_000)
     sc.fire("milestone", m, "fund", CLIENT)
     before = sc.snapshot()
