@@ -28,7 +28,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from scheduler.webhooks import Dispatcher
 from storage import models
-from storage.db import transaction
+from storage.db import transaction, translated_errors
 from workflows.deadlines import Sweeper, SweepReport
 from workflows.engine import Engine
 
@@ -236,7 +236,7 @@ def worker_status(engine: Engine) -> dict[str, Any]:
     """Workers alive, their last sweeps, pending and overdue deadlines, failing ones."""
     now = engine.clock.now()
     d = models.DEADLINES.c
-    with engine.db.connect() as conn:
+    with translated_errors(), engine.db.connect() as conn:
         workers = (
             conn.execute(sa.select(models.WORKERS).order_by(models.WORKERS.c.started_at))
             .mappings()

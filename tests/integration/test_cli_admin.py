@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy.engine import Engine as DBEngine
 
 from escrowflow import tokens
@@ -54,6 +55,19 @@ def test_webhooks_are_added_listed_removed_and_replayed(db: DBEngine) -> None:
     assert cli(db, "webhooks", "replay").stdout.strip() == "0 deliveries queued again"
     missing = cli(db, "webhooks", "replay", "--delivery", "42")
     assert missing.returncode == 3 and "not dead-lettered" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["show", "contract", "1"], ["deadlines", "list"], ["tokens", "list"]],
+)
+def test_storage_errors_are_one_line_with_exit_7(tmp_path: Path, command: list[str]) -> None:
+    env = {**os.environ, "ESCROWFLOW_DATABASE_URL": f"sqlite:///{tmp_path}/no/such/dir/x.db"}
+    done = subprocess.run(
+        [sys.executable, "-m", "escrowflow", *command], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 7, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
 def test_migrate_into_a_missing_directory_says_so_in_one_line(tmp_path: Path) -> None:
