@@ -21,7 +21,8 @@ START = datetime.fromisoformat("2026-01-05T09:00:00+00:00")
 
 
 class Server:
-    def __init__(self, db: DBEngine, tmp: Path) -> None:
+    def __init__(self, db: DBEngine, tmp: Path, **settings: str) -> None:
+        """`settings`: more ESCROWFLOW_* variables for the served process."""
         self.clock_file = tmp / "now.txt"
         self.set_clock(START)
         self.port = free_port()
@@ -32,6 +33,7 @@ class Server:
             "ESCROWFLOW_TEST_CLOCK_FILE": str(self.clock_file),
             "ESCROWFLOW_WORKER_INTERVAL": "0.1",
             "ESCROWFLOW_SQLITE_SYNCHRONOUS": "NORMAL",
+            **settings,
         }
         self.log = tmp / "server.log"
         with open(self.log, "wb") as log:
