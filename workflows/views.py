@@ -31,13 +31,14 @@ def _jsonable(value: Any) -> Any:
 
 
 def allowed_events(entity: str, state: str) -> dict[str, list[str]]:
-    """The events each role may fire from `state` (guards still apply when fired)."""
+    """The events each role may fire from `state` (guards still apply when fired). The
+    engine's own moves (system) are nobody's to fire, so they are not listed (PA1)."""
     machine = MACHINES[entity]
     events = events_from(machine, state)
     return {
         role.value: [e for e in events if role in machine.permissions[e]]
         for role in Role
-        if any(role in machine.permissions[e] for e in events)
+        if role is not Role.SYSTEM and any(role in machine.permissions[e] for e in events)
     }
 
 

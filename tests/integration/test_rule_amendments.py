@@ -252,3 +252,5 @@ def test_pa1_refusals_never_list_engine_only_events(sc: Scenario) -> None:
     with pytest.raises(NotFound) as unknown:
         sc.fire("milestone", m, "approve", CLIENT)
     assert "release" in unknown.value.message and "hold_for_refund" not in unknown.value.message
+    shown = views.show(sc.db, "milestone", m)["allowed_events"]  # what `show` lists
+    assert "system" not in shown and shown["client"] == ["request_changes", "release", "deposit"]
