@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from escrowflow import diagrams, schemas, tokens
 from escrowflow.daemon import build_worker
+from escrowflow.error_codes import http_status
 from escrowflow.limits import BodyLimit
 from escrowflow.metrics import Metrics
 from escrowflow.settings import Settings
@@ -265,10 +266,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EscrowflowError)
     async def domain_error(request: Request, exc: EscrowflowError) -> Any:
         headers = {"Retry-After": "1"} if isinstance(exc, StorageError) else None
-        response = _error(exc.http_status, exc.code, exc.message, exc.details)
+        status = http_status(exc)
+        response = _error(status, exc.code, exc.message, exc.details)
         if headers:
             response.headers.update(headers)
-        if exc.http_status == 401:
+        if status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
 

@@ -21,6 +21,7 @@ import pydantic
 import typer
 
 from escrowflow import tokens
+from escrowflow.error_codes import exit_code
 from escrowflow.settings import Settings
 from storage.db import make_engine
 from storage.errors import EscrowflowError
@@ -49,7 +50,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except EscrowflowError as exc:
-        _fail(f"{exc.message} [{exc.code}]", exc.exit_code)
+        _fail(f"{exc.message} [{exc.code}]", exit_code(exc))
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])

@@ -1,13 +1,14 @@
 """The one exception hierarchy of escrowflow.
 
-Every error the engine raises on purpose is an :class:`EscrowflowError`. Each class fixes
-how the shells answer it (HTTP status, CLI exit code); each instance carries a stable,
-machine-readable ``code`` (more precise than its class, e.g. ``amount_below_minimum``)
-and a human ``message`` that names the thing and the fix. A class's docstring is its
-default message.
+Every error the engine raises on purpose is an :class:`EscrowflowError`. Each instance
+carries a stable, machine-readable ``code`` (more precise than its class, e.g.
+``amount_below_minimum``) and a human ``message`` that names the thing and the fix. A
+class's docstring is its default message.
 
-The hierarchy lives in the lowest layer so that storage can translate driver errors
-into domain errors once, at its boundary, and every layer above can raise them.
+No transport concerns here: how the shells answer each class (HTTP status, CLI exit
+code) is decided once, in `escrowflow/error_codes.py`. The hierarchy lives in the lowest
+layer so that storage can translate driver errors into domain errors once, at its
+boundary, and every layer above can raise them.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ class EscrowflowError(Exception):
     """Something went wrong in escrowflow."""
 
     code: ClassVar[str] = "error"
-    http_status: ClassVar[int] = 500
-    exit_code: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -43,82 +42,63 @@ class ValidationError(EscrowflowError):
     """The request is not valid: fix the input and try again."""
 
     code = "invalid_input"
-    http_status = 422
-    exit_code = 2
 
 
 class MalformedRequest(ValidationError):
     """The request itself is malformed (a header, the JSON): fix it and send it again."""
 
     code = "malformed_request"
-    http_status = 400
 
 
 class NotFound(EscrowflowError):
     """The thing asked for does not exist."""
 
     code = "not_found"
-    http_status = 404
-    exit_code = 3
 
 
 class Unauthenticated(EscrowflowError):
     """No valid credentials: send `Authorization: Bearer <token>` (escrowflow tokens create)."""
 
     code = "unauthenticated"
-    http_status = 401
-    exit_code = 4
 
 
 class PermissionDenied(EscrowflowError):
     """This party may not do that."""
 
     code = "permission_denied"
-    http_status = 403
-    exit_code = 4
 
 
 class TransitionRejected(EscrowflowError):
     """The rules do not allow that event now."""
 
     code = "transition_rejected"
-    http_status = 409
-    exit_code = 5
 
 
 class ConflictError(EscrowflowError):
     """Another change got there first: read the current state and try again."""
 
     code = "conflict"
-    http_status = 409
-    exit_code = 6
 
 
 class VersionConflict(ConflictError):
     """The entity has changed since the version you expected: re-read it and try again."""
 
     code = "version_conflict"
-    http_status = 412
 
 
 class IdempotencyConflict(ConflictError):
     """This Idempotency-Key was already used for a different request: use a new key."""
 
     code = "idempotency_key_reused"
-    http_status = 422
 
 
 class ToolMissing(EscrowflowError):
     """A program escrowflow needs for this is not installed."""
 
     code = "tool_missing"
-    http_status = 503
-    exit_code = 8
 
 
 class StorageError(EscrowflowError):
     """The database failed: check that it is reachable and migrated (escrowflow migrate)."""
 
     code = "storage_error"
-    http_status = 503
-    exit_code = 7
