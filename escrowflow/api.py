@@ -35,7 +35,6 @@ from escrowflow.error_codes import http_status
 from escrowflow.limits import BodyLimit
 from escrowflow.metrics import Metrics
 from escrowflow.settings import Settings
-from storage.db import make_engine
 from storage.errors import (
     EscrowflowError,
     MalformedRequest,
@@ -212,7 +211,7 @@ def create_app(
 ) -> FastAPI:
     """The API for `settings`; with `run_worker`, the daemon's worker runs inside it."""
     if engine is None:
-        engine = Engine(make_engine(settings), settings.policy(), settings.clock())
+        engine = settings.engine()
     metrics = Metrics(engine)
 
     @asynccontextmanager

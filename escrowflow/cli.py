@@ -65,7 +65,7 @@ def _settings() -> Settings:
 def _engine() -> Engine:
     settings = _settings()
     with _errors():
-        return Engine(make_engine(settings), settings.policy(), settings.clock())
+        return settings.engine()
 
 
 def _json_arg(text: str | None, option: str) -> dict[str, Any]:

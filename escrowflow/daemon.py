@@ -21,9 +21,7 @@ def build_worker(
         return Dispatcher(
             engine,
             worker_id,
-            max_attempts=settings.webhook_max_attempts,
-            backoff_base=settings.webhook_backoff_base,
-            backoff_cap=settings.webhook_backoff_cap,
+            retry=settings.webhook_retry(),
             timeout=settings.webhook_timeout,
             lease=settings.worker_lease,
             on_failure=metrics.observe_webhook_failure if metrics else None,

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.db import make_engine
 from workflows.clock import Clock, FileClock, SystemClock
-from workflows.policy import ISO_4217, Policy
+from workflows.engine import Engine
+from workflows.policy import (
+    DEFAULT_DURATIONS,
+    DEFAULT_MAX_MILESTONES,
+    DEFAULT_MINIMUM_AMOUNTS,
+    ISO_4217,
+    Policy,
+)
+from workflows.retry import WEBHOOK_MAX_ATTEMPTS, WEBHOOK_RETRY, RetryStrategy
 
 
 class Settings(BaseSettings):
@@ -22,11 +31,14 @@ class Settings(BaseSettings):
     # FULL: a committed release survives a power cut (WAL with NORMAL could lose it).
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
 
-    review_window: timedelta = timedelta(days=14)  # MS10
-    change_request_lifetime: timedelta = timedelta(days=7)  # CR6
-    refund_response_time: timedelta = timedelta(days=7)  # RF2
-    minimum_amounts: dict[str, int] = Field(default_factory=lambda: {"USD": 500})  # MS1
-    max_milestones: int = Field(default=200, ge=1)  # CT3
+    # The rules' numbers: defaults from workflows/policy.py, where they are defined once.
+    review_window: timedelta = DEFAULT_DURATIONS["review_window"]  # MS10
+    change_request_lifetime: timedelta = DEFAULT_DURATIONS["change_request_lifetime"]  # CR6
+    refund_response_time: timedelta = DEFAULT_DURATIONS["refund_response_time"]  # RF2
+    minimum_amounts: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_MINIMUM_AMOUNTS)
+    )  # MS1
+    max_milestones: int = Field(default=DEFAULT_MAX_MILESTONES, ge=1)  # CT3
 
     # The daemon.
     worker_interval: float = Field(default=1.0, gt=0)  # seconds between idle sweeps
@@ -42,9 +54,9 @@ class Settings(BaseSettings):
 
     # Webhooks: attempts before a delivery is dead-lettered, and the first retry's wait
     # (doubling each time, at most webhook_backoff_cap).
-    webhook_max_attempts: int = Field(default=12, ge=1, le=100)
-    webhook_backoff_base: timedelta = timedelta(seconds=10)
-    webhook_backoff_cap: timedelta = timedelta(hours=6)
+    webhook_max_attempts: int = Field(default=WEBHOOK_MAX_ATTEMPTS, ge=1, le=100)
+    webhook_backoff_base: timedelta = WEBHOOK_RETRY.base
+    webhook_backoff_cap: timedelta = WEBHOOK_RETRY.cap
     webhook_timeout: float = Field(default=10.0, gt=0, le=120)
     # Largest request body accepted (413 beyond), checked before authentication.
     api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -98,6 +110,12 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive duration")
         return value
 
+    def webhook_retry(self) -> RetryStrategy:
+        """How webhook deliveries are retried, from the settings."""
+        return RetryStrategy(
+            self.webhook_backoff_base, self.webhook_backoff_cap, self.webhook_max_attempts
+        )
+
     def policy(self) -> Policy:
         return Policy(
             durations={
@@ -108,6 +126,11 @@ class Settings(BaseSettings):
             minimum_amounts=dict(self.minimum_amounts),
             max_milestones=self.max_milestones,
         )
+
+    def engine(self, **engine_kwargs: Any) -> Engine:
+        """The one factory of the escrow engine: the database, the policy and the clock
+        from these settings (`engine_kwargs` go to SQLAlchemy, e.g. `pool_size`)."""
+        return Engine(make_engine(self, **engine_kwargs), self.policy(), self.clock())
 
     def clock(self) -> Clock:
         return FileClock(self.test_clock_file) if self.test_clock_file else SystemClock()

@@ -13,7 +13,7 @@ Each request carries:
   the subscription's secret (see :func:`verify`).
 
 A 2xx answer is delivered; anything else (including no answer within the timeout) is a
-failed attempt, retried after ``backoff_base * 2**(attempts-1)`` (capped); after
+failed attempt, retried with the one `RetryStrategy` (workflows/retry.py); after its
 ``max_attempts`` the delivery is dead-lettered until replayed.
 """
 
@@ -41,6 +41,7 @@ from storage.errors import ValidationError
 from workflows.engine import Engine
 from workflows.feed import public_event, sequence_events
 from workflows.outbound import BlockedAddress, Resolver, resolve_public, system_resolver
+from workflows.retry import WEBHOOK_RETRY, RetryStrategy
 
 log = logging.getLogger("escrowflow.webhooks")
 
@@ -93,9 +94,7 @@ class Dispatcher:
         engine: Engine,
         worker_id: str,
         *,
-        max_attempts: int = 12,
-        backoff_base: timedelta = timedelta(seconds=10),
-        backoff_cap: timedelta = timedelta(hours=6),
+        retry: RetryStrategy = WEBHOOK_RETRY,
         timeout: float = 10.0,
         batch_size: int = 100,
         lease: timedelta = timedelta(seconds=60),
@@ -108,9 +107,7 @@ class Dispatcher:
     ) -> None:
         self.engine = engine
         self.worker_id = worker_id
-        self.max_attempts = max_attempts
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        self.retry = retry
         self.batch_size = batch_size
         self.lease = lease
         self.concurrency = concurrency
@@ -123,10 +120,6 @@ class Dispatcher:
 
     def close(self) -> None:
         """Nothing is held between runs (each run has its own HTTP client)."""
-
-    def backoff(self, attempts: int) -> timedelta:
-        wait: timedelta = self.backoff_base * 2 ** (attempts - 1)
-        return min(wait, self.backoff_cap)
 
     def has_subscribers(self) -> bool:
         query = sa.select(_subscriptions.c.id).where(_subscriptions.c.removed_at.is_(None))
@@ -309,11 +302,11 @@ class Dispatcher:
                 else:
                     report.failed += 1
                     values["last_error"] = (outcome.error or "")[:2000]
-                    if outcome.attempts >= self.max_attempts:
+                    if self.retry.gives_up(outcome.attempts):
                         values["status"] = "dead"
                         report.dead += 1
                     else:
-                        values["next_attempt_at"] = now + self.backoff(outcome.attempts)
+                        values["next_attempt_at"] = now + self.retry.wait(outcome.attempts)
                     self._log_failure(outcome, dead="status" in values)
                 # Only if still ours: a replay or an expired lease may have moved it on.
                 conn.execute(

@@ -26,15 +26,9 @@ from storage import models
 from storage.db import claim, transaction, translated_errors, unclaimed
 from storage.errors import EscrowflowError
 from workflows.engine import Appends, Engine
+from workflows.retry import DEADLINE_RETRY
 
 _deadlines = models.DEADLINES
-
-MAX_BACKOFF = timedelta(hours=1)
-
-
-def backoff(attempts: int) -> timedelta:
-    """Wait before retry `attempts` (1, 2, ...): 2 s, 4 s, 8 s ... at most an hour."""
-    return min(timedelta(seconds=2**attempts), MAX_BACKOFF)
 
 
 @dataclass
@@ -163,7 +157,7 @@ class Sweeper:
             .values(
                 attempts=attempts + 1,
                 last_error=message[:2000],
-                next_attempt_at=now + backoff(attempts + 1),
+                next_attempt_at=now + DEADLINE_RETRY.wait(attempts + 1),
                 claimed_by=None,
                 claim_expires_at=None,
             )

@@ -187,15 +187,21 @@ DEFAULT_DURATIONS: Mapping[str, timedelta] = MappingProxyType(
         "refund_response_time": timedelta(days=7),  # RF2
     }
 )
+# Smallest milestone amount per currency, in minor units (MS1). A currency not listed
+# needs five of its major units, as USD needs 5.00.
+DEFAULT_MINIMUM_AMOUNTS: Mapping[str, int] = MappingProxyType({"USD": 500})
+DEFAULT_MAX_MILESTONES = 200  # CT3
 
 
 @dataclass(frozen=True)
 class Policy:
+    """The rules' numbers; the defaults above are the only place they are written."""
+
     durations: Mapping[str, timedelta] = field(default_factory=lambda: dict(DEFAULT_DURATIONS))
-    # Smallest milestone amount per currency, in minor units (MS1). A currency not
-    # listed needs five of its major units, as USD needs 5.00.
-    minimum_amounts: Mapping[str, int] = field(default_factory=lambda: {"USD": 500})
-    max_milestones: int = 200  # CT3
+    minimum_amounts: Mapping[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_MINIMUM_AMOUNTS)
+    )
+    max_milestones: int = DEFAULT_MAX_MILESTONES
     currencies: frozenset[str] = frozenset(ISO_4217)
 
     def __post_init__(self) -> None:

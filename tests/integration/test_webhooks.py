@@ -12,10 +12,11 @@ from scheduler.worker import Worker
 from tests.helpers import CLIENT, FREELANCER, Scenario
 from tests.receivers import Receiver
 from workflows import feed
+from workflows.retry import RetryStrategy
 
 
-def dispatcher(sc: Scenario, **kw: Any) -> Dispatcher:
-    kw.setdefault("backoff_base", timedelta(seconds=10))
+def dispatcher(sc: Scenario, *, max_attempts: int = 12, **kw: Any) -> Dispatcher:
+    kw.setdefault("retry", RetryStrategy(timedelta(seconds=10), timedelta(hours=6), max_attempts))
     kw.setdefault("allow_private", True)  # the receiver is on 127.0.0.1
     return Dispatcher(sc.engine, "test-worker", **kw)
 

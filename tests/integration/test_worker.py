@@ -12,7 +12,8 @@ from scheduler.worker import Worker, worker_status
 from storage.db import transaction
 from storage.models import CONTRACTS, DEADLINES
 from tests.helpers import CLIENT, FREELANCER, Scenario, check_invariants, race
-from workflows.deadlines import Sweeper, backoff
+from workflows.deadlines import Sweeper
+from workflows.retry import DEADLINE_RETRY
 
 
 def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -109,11 +110,11 @@ def test_a_failing_deadline_is_retried_with_backoff_and_the_batch_still_fires(
     assert sc.state("milestone", bad) == "in_review"  # rolled back alone
     (deadline,) = sc.pending_deadlines("milestone", bad)
     assert deadline["attempts"] == 1 and "ck_contracts" in deadline["last_error"]
-    assert deadline["next_attempt_at"] == sc.clock.now() + backoff(1)
+    assert deadline["next_attempt_at"] == sc.clock.now() + DEADLINE_RETRY.wait(1)
     status = worker_status(sc.engine)
     assert [f["id"] for f in status["failing"]] == [deadline["id"]]
     assert sweeper.sweep().claimed == 0  # not before its backoff
-    sc.clock.advance(backoff(1))
+    sc.clock.advance(DEADLINE_RETRY.wait(1))
     assert sweeper.sweep().failed == 1
     assert sc.pending_deadlines("milestone", bad)[0]["attempts"] == 2
     with transaction(sc.db) as conn:  # repaired: the next retry succeeds
@@ -122,7 +123,7 @@ def test_a_failing_deadline_is_retried_with_backoff_and_the_batch_still_fires(
             .where(CONTRACTS.c.id == bad_contract)
             .values(held=10_000, deposited=10_000)
         )
-    sc.clock.advance(backoff(2))
+    sc.clock.advance(DEADLINE_RETRY.wait(2))
     assert sweeper.sweep().fired == 1
     assert sc.state("milestone", bad) == "released"
     check_invariants(sc.db)
