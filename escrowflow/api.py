@@ -43,9 +43,11 @@ from storage.errors import (
     StorageError,
     ValidationError,
 )
+from storage.idempotency import MAX_KEY_LENGTH
 from storage.migrate import current, head
 from workflows import feed, views
-from workflows.actors import Actor, Role, refuse_system_role
+from workflows.access import refuse_system_role
+from workflows.actors import Actor, Role
 from workflows.engine import Engine, Result
 
 COLLECTIONS = {
@@ -56,7 +58,7 @@ COLLECTIONS = {
     "refunds": "refund",
 }
 MAX_ID = 2**31 - 1
-MAX_STORED_KEY = 200  # the idempotency_keys column
+MAX_STORED_KEY = MAX_KEY_LENGTH  # the idempotency_keys column
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorOut, "description": text}

@@ -25,7 +25,7 @@ from escrowflow.error_codes import exit_code
 from escrowflow.settings import Settings
 from storage.db import make_engine
 from storage.errors import EscrowflowError
-from workflows import feed, views
+from workflows import deadlines, feed, views
 from workflows.actors import Actor
 from workflows.engine import Engine
 from workflows.policy import format_money
@@ -408,7 +408,7 @@ def fire_due() -> None:
     """Fire every deadline that is due now (the daemon will do this on a schedule)."""
     engine = _engine()
     with _errors():
-        report = engine.fire_due_deadlines()
+        report = deadlines.fire_due(engine)
     typer.echo(f"fired {report.fired}, stale {report.stale}, failed {report.failed}")
     for error in report.errors:
         typer.echo(f"  {error}", err=True)

@@ -12,8 +12,7 @@ it maps every other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -142,22 +141,6 @@ class FastPath:
         new_id = cursor.lastrowid if self._lastrowid else cursor.fetchone()[0]
         cursor.close()
         return int(new_id)
-
-    @contextmanager
-    def savepoint(self, conn: Connection) -> Iterator[None]:
-        """A savepoint on the raw cursor: rolled back alone if the block raises."""
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute("SAVEPOINT escrowflow_item")
-            try:
-                yield
-            except BaseException:
-                cursor.execute("ROLLBACK TO SAVEPOINT escrowflow_item")
-                cursor.execute("RELEASE SAVEPOINT escrowflow_item")
-                raise
-            cursor.execute("RELEASE SAVEPOINT escrowflow_item")
-        finally:
-            cursor.close()
 
     def fetch_row(
         self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]

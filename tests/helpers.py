@@ -13,7 +13,7 @@ from storage.errors import EscrowflowError
 from storage.models import metadata
 from workflows.actors import Actor, Role
 from workflows.clock import ManualClock
-from workflows.deadlines import SweepReport
+from workflows.deadlines import SweepReport, fire_due
 from workflows.engine import Engine, Result
 from workflows.machines import MACHINES, timer_of
 
@@ -75,7 +75,7 @@ class Scenario:
     def wait(self, **delta: float) -> SweepReport:
         """Let time pass and the engine's timers fire."""
         self.clock.advance(timedelta(**delta))
-        return self.engine.fire_due_deadlines()
+        return fire_due(self.engine)
 
     # assert
 

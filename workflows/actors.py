@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from storage.errors import PermissionDenied, ValidationError
+from storage.errors import ValidationError
 
 
 class Role(StrEnum):
@@ -42,14 +42,3 @@ class Actor:
 
 
 SYSTEM = Actor(Role.SYSTEM, "escrowflow")
-
-
-def refuse_system_role(actor: Actor) -> None:
-    """PA1, X10: no request (HTTP, CLI or a Python caller) acts as system; only the
-    engine's own timers and cascades do, and they do not come through here."""
-    if actor.role is Role.SYSTEM:
-        raise PermissionDenied(
-            f"nobody acts as system ({actor.party!r} tried): only the engine's own timers "
-            "and cascades do; act as client, freelancer or admin",
-            code="system_role_reserved",
-        )

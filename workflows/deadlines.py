@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from storage import models
-from storage.db import claim, transaction, translated_errors, unclaimed
+from storage import deadlines
+from storage.db import transaction, translated_errors
 from storage.errors import EscrowflowError
-from workflows.engine import Appends, Engine
+from storage.writes import Batch, Writes
+from workflows.actors import SYSTEM
+from workflows.engine import Engine
+from workflows.machines import MACHINES, timer_of
 from workflows.retry import DEADLINE_RETRY
-
-_deadlines = models.DEADLINES
 
 
 @dataclass
@@ -75,27 +76,10 @@ class Sweeper:
         self.lease = lease
         self.on_batch = on_batch
 
-    def _due(self, now: datetime) -> sa.ColumnElement[bool]:
-        c = _deadlines.c
-        return sa.and_(
-            c.status == "pending",
-            c.paused.is_(False),
-            c.due_at <= now,
-            sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
-            unclaimed(_deadlines, now),
-        )
-
     def claim(self, now: datetime) -> list[Any]:
         """Claim up to a batch of due deadlines, oldest first, for this worker."""
-        c = _deadlines.c
-        query = (
-            sa.select(c.id, c.contract_id, c.due_at, c.entity, c.event)
-            .where(self._due(now))
-            .order_by(c.due_at, c.id)
-            .limit(self.batch_size)
-        )
         with transaction(self.engine.db) as conn:
-            return claim(conn, query, _deadlines, self.worker_id, now + self.lease)
+            return deadlines.claim_due(conn, self.worker_id, now, now + self.lease, self.batch_size)
 
     def fire(self, claimed: Sequence[Any], now: datetime) -> SweepReport:
         """Fire a claimed batch in one transaction; a failure isolates each deadline.
@@ -118,50 +102,37 @@ class Sweeper:
 
     def _fire_together(self, ordered: Sequence[Any], now: datetime) -> SweepReport:
         report = SweepReport(batches=1, claimed=len(ordered))
-        appends = Appends()
+        batch = Batch()
         engine = self.engine
         with transaction(engine.db) as conn:
             for row in ordered:
-                if row.contract_id in appends.touched:  # it must read what it wrote
-                    appends.write(engine.fast, conn)
-                outcome = engine.fire_deadline_in(conn, row.id, now, appends)
-                report.count(outcome, row)
-            appends.write(engine.fast, conn)
+                if row.contract_id in batch.touched:  # it must read what it wrote
+                    batch.write(engine.fast, conn)
+                report.count(fire_one(engine, conn, row.id, now, batch), row)
+            batch.write(engine.fast, conn)
         return report
 
     def _fire_apart(self, ordered: Sequence[Any], now: datetime) -> SweepReport:
         report = SweepReport(batches=1, claimed=len(ordered), isolated=True)
         failures: list[tuple[int, str]] = []
-        with transaction(self.engine.db) as conn:
+        engine = self.engine
+        with transaction(engine.db) as conn:
+            writes = Writes(engine.fast, conn)
             for row in ordered:
                 try:
-                    with translated_errors(), self.engine.fast.savepoint(conn):
-                        outcome = self.engine.fire_deadline_in(conn, row.id, now)
+                    with translated_errors(), writes.savepoint():
+                        outcome = fire_one(engine, conn, row.id, now)
                 except Exception as exc:  # one deadline's failure stays its own
                     message = exc.message if isinstance(exc, EscrowflowError) else repr(exc)
                     failures.append((row.id, message))
-                    self._record_failure(conn, row.id, message, now)
+                    deadlines.record_failure(
+                        writes, row.id, message, now, lambda n: now + DEADLINE_RETRY.wait(n)
+                    )
                     continue
                 report.count(outcome, row)
         report.failed = len(failures)
         report.errors = [f"deadline {i}: {m}" for i, m in failures]
         return report
-
-    @staticmethod
-    def _record_failure(conn: sa.Connection, deadline_id: int, message: str, now: datetime) -> None:
-        c = _deadlines.c
-        attempts = conn.execute(sa.select(c.attempts).where(c.id == deadline_id)).scalar_one()
-        conn.execute(
-            _deadlines.update()
-            .where(c.id == deadline_id)
-            .values(
-                attempts=attempts + 1,
-                last_error=message[:2000],
-                next_attempt_at=now + DEADLINE_RETRY.wait(attempts + 1),
-                claimed_by=None,
-                claim_expires_at=None,
-            )
-        )
 
     def sweep(
         self, now: datetime | None = None, should_stop: Callable[[], bool] = lambda: False
@@ -179,24 +150,48 @@ class Sweeper:
         return total
 
     def next_due(self) -> datetime | None:
-        """When the next pending deadline (or retry) falls due, if any.
-
-        Each half walks its partial index to the first row: cheap with a million pending.
-        """
-        c = _deadlines.c
-        pending = sa.and_(c.status == "pending", c.paused.is_(False))
+        """When the next pending deadline (or retry) falls due, if any."""
         with translated_errors(), self.engine.db.connect() as conn:
-            due = conn.execute(
-                sa.select(c.due_at)
-                .where(pending, c.next_attempt_at.is_(None))
-                .order_by(c.due_at)
-                .limit(1)
-            ).scalar()
-            retry = conn.execute(
-                sa.select(c.next_attempt_at)
-                .where(pending, c.next_attempt_at.is_not(None))
-                .order_by(c.next_attempt_at)
-                .limit(1)
-            ).scalar()
-        found = [t for t in (due, retry) if t is not None]
-        return min(found) if found else None
+            return deadlines.next_due(conn)
+
+
+def fire_one(
+    engine: Engine,
+    conn: Connection,
+    deadline_id: int,
+    now: datetime,
+    batch: Batch | None = None,
+) -> str:
+    """Fire one deadline inside the caller's transaction: "fired", "stale" or "gone".
+
+    With `batch`, its append-only rows wait there for the caller to write.
+
+    A deadline fires only if its entity still has the version it was scheduled for;
+    otherwise the entity has moved on (a party acted first) and it is marked stale.
+    "gone": already fired or cancelled (another worker, or a party, got there first).
+    """
+    unit = engine.work(conn, SYSTEM, "timer", now, batch)
+    deadline = unit.lock_deadline(deadline_id)
+    if deadline["status"] != "pending":
+        return "gone"
+    unit.firing(deadline)
+    record = unit.load(deadline["entity"], deadline["entity_id"])
+    timer = timer_of(MACHINES[record.entity], record["state"])
+    if (
+        record["version"] != deadline["state_version"]
+        or timer is None
+        or timer.event != deadline["event"]
+    ):
+        deadlines.close(unit.writes, deadline_id, "stale", now, None)
+        return "stale"
+    step = unit.transition(record, deadline["event"], {})
+    unit.close_if_settled(step)
+    unit.flush()
+    deadlines.close(unit.writes, deadline_id, "fired", now, step.history_id)
+    return "fired"
+
+
+def fire_due(engine: Engine, now: datetime | None = None, limit: int = 500) -> SweepReport:
+    """Fire every deadline due by `now`, oldest first, in batches (what the daemon does
+    on a schedule), as a one-off worker."""
+    return Sweeper(engine, worker_id="fire-due", batch_size=limit).sweep(now)

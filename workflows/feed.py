@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as DBEngine
 
-from storage import models
+from storage import models, outbox
 from storage.db import is_postgresql, transaction, translated_errors
 from storage.errors import NotFound, ValidationError
 from workflows.outbound import check_webhook_url
@@ -38,40 +38,23 @@ _deliveries = models.WEBHOOK_DELIVERIES
 
 MAX_PAGE = 1000
 _TYPE_PATTERN = re.compile(r"^(\*|[a-z_*]+\.[a-z_*]+)$")
-_SET_POSITION = (
-    _outbox.update()
-    .where(_outbox.c.id == sa.bindparam("pk"))
-    .values(position=sa.bindparam("new_position"))
-)
 
 
 # -- the relay ----------------------------------------------------------------------
 
 
-def has_unsequenced(conn: Connection) -> bool:
-    """Cheap: walks the partial index of unsequenced events to its first row."""
-    query = sa.select(_outbox.c.id).where(_outbox.c.position.is_(None)).limit(1)
-    return conn.execute(query).first() is not None
-
-
 def sequence_events(db: DBEngine, now: datetime, limit: int = 5000) -> int:
     """Give committed events their feed positions and owed deliveries; how many it did."""
     with translated_errors(), db.connect() as conn:
-        if not has_unsequenced(conn):
+        if not outbox.has_unsequenced(conn):
             return 0
     with transaction(db) as conn:
         last = _lock_feed(conn)
-        rows = conn.execute(
-            sa.select(_outbox.c.id, _outbox.c.type)
-            .where(_outbox.c.position.is_(None))
-            .order_by(_outbox.c.id)
-            .limit(limit)
-        ).all()
+        rows = outbox.unsequenced(conn, limit)
         if not rows:
             return 0
-        conn.execute(
-            _SET_POSITION,
-            [{"pk": row.id, "new_position": last + i} for i, row in enumerate(rows, 1)],
+        outbox.set_positions(
+            conn, [{"pk": row.id, "new_position": last + i} for i, row in enumerate(rows, 1)]
         )
         conn.execute(_feed.update().where(_feed.c.id == 1).values(last_position=last + len(rows)))
         _owe_deliveries(conn, rows, now)
@@ -151,16 +134,11 @@ def read_events(
         raise ValidationError(f"limit must be between 1 and {MAX_PAGE}", code="invalid_limit")
     check_patterns(types)
     sequence_events(db, now)
-    query = (
-        sa.select(_outbox)
-        .where(_outbox.c.position > after, _outbox.c.position.is_not(None))
-        .order_by(_outbox.c.position)
-    )
     events: list[dict[str, Any]] = []
     cursor = after
     with translated_errors(), db.connect() as conn:
         # Filtering by type in Python keeps the cursor moving past events a reader skips.
-        for row in conn.execute(query.limit(limit)):
+        for row in outbox.after(conn, after, limit):
             cursor = row.position
             if matches(types, row.type):
                 events.append(public_event(row))

@@ -13,7 +13,7 @@ from storage.db import translated_errors
 from storage.errors import NotFound
 from workflows.actors import Role
 from workflows.describe import describe_item
-from workflows.effects import approved_amount
+from workflows.effects.common import approved_amount
 from workflows.machines import MACHINES, events_from
 from workflows.policy import format_money
 

@@ -10,6 +10,7 @@ import pytest
 
 from storage.errors import ConflictError, TransitionRejected
 from tests.helpers import CLIENT, Scenario, check_invariants, race
+from workflows.deadlines import fire_due
 
 ROUNDS = 25
 
@@ -23,7 +24,7 @@ def test_es3_release_vs_auto_approval_vs_request_changes(sc: Scenario, backend: 
         sc.clock.advance(timedelta(days=14))
         release, timer, changes = race(
             partial(sc.fire, "milestone", m, "release", CLIENT, expected_version=version),
-            sc.engine.fire_due_deadlines,
+            partial(fire_due, sc.engine),
             partial(sc.fire, "milestone", m, "request_changes", CLIENT, expected_version=version),
         )
         effects = [

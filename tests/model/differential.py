@@ -30,6 +30,7 @@ from tests.helpers import reset
 from tests.model.escrow import FIELDS, ROLES, Model, Refused
 from workflows.actors import Actor, Role
 from workflows.clock import ManualClock
+from workflows.deadlines import fire_due
 from workflows.engine import Engine
 from workflows.machines import MACHINES
 from workflows.policy import Policy
@@ -123,7 +124,7 @@ class Harness:
     def wait(self, delta: timedelta) -> None:
         self.steps.append(f"time passes: {delta}")
         self.clock.advance(delta)
-        report = self.engine.fire_due_deadlines()
+        report = fire_due(self.engine)
         if report.failed:
             raise Divergence(f"{self._where()}: the sweep failed: {report.errors}")
         self.model.advance(self.clock.now().replace(tzinfo=None))

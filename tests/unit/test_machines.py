@@ -6,7 +6,7 @@ import pytest
 from statemachine import State
 
 from workflows.actors import Actor, Role
-from workflows.engine import _Machines
+from workflows.decision import Decider
 from workflows.machines import MACHINES, Context, EscrowMachine, TimedState, Timer, timer_of
 
 
@@ -48,7 +48,7 @@ def test_a_timer_on_an_unknown_policy_does_not_import() -> None:
 
 
 def test_a_machine_reused_after_a_final_state_still_decides() -> None:
-    machines = _Machines()
+    machines = Decider()
     ctx = Context(
         "milestone",
         {"id": 1, "escrow": 5, "amount": 5},
@@ -70,10 +70,11 @@ def test_an_engine_always_has_the_effects_of_every_event() -> None:
 
     code = (
         "import types, sqlalchemy as sa\n"
-        "from workflows.engine import EFFECTS, Engine\n"
+        "from workflows.registry import EFFECTS\n"
+        "assert not EFFECTS\n"
+        "from workflows.engine import Engine\n"
         "from workflows.clock import SystemClock\n"
         "from workflows.policy import Policy\n"
-        "assert not EFFECTS\n"
         "Engine(sa.create_engine('sqlite://'), Policy(), SystemClock())\n"
         "assert ('milestone', 'auto_approve') in EFFECTS, sorted(EFFECTS)\n"
         "assert ('refund', 'refund_by_default') in EFFECTS\n"
@@ -83,7 +84,7 @@ def test_an_engine_always_has_the_effects_of_every_event() -> None:
 
 def test_the_transition_table_agrees_with_the_machines() -> None:
     """Every unguarded (state, event) the engine looks up gives what `send` gives."""
-    from workflows.engine import _Carrier
+    from workflows.decision import Carrier
     from workflows.machines import unguarded_transitions
 
     ctx = Context("x", {}, {}, {}, Actor(Role.SYSTEM, "t"))
@@ -92,7 +93,7 @@ def test_the_transition_table_agrees_with_the_machines() -> None:
         table = unguarded_transitions(machine)
         assert table, machine.__name__
         for (state, event), target in table.items():
-            carrier = _Carrier()
+            carrier = Carrier()
             bound = machine(model=carrier, state_field="state")
             carrier.state = state
             bound.send(event, ctx=ctx)

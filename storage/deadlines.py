@@ -1,0 +1,243 @@
+"""Every query on the deadlines table (procrastinate's manager style: one owner).
+
+A deadline is a timer's moment as data: scheduled when a timed state is entered, fired
+by a worker's sweep, closed as fired, stale or cancelled. The engine, the sweeper, the
+views, the worker's status and the metrics all come here; nobody else writes SQL on
+this table. Hot-path statements are built once and run through `storage.writes`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from storage import models
+from storage.db import claim, unclaimed
+from storage.writes import Writes
+
+_d = models.DEADLINES
+_contracts = models.CONTRACTS
+
+_PENDING_OF_ENTITY = sa.and_(
+    _d.c.entity == sa.bindparam("d_entity"),
+    _d.c.entity_id == sa.bindparam("d_entity_id"),
+    _d.c.status == "pending",
+    _d.c.id != sa.bindparam("d_firing"),
+)
+_LOAD = sa.select(_d).where(_d.c.id == sa.bindparam("pk"))
+_WITH_CONTRACT = (
+    sa.select(_contracts, *(c.label(f"deadline__{c.name}") for c in _d.c))
+    .join_from(_d, _contracts, _contracts.c.id == _d.c.contract_id)
+    .where(_d.c.id == sa.bindparam("pk"))
+)
+_CLOSE = (
+    _d.update()
+    .where(_d.c.id == sa.bindparam("pk"))
+    .values(
+        status=sa.bindparam("status"),
+        closed_at=sa.bindparam("now"),
+        history_id=sa.bindparam("history_id"),
+        claimed_by=None,
+        claim_expires_at=None,
+    )
+)
+_CANCEL = (
+    _d.update()
+    .where(_PENDING_OF_ENTITY)
+    .values(status="cancelled", closed_at=sa.bindparam("d_now"))
+)
+_CARRY = _d.update().where(_PENDING_OF_ENTITY).values(state_version=sa.bindparam("d_version"))
+
+
+def contract_id_of() -> sa.ScalarSelect[Any]:
+    """The contract of deadline `:pk`, as a subquery (to lock the contract first)."""
+    return sa.select(_d.c.contract_id).where(_d.c.id == sa.bindparam("pk")).scalar_subquery()
+
+
+# -- the engine's hot path --------------------------------------------------------
+
+
+def load(w: Writes, deadline_id: int) -> dict[str, Any] | None:
+    return w.fetch_one(_LOAD, {"pk": deadline_id})
+
+
+def load_with_contract(w: Writes, deadline_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A deadline and its contract in one statement (SQLite: the write lock is held)."""
+    row = w.fetch_row(_WITH_CONTRACT, {"pk": deadline_id})
+    if row is None:
+        return None
+    cut = len(_contracts.c)
+    contract = dict(zip(_contracts.c.keys(), row[:cut], strict=True))
+    return contract, dict(zip(_d.c.keys(), row[cut:], strict=True))
+
+
+def schedule(
+    w: Writes,
+    *,
+    contract_id: int,
+    entity: str,
+    entity_id: int,
+    event: str,
+    due_at: datetime,
+    state_version: int,
+    now: datetime,
+) -> int:
+    return w.insert(
+        _d,
+        {
+            "contract_id": contract_id,
+            "entity": entity,
+            "entity_id": entity_id,
+            "event": event,
+            "due_at": due_at,
+            "state_version": state_version,
+            "status": "pending",
+            "created_at": now,
+        },
+    )
+
+
+def _of_entity(entity: str, entity_id: int, firing: int | None) -> dict[str, Any]:
+    return {"d_entity": entity, "d_entity_id": entity_id, "d_firing": firing or 0}
+
+
+def cancel_pending(
+    w: Writes, entity: str, entity_id: int, firing: int | None, now: datetime
+) -> None:
+    """Cancel the entity's pending deadlines (but the one firing now)."""
+    w.execute(_CANCEL, {**_of_entity(entity, entity_id, firing), "d_now": now})
+
+
+def carry_pending(w: Writes, entity: str, entity_id: int, firing: int | None, version: int) -> None:
+    """Keep the entity's running deadline, and let it fire on the entity's new version."""
+    w.execute(_CARRY, {**_of_entity(entity, entity_id, firing), "d_version": version})
+
+
+def close(w: Writes, deadline_id: int, status: str, now: datetime, history_id: int | None) -> None:
+    """Mark a deadline fired or stale (with the batch, if the caller has one)."""
+    values = {"pk": deadline_id, "status": status, "now": now, "history_id": history_id}
+    w.execute(_CLOSE, values, later=True)
+
+
+def adjust(w: Writes, deadline_id: int, changes: dict[str, Any]) -> None:
+    """An admin's pause, resume or extension."""
+    w.update(_d, deadline_id, changes)
+
+
+# -- the sweep ----------------------------------------------------------------------
+
+
+def _due(now: datetime) -> sa.ColumnElement[bool]:
+    c = _d.c
+    return sa.and_(
+        c.status == "pending",
+        c.paused.is_(False),
+        c.due_at <= now,
+        sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
+        unclaimed(_d, now),
+    )
+
+
+def claim_due(
+    conn: Connection, owner: str, now: datetime, until: datetime, limit: int
+) -> list[Any]:
+    """Lease up to `limit` due deadlines to `owner`, oldest first."""
+    c = _d.c
+    query = (
+        sa.select(c.id, c.contract_id, c.due_at, c.entity, c.event)
+        .where(_due(now))
+        .order_by(c.due_at, c.id)
+        .limit(limit)
+    )
+    return claim(conn, query, _d, owner, until)
+
+
+def record_failure(w: Writes, deadline_id: int, message: str, now: datetime, retry_at: Any) -> None:
+    """A firing raised: count the attempt, keep the error, retry at `retry_at(attempts)`."""
+    attempts = int(w.scalar(sa.select(_d.c.attempts).where(_d.c.id == deadline_id))) + 1
+    w.update(
+        _d,
+        deadline_id,
+        {
+            "attempts": attempts,
+            "last_error": message[:2000],
+            "next_attempt_at": retry_at(attempts),
+            "claimed_by": None,
+            "claim_expires_at": None,
+        },
+    )
+
+
+def next_due(conn: Connection) -> datetime | None:
+    """When the next pending deadline (or retry) falls due, if any.
+
+    Each half walks its partial index to the first row: cheap with a million pending.
+    """
+    c = _d.c
+    pending = sa.and_(c.status == "pending", c.paused.is_(False))
+    due = conn.execute(
+        sa.select(c.due_at).where(pending, c.next_attempt_at.is_(None)).order_by(c.due_at).limit(1)
+    ).scalar()
+    retry = conn.execute(
+        sa.select(c.next_attempt_at)
+        .where(pending, c.next_attempt_at.is_not(None))
+        .order_by(c.next_attempt_at)
+        .limit(1)
+    ).scalar()
+    found = [t for t in (due, retry) if t is not None]
+    return min(found) if found else None
+
+
+# -- reading, for people ---------------------------------------------------------------
+
+
+def pending_of_entity(conn: Connection, entity: str, entity_id: int) -> list[dict[str, Any]]:
+    c = _d.c
+    query = (
+        sa.select(c.id, c.event, c.due_at)
+        .where(c.entity == entity, c.entity_id == entity_id, c.status == "pending")
+        .order_by(c.due_at)
+    )
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def pending(
+    conn: Connection, *, overdue_at: datetime | None = None, contract_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Pending deadlines, soonest first: all, overdue at a moment, or of one contract."""
+    query = sa.select(_d).where(_d.c.status == "pending")
+    if overdue_at is not None:
+        query = query.where(_d.c.due_at <= overdue_at)
+    if contract_id is not None:
+        query = query.where(_d.c.contract_id == contract_id)
+    rows = conn.execute(query.order_by(_d.c.due_at, _d.c.id)).mappings()
+    return [dict(row) for row in rows]
+
+
+def status(conn: Connection, now: datetime) -> dict[str, Any]:
+    """What `escrowflow status` shows: pending, overdue, and the failing ones."""
+    c = _d.c
+    count = sa.select(sa.func.count())
+    failing = conn.execute(
+        sa.select(c.id, c.entity, c.entity_id, c.event, c.attempts, c.last_error, c.next_attempt_at)
+        .where(c.status == "pending", c.attempts > 0)
+        .order_by(c.id)
+    ).mappings()
+    return {
+        "failing": [dict(row) for row in failing],
+        "pending": conn.execute(count.where(c.status == "pending")).scalar_one(),
+        "overdue": conn.execute(count.where(c.status == "pending", c.due_at <= now)).scalar_one(),
+    }
+
+
+def gauges(conn: Connection, now: datetime) -> tuple[int, int, datetime | None]:
+    """For the metrics: pending, overdue (live), and the oldest overdue due time."""
+    c = _d.c
+    live = sa.and_(c.status == "pending", c.paused.is_(False))
+    pending_count = conn.execute(sa.select(sa.func.count()).where(c.status == "pending"))
+    overdue = conn.execute(sa.select(sa.func.count()).where(live, c.due_at <= now))
+    oldest = conn.execute(sa.select(sa.func.min(c.due_at)).where(live, c.due_at <= now))
+    return pending_count.scalar_one(), overdue.scalar_one(), oldest.scalar()

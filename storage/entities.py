@@ -1,0 +1,119 @@
+"""Every query on the lifecycle tables: contracts, milestones, change requests,
+proposals (with their items) and refunds.
+
+The engine locks a contract before anything else (all work on a contract is serialised
+and locks are always taken in the same order), loads the rows it decides on, inserts
+new entities and writes back what changed; the views read. Nobody else writes SQL on
+these tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from storage import deadlines, models
+from storage.writes import Row, Writes
+
+_contracts = models.CONTRACTS
+_milestones = models.MILESTONES
+_items = models.PROPOSAL_ITEMS
+TABLES = models.TABLES
+
+
+def _lock_contract_of(key: Any) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """Select, and (second) select and lock, the contract whose id is `key`."""
+    query = sa.select(_contracts).where(_contracts.c.id == key)
+    return query, query.with_for_update(of=_contracts)
+
+
+def _contract_id_of(table: sa.Table) -> Any:
+    return sa.select(table.c.contract_id).where(table.c.id == sa.bindparam("pk")).scalar_subquery()
+
+
+# Built once: values travel as parameters, so each statement is compiled once.
+_LOCK = {
+    "contract": _lock_contract_of(sa.bindparam("pk")),
+    "deadline": _lock_contract_of(deadlines.contract_id_of()),
+    **{
+        name: _lock_contract_of(_contract_id_of(table))
+        for name, table in TABLES.items()
+        if name != "contract"
+    },
+}
+_LOAD = {name: sa.select(t).where(t.c.id == sa.bindparam("pk")) for name, t in TABLES.items()}
+
+
+# -- the engine -------------------------------------------------------------------------
+
+
+def lock_contract_of(w: Writes, entity: str, entity_id: int) -> Row | None:
+    """Lock (on PostgreSQL; SQLite's write transaction already excludes other writers)
+    and read the contract that entity `entity_id` belongs to."""
+    plain, for_update = _LOCK[entity]
+    found = w.fetch_one(for_update if w.postgresql else plain, {"pk": entity_id})
+    return None if found is None else Row("contract", _contracts, found)
+
+
+def load(w: Writes, entity: str, entity_id: int) -> Row | None:
+    found = w.fetch_one(_LOAD[entity], {"pk": entity_id})
+    return None if found is None else Row(entity, TABLES[entity], found)
+
+
+def insert(w: Writes, entity: str, values: dict[str, Any]) -> Row:
+    """A new entity row; its id is set in the returned row."""
+    row = dict(values)
+    row["id"] = w.insert(TABLES[entity], row)
+    return Row(entity, TABLES[entity], row)
+
+
+def write(w: Writes, row: Row, *, later: bool = False) -> None:
+    """Write what changed in `row` (with the batch if `later` and there is one)."""
+    w.write_row(row, later=later)
+
+
+def last_position(w: Writes, contract_id: int) -> int:
+    """The highest milestone position in a contract (0 for none)."""
+    query = sa.select(sa.func.max(_milestones.c.position)).where(
+        _milestones.c.contract_id == contract_id
+    )
+    return int(w.scalar(query) or 0)
+
+
+def not_started(w: Writes, contract_id: int) -> list[Any]:
+    """The milestones not started yet (id, position), in contract order (MS3)."""
+    m = _milestones.c
+    return w.fetch_all(
+        sa.select(m.id, m.position)
+        .where(m.contract_id == contract_id, m.state == "pending")
+        .order_by(m.position)
+    )
+
+
+def add_proposal_items(w: Writes, rows: list[dict[str, Any]]) -> None:
+    w.append_many(_items, rows)
+
+
+def proposal_items(conn: Connection, proposal_id: int) -> list[dict[str, Any]]:
+    """A proposal's items in the order proposed (FP2)."""
+    query = sa.select(_items).where(_items.c.proposal_id == proposal_id)
+    return [dict(r) for r in conn.execute(query.order_by(_items.c.ordinal)).mappings()]
+
+
+def proposal_names(w: Writes, proposal_id: int, milestone_id: int) -> bool:
+    """Whether a proposal has an item for the milestone (FP2)."""
+    query = sa.select(sa.func.count()).where(
+        _items.c.proposal_id == proposal_id, _items.c.milestone_id == milestone_id
+    )
+    return bool(w.scalar(query))
+
+
+# -- the views ------------------------------------------------------------------------
+
+
+def read(conn: Connection, entity: str, entity_id: int) -> dict[str, Any] | None:
+    table = TABLES[entity]
+    row = conn.execute(sa.select(table).where(table.c.id == entity_id)).mappings().first()
+    return None if row is None else dict(row)

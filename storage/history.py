@@ -1,0 +1,35 @@
+"""Every query on the history table: one row per transition, who, why and when (PA3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from storage import models
+from storage.writes import Writes
+
+_h = models.HISTORY
+
+
+def record(w: Writes, values: dict[str, Any]) -> int:
+    """Append a transition; its id (ledger entries, deadlines and events point to it)."""
+    return w.insert(_h, values)
+
+
+def annotate(w: Writes, history_id: int, payload: dict[str, Any]) -> None:
+    """Replace a row's payload with what the transition found out (NT1: the changes)."""
+    w.update(_h, history_id, {"payload": payload})
+
+
+def count_of(w: Writes, entity: str, entity_id: int) -> int:
+    """How many transitions an entity has had (a deadline's version)."""
+    query = sa.select(sa.func.count()).where(_h.c.entity == entity, _h.c.entity_id == entity_id)
+    return int(w.scalar(query))
+
+
+def of_entity(conn: Connection, entity: str, entity_id: int) -> list[dict[str, Any]]:
+    """An entity's transitions, oldest first."""
+    query = sa.select(_h).where(_h.c.entity == entity, _h.c.entity_id == entity_id)
+    return [dict(row) for row in conn.execute(query.order_by(_h.c.id)).mappings()]

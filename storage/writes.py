@@ -1,0 +1,185 @@
+"""The one write path: how every transition and every batch of deadlines writes.
+
+Chosen by measurement (`bench/write_path.py` runs both side by side): SQLAlchemy Core
+costs ~75 us per execute in Python; the same statement compiled once by SQLAlchemy and
+run on the connection's DBAPI cursor (`storage/fastpath.py`) costs ~6 us, and an event
+writes about eight statements. So inside a transaction all writes go through
+:class:`Writes`: statements built with SQLAlchemy Core over the SQLModel tables (used
+only as Core tables: no ORM session anywhere), prepared once per dialect, run on the
+cursor. Rows nobody reads back before commit wait in a :class:`Batch` and go with one
+executemany per statement. Savepoints are SQLAlchemy's (`Connection.begin_nested`).
+
+The table owners (`storage/deadlines.py`, `history.py`, `ledger.py`, `outbox.py`,
+`idempotency.py`, `entities.py`) hold the statements; this module only runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from storage.fastpath import FastPath, Prepared, insert_statement, update_statement, values_of
+
+
+class Row:
+    """A row loaded for update: its values, and the columns changed since loading."""
+
+    __slots__ = ("changed", "entity", "table", "values")
+
+    def __init__(self, entity: str, table: sa.Table, values: dict[str, Any]) -> None:
+        self.entity = entity
+        self.table = table
+        self.values = values
+        self.changed: dict[str, Any] = {}
+
+    def __getitem__(self, column: str) -> Any:
+        return self.values[column]
+
+    @property
+    def id(self) -> int:
+        return int(self.values["id"])
+
+    def set(self, **columns: Any) -> None:
+        self.values.update(columns)
+        self.changed.update(columns)
+
+    def add(self, **amounts: int) -> None:
+        """Add to integer columns (money totals)."""
+        self.set(**{column: self.values[column] + delta for column, delta in amounts.items()})
+
+
+class Batch:
+    """Writes nobody reads back before commit, kept to be written together.
+
+    Ledger entries, outbox events and the closing of fired deadlines are only ever
+    appended; a contract's and its entities' new states are read again only by later
+    work on the same contract. A sweep fires hundreds of deadlines in one transaction;
+    writing each kind once, with the driver's executemany, saves a round trip per row.
+    Whoever owns the batch writes it before touching a contract again (`touched`) and
+    at the end.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[Any, tuple[Prepared, list[Mapping[str, Any]]]] = {}
+        self.touched: set[int] = set()  # contracts with writes waiting here
+
+    def add(self, key: Any, prepared: Prepared, values: Mapping[str, Any]) -> None:
+        self._rows.setdefault(key, (prepared, []))[1].append(values)
+
+    def write(self, fast: FastPath, conn: Connection) -> None:
+        for prepared, rows in self._rows.values():
+            fast.execute_many(conn, prepared, rows)
+        self._rows.clear()
+        self.touched.clear()
+
+
+def _same(statement: sa.ClauseElement) -> sa.ClauseElement:
+    return statement
+
+
+class Writes:
+    """Runs prepared statements in one transaction; with a batch, defers what it may."""
+
+    def __init__(self, fast: FastPath, conn: Connection, batch: Batch | None = None) -> None:
+        self.fast = fast
+        self.conn = conn
+        self.batch = batch
+
+    @property
+    def postgresql(self) -> bool:
+        return self.fast.dialect.name == "postgresql"
+
+    def _prepared(self, statement: sa.ClauseElement) -> Prepared:
+        return self.fast.prepare(statement, _same, statement)
+
+    # reading (under the transaction's locks)
+
+    def fetch_one(
+        self, statement: sa.ClauseElement, values: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The first row of a prepared SELECT, as a dict."""
+        return self.fast.fetch_one(self.conn, self._prepared(statement), values)
+
+    def fetch_row(self, statement: sa.ClauseElement, values: Mapping[str, Any]) -> list[Any] | None:
+        """The first row of a prepared SELECT, as a list in the select's column order."""
+        return self.fast.fetch_row(self.conn, self._prepared(statement), values)
+
+    def fetch_all(self, statement: sa.Select[Any]) -> list[Any]:
+        """Every row of a one-off SELECT (not on the hot path)."""
+        return list(self.conn.execute(statement).all())
+
+    def scalar(self, statement: sa.Select[Any]) -> Any:
+        """The one value of a one-off SELECT (not on the hot path)."""
+        return self.conn.execute(statement).scalar()
+
+    # writing
+
+    def insert(self, table: sa.Table, values: Mapping[str, Any]) -> int:
+        """Insert a row now; its new id."""
+        columns = tuple(values)
+        prepared = self.fast.prepare(
+            ("insert", table.name, columns), insert_statement, table, columns, self.fast.dialect
+        )
+        return self.fast.insert(self.conn, prepared, values_of(values))
+
+    def append(self, table: sa.Table, values: Mapping[str, Any]) -> None:
+        """Insert a row whose id nobody needs: now, or with the batch."""
+        columns = tuple(values)
+        key = ("append", table.name, columns)
+        prepared = self.fast.prepare(
+            key, insert_statement, table, columns, self.fast.dialect, False
+        )
+        if self.batch is None:
+            self.fast.execute(self.conn, prepared, values_of(values))
+        else:
+            self.batch.add(key, prepared, values_of(values))
+
+    def append_many(self, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert rows (all with the same columns) whose ids nobody needs, together."""
+        if not rows:
+            return
+        columns = tuple(rows[0])
+        prepared = self.fast.prepare(
+            ("append", table.name, columns), insert_statement, table, columns,
+            self.fast.dialect, False,
+        )  # fmt: skip
+        self.fast.execute_many(self.conn, prepared, [values_of(row) for row in rows])
+
+    def update(
+        self, table: sa.Table, pk: int, changed: Mapping[str, Any], *, later: bool = False
+    ) -> None:
+        """Set `changed` columns of row `pk`: now, or (`later`) with the batch if any."""
+        columns = tuple(changed)
+        key = ("update", table.name, columns)
+        prepared = self.fast.prepare(key, update_statement, table, columns)
+        values = {"pk": pk, **values_of(changed)}
+        if later and self.batch is not None:
+            self.batch.add(key, prepared, values)
+        else:
+            self.fast.execute(self.conn, prepared, values)
+
+    def execute(
+        self, statement: sa.Executable, values: Mapping[str, Any], *, later: bool = False
+    ) -> int:
+        """Run a prepared UPDATE/INSERT: now (its row count), or with the batch (0)."""
+        prepared = self._prepared(statement)  # type: ignore[arg-type]
+        if later and self.batch is not None:
+            self.batch.add(statement, prepared, values)
+            return 0
+        return self.fast.execute(self.conn, prepared, values)
+
+    def write_row(self, row: Row, *, later: bool = False) -> None:
+        """Write what changed in `row` since it was loaded."""
+        if row.changed:
+            self.update(row.table, row.id, row.changed, later=later)
+            row.changed = {}
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A savepoint (SQLAlchemy's): rolled back alone if the block raises."""
+        with self.conn.begin_nested():
+            yield

@@ -1,0 +1,87 @@
+"""The dispute team pauses, resumes or extends a deadline, with a reason (PA1: admin
+only). Each is recorded like a transition — history (PA3) and an event (NT1) — with the
+deadline as the entity, so people see why a timer did not fire when expected."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from storage import deadlines, history
+from storage.errors import TransitionRejected, ValidationError
+from storage.models import DEADLINES
+from storage.writes import Row
+from workflows.step import Step
+from workflows.unit_of_work import UnitOfWork
+
+ACTIONS = {"pause": "paused", "resume": "resumed", "extend": "extended"}
+
+
+def check_request(action: str, reason: str, extend_by: timedelta | None) -> None:
+    """Refuse a request that could not apply, before any lock is taken."""
+    if action not in ACTIONS:
+        raise ValidationError(
+            f"unknown deadline action {action!r}: pause, resume or extend", code="unknown_event"
+        )
+    if not reason or not reason.strip():
+        raise ValidationError(
+            "give a reason: it is recorded in the history",
+            code="field_required",
+            details={"field": "reason"},
+        )
+    if action == "extend" and (extend_by is None or extend_by <= timedelta(0)):
+        raise ValidationError(
+            "extend needs a positive duration, e.g. --by P2D", code="invalid_duration"
+        )
+
+
+def adjust(
+    unit: UnitOfWork, deadline_id: int, action: str, reason: str, extend_by: timedelta | None
+) -> dict[str, Any]:
+    """Apply the action to a deadline whose contract `unit` has locked."""
+    row = deadlines.load(unit.writes, deadline_id)
+    assert row is not None  # its contract was locked through it
+    status = "paused" if row["paused"] else "pending"
+    refused = (
+        row["status"] != "pending"
+        or (action == "pause" and row["paused"])
+        or (action == "resume" and not row["paused"])
+    )
+    if refused:
+        shown = row["status"] if row["status"] != "pending" else status
+        raise TransitionRejected(
+            f"deadline {deadline_id} is {shown}: it cannot be {ACTIONS[action]}",
+            code="event_not_allowed_in_state",
+        )
+    changes: dict[str, Any] = {}
+    if action == "extend":
+        assert extend_by is not None
+        changes["due_at"] = row["due_at"] + extend_by
+    else:
+        changes["paused"] = action == "pause"
+    deadlines.adjust(unit.writes, deadline_id, changes)
+    version = 1 + history.count_of(unit.writes, "deadline", deadline_id)
+    record = Row("deadline", DEADLINES, {**row, **changes})
+    new_status = "paused" if changes.get("paused", row["paused"]) else "pending"
+    due_at = changes.get("due_at", row["due_at"])
+    payload = {
+        "reason": reason.strip(),
+        "event": row["event"],
+        "entity": row["entity"],
+        "entity_id": row["entity_id"],
+        "due_at": str(due_at),
+    }
+    step = Step(unit, "deadline", record, action, payload, status, new_status, version, 0)
+    step.history_id = unit.recorder.history(step, unit.contract, None)
+    unit.recorder.publish(step, unit.contract)
+    return {
+        "entity": "deadline",
+        "id": deadline_id,
+        "event": action,
+        "state": new_status,
+        "version": version,
+        "history_id": step.history_id,
+        "due_at": due_at.isoformat(),
+        "created": [],
+        "replayed": False,
+    }

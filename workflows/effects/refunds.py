@@ -1,0 +1,61 @@
+"""What refund events do (RF2, RF3, X5): the money set aside is settled."""
+
+from __future__ import annotations
+
+from storage.errors import ValidationError
+from workflows import payloads as p
+from workflows.policy import format_money
+from workflows.registry import effect
+from workflows.step import Step
+
+
+@effect("refund", "approve")
+@effect("refund", "refund_by_default")
+def refund_to_client(s: Step) -> None:
+    """RF2: approved, or not answered in time: the money returns to the client."""
+    _settle(s, to_client=s.record["amount"], to_freelancer=0)
+
+
+@effect("refund", "resolve", takes=("to_client", "to_freelancer"))
+def resolve_dispute(s: Step) -> None:
+    """RF3: the dispute team decides: all to one party, or a split."""
+    amount, currency = s.record["amount"], s.contract["currency"]
+    split = {
+        f: p.non_negative_amount(s.payload.get(f, 0), f) for f in ("to_client", "to_freelancer")
+    }
+    if split["to_client"] + split["to_freelancer"] != amount:
+        raise ValidationError(
+            f"to_client + to_freelancer must add up to the disputed "
+            f"{format_money(amount, currency)}",
+            code="split_does_not_add_up",
+            details={"amount": amount},
+        )
+    _settle(s, **split)
+
+
+def _settle(s: Step, to_client: int, to_freelancer: int) -> None:
+    refund = s.record
+    milestone_id = refund["milestone_id"]
+    s.unit.pay_out(s, "refund", to_client, milestone_id, refund.id)
+    s.unit.pay_out(s, "release", to_freelancer, milestone_id, refund.id)
+    refund.set(to_client=to_client, to_freelancer=to_freelancer)
+    s.contract.set(open_refund_id=None)
+    if milestone_id is not None:
+        if to_freelancer == 0:
+            s.unit.cascade("milestone", milestone_id, "refund", s)
+        else:
+            event = "award" if to_client == 0 else "split"
+            s.unit.cascade("milestone", milestone_id, event, s, amount=to_freelancer)
+
+
+@effect("refund", "cancel")
+def cancel_refund(s: Step) -> None:
+    """X5: the client withdraws the request; the money goes back where it was held."""
+    refund = s.record
+    s.contract.set(open_refund_id=None)
+    if refund["milestone_id"] is not None:
+        s.unit.cascade(
+            "milestone", refund["milestone_id"], "release_hold", s, amount=refund["amount"]
+        )
+    else:
+        s.contract.add(credit=refund["amount"])

@@ -1,0 +1,207 @@
+"""The unit of work: one transaction's locked contract, the rows it loaded, its steps.
+
+It locks the contract first (every entity belongs to one contract, so all work on a
+contract is serialised and locks are always taken in the same order), lets the machine
+decide each event, runs the event's effect, and has every step recorded (history,
+deadlines, event). Changed rows are written once, at `flush`. All writes go through one
+`storage.writes.Writes`; the SQL itself belongs to the table owners in `storage/`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from statemachine.exceptions import TransitionNotAllowed
+
+from storage import deadlines, entities, ledger
+from storage.errors import NotFound, TransitionRejected
+from storage.writes import Row
+from workflows.decision import Decider
+from workflows.machines import MACHINES, Context, party_events_from
+from workflows.payloads import only, reason
+from workflows.recording import Recorder
+from workflows.registry import EFFECTS
+from workflows.step import Step
+
+
+class UnitOfWork:
+    """The work of one transaction; effects reach it as `step.unit`."""
+
+    def __init__(self, recorder: Recorder, decider: Decider) -> None:
+        self.recorder = recorder  # who acts, why and when; writes the record of each step
+        self.writes = recorder.writes
+        self.actor = recorder.actor
+        self.now = recorder.now
+        self.policy = recorder.policy
+        self.decider = decider
+        self.records: dict[tuple[str, int], Row] = {}
+        self.created: list[dict[str, Any]] = []
+        self._contract: Row | None = None
+
+    @property
+    def contract(self) -> Row:
+        assert self._contract is not None, "lock the contract first"
+        return self._contract
+
+    def _hold(self, row: Row) -> Row:
+        self.records[(row.entity, row.id)] = row
+        if row.entity == "contract":
+            self._contract = row
+        return row
+
+    # locking and reading
+
+    def lock_contract_of(self, entity: str, entity_id: int) -> Row:
+        """Lock the contract that `entity` belongs to: all work on it is serialised."""
+        contract = entities.lock_contract_of(self.writes, entity, entity_id)
+        if contract is None:
+            raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
+        return self._hold(contract)
+
+    def lock_deadline(self, deadline_id: int) -> dict[str, Any]:
+        """Lock the contract of a deadline, then read the deadline under that lock."""
+        if self.writes.postgresql:
+            self.lock_contract_of("deadline", deadline_id)
+            found = deadlines.load(self.writes, deadline_id)
+            assert found is not None  # the lock above found it
+            return found
+        # SQLite's write transaction already shuts out every other writer, so reading
+        # both rows in one statement is as good as locking first (a round trip less).
+        both = deadlines.load_with_contract(self.writes, deadline_id)
+        if both is None:
+            raise NotFound(f"deadline {deadline_id} does not exist", code="deadline_not_found")
+        self._hold(Row("contract", entities.TABLES["contract"], both[0]))
+        return both[1]
+
+    def firing(self, deadline: Mapping[str, Any]) -> None:
+        """This transaction fires `deadline` (its history names it)."""
+        self.recorder.deadline = deadline
+
+    def load(self, entity: str, entity_id: int) -> Row:
+        """A row of the locked contract, loaded once per transaction."""
+        key = (entity, entity_id)
+        if key not in self.records:
+            row = entities.load(self.writes, entity, entity_id)
+            if row is None or row["contract_id"] != self.contract.id:
+                raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
+            self.records[key] = row
+        return self.records[key]
+
+    # transitions
+
+    def transition(
+        self, record: Row, event: str, payload: Mapping[str, Any], parent: Step | None = None
+    ) -> Step:
+        """Let the machine decide `event` on `record`, then persist and run its effects."""
+        entity = record.entity
+        effect = EFFECTS.get((entity, event))
+        only(payload, effect.takes if effect else (), f"{entity} event {event}")
+        reason(payload)
+        ctx = Context(entity, record.values, self.contract.values, payload, self.actor)
+        from_state = record["state"]
+        try:
+            to_state = self.decider.decide(entity, from_state, event, ctx)
+        except TransitionNotAllowed:
+            # Only what a person may fire: engine moves are nobody's to ask for (PA1).
+            allowed = ", ".join(party_events_from(MACHINES[entity], from_state)) or "none"
+            raise TransitionRejected(
+                f"{entity} {record.id} is {from_state}: {event} is not possible there "
+                f"(possible: {allowed})",
+                code="event_not_allowed_in_state",
+                details={"state": from_state, "event": event},
+            ) from None
+        version = record["version"] + 1
+        step = Step(self, entity, record, event, payload, from_state, to_state, version, 0)
+        step.history_id = self.recorder.history(step, self.contract, parent)
+        record.set(state=to_state, version=version, updated_at=self.now)
+        if effect is not None:
+            effect.run(step)
+        if step.details:
+            self.recorder.annotate(step)
+        self.recorder.reschedule(step, self.contract)
+        self.recorder.publish(step, self.contract)
+        return step
+
+    def cascade(
+        self, entity: str, entity_id: int, event: str, parent: Step, **payload: Any
+    ) -> Step:
+        """Move another entity of the contract because of `parent` (same actor and cause)."""
+        return self.transition(self.load(entity, entity_id), event, payload, parent)
+
+    def create(
+        self,
+        entity: str,
+        values: Mapping[str, Any],
+        parent: Step | None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Step:
+        """Create an entity in its machine's initial state, as a transition from nothing;
+        `details` say what it holds for people (NT1), in its history row and event."""
+        initial = MACHINES[entity].initial_state.id
+        values = {
+            **values,
+            "state": initial,
+            "version": 1,
+            "created_at": self.now,
+            "updated_at": self.now,
+        }
+        record = self._hold(entities.insert(self.writes, entity, values))
+        step = Step(self, entity, record, "create", {}, None, initial, 1, 0, dict(details or {}))
+        step.history_id = self.recorder.history(step, self.contract, parent)
+        self.recorder.reschedule(step, self.contract)
+        self.recorder.publish(step, self.contract)
+        self.created.append({"entity": entity, "id": record.id})
+        return step
+
+    def close_if_settled(self, step: Step) -> None:
+        """X3: an ended contract that holds nothing and has nothing open is closed."""
+        contract = self.contract
+        if (
+            contract["state"] == "ended"
+            and contract["held"] == 0
+            and contract["active_milestone_id"] is None
+            and contract["open_refund_id"] is None
+        ):
+            self.transition(contract, "close", {}, step)
+
+    # money (ES1, ES2): the ledger and the contract's totals move together
+
+    def deposit(self, step: Step, amount: int, milestone_id: int | None) -> None:
+        if amount > 0:
+            self._ledger(step, "deposit", amount, milestone_id, None)
+            self.contract.add(deposited=amount, held=amount)
+
+    def pay_out(
+        self, step: Step, kind: str, amount: int, milestone_id: int | None, refund_id: int | None
+    ) -> None:
+        """Release to the freelancer or refund to the client money that is held."""
+        if amount > 0:
+            self._ledger(step, kind, amount, milestone_id, refund_id)
+            totals = {"release": "released", "refund": "refunded"}
+            self.contract.add(**{totals[kind]: amount, "held": -amount})
+
+    def _ledger(
+        self, step: Step, kind: str, amount: int, milestone_id: int | None, refund_id: int | None
+    ) -> None:
+        ledger.append(
+            self.writes,
+            {
+                "contract_id": self.contract.id,
+                "milestone_id": milestone_id,
+                "refund_id": refund_id,
+                "history_id": step.history_id,
+                "kind": kind,
+                "amount": amount,
+                "currency": self.contract["currency"],
+                "at": self.now,
+            },
+        )
+
+    def flush(self) -> None:
+        """Write the changed rows: now, or with the transaction's batch."""
+        for record in self.records.values():
+            entities.write(self.writes, record, later=True)
+        batch = self.writes.batch
+        if batch is not None and self._contract is not None:
+            batch.touched.add(self._contract.id)
