@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from storage import models
+from storage import deadlines, deliveries
 from workflows.deadlines import SweepReport
 from workflows.engine import Engine
 
@@ -60,21 +59,10 @@ class _DatabaseGauges(Collector):
         self.engine = engine
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        d = models.DEADLINES.c
-        w = models.WEBHOOK_DELIVERIES.c
         now = self.engine.clock.now()
-        live = sa.and_(d.status == "pending", d.paused.is_(False))
         with self.engine.db.connect() as conn:
-            pending = conn.execute(sa.select(sa.func.count()).where(d.status == "pending"))
-            overdue = conn.execute(sa.select(sa.func.count()).where(live, d.due_at <= now))
-            oldest = conn.execute(sa.select(sa.func.min(d.due_at)).where(live, d.due_at <= now))
-            deliveries = conn.execute(
-                sa.select(w.status, sa.func.count())
-                .where(w.status.in_(("pending", "dead")))
-                .group_by(w.status)
-            ).all()
-            pending_count, overdue_count = pending.scalar_one(), overdue.scalar_one()
-            oldest_due = oldest.scalar()
+            pending_count, overdue_count, oldest_due = deadlines.gauges(conn, now)
+            counts = deliveries.counts(conn)
         yield GaugeMetricFamily(
             "escrowflow_deadlines_pending", "Deadlines waiting to fire.", value=pending_count
         )
@@ -94,7 +82,6 @@ class _DatabaseGauges(Collector):
             "Webhook deliveries pending or dead-lettered.",
             labels=["status"],
         )
-        counts: dict[str, int] = {row[0]: row[1] for row in deliveries}
         for status in ("pending", "dead"):
             by_status.add_metric([status], counts.get(status, 0))
         yield by_status

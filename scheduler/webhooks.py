@@ -33,10 +33,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import sqlalchemy as sa
 
-from storage import models
-from storage.db import claim, transaction, translated_errors, unclaimed
+from storage import deliveries
+from storage.db import transaction, translated_errors
 from storage.errors import ValidationError
 from workflows.engine import Engine
 from workflows.feed import public_event, sequence_events
@@ -47,10 +46,6 @@ log = logging.getLogger("escrowflow.webhooks")
 
 # While slow receivers are still answering, new events are sequenced this often (s).
 SEQUENCE_EVERY = 0.5
-
-_deliveries = models.WEBHOOK_DELIVERIES
-_subscriptions = models.WEBHOOK_SUBSCRIPTIONS
-_outbox = models.OUTBOX
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -122,9 +117,8 @@ class Dispatcher:
         """Nothing is held between runs (each run has its own HTTP client)."""
 
     def has_subscribers(self) -> bool:
-        query = sa.select(_subscriptions.c.id).where(_subscriptions.c.removed_at.is_(None))
         with translated_errors(), self.engine.db.connect() as conn:
-            return conn.execute(query.limit(1)).first() is not None
+            return deliveries.has_subscribers(conn)
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> DispatchReport:
         """Deliver until nothing is due and nothing is in flight.
@@ -188,51 +182,16 @@ class Dispatcher:
     ) -> list[Any]:
         """Lease up to `limit` due deliveries, oldest first, at most `per_subscription` to
         one subscription counting the `busy` ones (subscription -> requests in flight)."""
-        d = _deliveries.c
-        due = sa.and_(d.status == "pending", d.next_attempt_at <= now, unclaimed(_deliveries, now))
-        ranked = (
-            sa.select(
-                d.id,
-                d.subscription_id,
-                sa.func.row_number()
-                .over(partition_by=d.subscription_id, order_by=(d.next_attempt_at, d.id))
-                .label("n"),
-            )
-            .where(due)
-            .subquery()
-        )
-        cap = self.per_subscription
-        room: Any = cap
-        if busy:
-            rooms = {sub: max(cap - n, 0) for sub, n in busy.items()}
-            room = sa.case(rooms, value=ranked.c.subscription_id, else_=cap)
-        query = (
-            sa.select(d.id)
-            .where(d.id.in_(sa.select(ranked.c.id).where(ranked.c.n <= room)))
-            .order_by(d.next_attempt_at, d.id)
-            .limit(limit or self.batch_size)
-        )
         with transaction(self.engine.db) as conn:
-            ids = [
-                row.id for row in claim(conn, query, _deliveries, self.worker_id, now + self.lease)
-            ]
-            if not ids:
-                return []
-            rows = conn.execute(
-                sa.select(
-                    d.id.label("delivery_id"),
-                    d.attempts,
-                    d.subscription_id,
-                    _subscriptions.c.url,
-                    _subscriptions.c.secret,
-                    _outbox,
-                )
-                .join(_subscriptions, _subscriptions.c.id == d.subscription_id)
-                .join(_outbox, _outbox.c.id == d.event_id)
-                .where(d.id.in_(ids))
-                .order_by(_outbox.c.position)
-            ).all()
-        return list(rows)
+            return deliveries.claim_due(
+                conn,
+                self.worker_id,
+                now,
+                now + self.lease,
+                limit=limit or self.batch_size,
+                per_subscription=self.per_subscription,
+                busy=busy or {},
+            )
 
     async def _send(self, client: httpx.AsyncClient, row: Any) -> _Outcome:
         """One delivery: whatever goes wrong is this delivery's failed attempt, never the
@@ -287,7 +246,6 @@ class Dispatcher:
         return _Outcome(row.delivery_id, attempts, False, status, f"HTTP {status}")
 
     def record(self, outcomes: list[_Outcome], now: datetime, report: DispatchReport) -> None:
-        d = _deliveries.c
         with transaction(self.engine.db) as conn:
             for outcome in outcomes:
                 values: dict[str, Any] = {
@@ -308,12 +266,7 @@ class Dispatcher:
                     else:
                         values["next_attempt_at"] = now + self.retry.wait(outcome.attempts)
                     self._log_failure(outcome, dead="status" in values)
-                # Only if still ours: a replay or an expired lease may have moved it on.
-                conn.execute(
-                    _deliveries.update()
-                    .where(d.id == outcome.delivery_id, d.claimed_by == self.worker_id)
-                    .values(**values)
-                )
+                deliveries.record(conn, outcome.delivery_id, self.worker_id, values)
 
     def _log_failure(self, outcome: _Outcome, *, dead: bool) -> None:
         fields = {

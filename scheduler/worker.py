@@ -27,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from scheduler.webhooks import Dispatcher
-from storage import models
+from storage import deadlines, models
 from storage.db import transaction, translated_errors
 from workflows.deadlines import Sweeper, SweepReport
 from workflows.engine import Engine
@@ -235,34 +235,13 @@ class Worker:
 def worker_status(engine: Engine) -> dict[str, Any]:
     """Workers alive, their last sweeps, pending and overdue deadlines, failing ones."""
     now = engine.clock.now()
-    d = models.DEADLINES.c
     with translated_errors(), engine.db.connect() as conn:
         workers = (
             conn.execute(sa.select(models.WORKERS).order_by(models.WORKERS.c.started_at))
             .mappings()
             .all()
         )
-        pending = conn.execute(sa.select(sa.func.count()).where(d.status == "pending")).scalar_one()
-        overdue = conn.execute(
-            sa.select(sa.func.count()).where(d.status == "pending", d.due_at <= now)
-        ).scalar_one()
-        failing = (
-            conn.execute(
-                sa.select(
-                    d.id,
-                    d.entity,
-                    d.entity_id,
-                    d.event,
-                    d.attempts,
-                    d.last_error,
-                    d.next_attempt_at,
-                )
-                .where(d.status == "pending", d.attempts > 0)
-                .order_by(d.id)
-            )
-            .mappings()
-            .all()
-        )
+        backlog = deadlines.status(conn, now)
     alive = []
     for w in workers:
         grace = timedelta(seconds=max(3 * w["interval_seconds"], 10))
@@ -270,7 +249,5 @@ def worker_status(engine: Engine) -> dict[str, Any]:
     return {
         "now": now,
         "workers": alive,
-        "pending": pending,
-        "overdue": overdue,
-        "failing": [dict(f) for f in failing],
+        **backlog,
     }

@@ -1,4 +1,5 @@
-"""Every query on the outbox: the events transitions publish (NT1), in commit order.
+"""Every query on the outbox and the feed state: the events transitions publish (NT1),
+in commit order.
 
 The engine appends an event in the transition's transaction; the relay gives committed
 events their feed positions (`workflows/feed.py`); readers page through by position.
@@ -9,12 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from storage import models
+from storage.db import is_postgresql
 from storage.writes import Writes
 
 _o = models.OUTBOX
+_feed = models.FEED_STATE
 _SET_POSITION = (
     _o.update().where(_o.c.id == sa.bindparam("pk")).values(position=sa.bindparam("new_position"))
 )
@@ -51,3 +55,17 @@ def after(conn: Connection, position: int, limit: int) -> list[Any]:
         .limit(limit)
     )
     return list(conn.execute(query).all())
+
+
+def lock_feed(conn: Connection) -> int:
+    """Lock the one `feed_state` row (one relay at a time); the last position given."""
+    insert = postgresql.insert if is_postgresql(conn) else sqlite.insert
+    conn.execute(insert(_feed).values(id=1, last_position=0).on_conflict_do_nothing())
+    query = sa.select(_feed.c.last_position).where(_feed.c.id == 1)
+    if is_postgresql(conn):
+        query = query.with_for_update()
+    return int(conn.execute(query).scalar_one())
+
+
+def set_last_position(conn: Connection, position: int) -> None:
+    conn.execute(_feed.update().where(_feed.c.id == 1).values(last_position=position))

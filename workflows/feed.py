@@ -21,20 +21,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as DBEngine
 
-from storage import models, outbox
-from storage.db import is_postgresql, transaction, translated_errors
+from storage import deliveries as delivery_rows
+from storage import outbox
+from storage.db import transaction, translated_errors
 from storage.errors import NotFound, ValidationError
 from workflows.outbound import check_webhook_url
-
-_outbox = models.OUTBOX
-_feed = models.FEED_STATE
-_subscriptions = models.WEBHOOK_SUBSCRIPTIONS
-_deliveries = models.WEBHOOK_DELIVERIES
 
 MAX_PAGE = 1000
 _TYPE_PATTERN = re.compile(r"^(\*|[a-z_*]+\.[a-z_*]+)$")
@@ -49,48 +43,33 @@ def sequence_events(db: DBEngine, now: datetime, limit: int = 5000) -> int:
         if not outbox.has_unsequenced(conn):
             return 0
     with transaction(db) as conn:
-        last = _lock_feed(conn)
+        last = outbox.lock_feed(conn)
         rows = outbox.unsequenced(conn, limit)
         if not rows:
             return 0
         outbox.set_positions(
             conn, [{"pk": row.id, "new_position": last + i} for i, row in enumerate(rows, 1)]
         )
-        conn.execute(_feed.update().where(_feed.c.id == 1).values(last_position=last + len(rows)))
+        outbox.set_last_position(conn, last + len(rows))
         _owe_deliveries(conn, rows, now)
         return len(rows)
 
 
-def _lock_feed(conn: Connection) -> int:
-    insert = postgresql.insert if is_postgresql(conn) else sqlite.insert
-    conn.execute(insert(_feed).values(id=1, last_position=0).on_conflict_do_nothing())
-    query = sa.select(_feed.c.last_position).where(_feed.c.id == 1)
-    if is_postgresql(conn):
-        query = query.with_for_update()
-    return int(conn.execute(query).scalar_one())
-
-
 def _owe_deliveries(conn: Connection, events: Sequence[Any], now: datetime) -> None:
-    subscriptions = conn.execute(
-        sa.select(_subscriptions.c.id, _subscriptions.c.event_types).where(
-            _subscriptions.c.removed_at.is_(None)
-        )
-    ).all()
     owed = [
         {
-            "subscription_id": sub.id,
+            "subscription_id": sub["id"],
             "event_id": event.id,
             "status": "pending",
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
         }
-        for sub in subscriptions
+        for sub in delivery_rows.live_subscriptions(conn)
         for event in events
-        if matches(sub.event_types, event.type)
+        if matches(sub["event_types"], event.type)
     ]
-    if owed:
-        conn.execute(_deliveries.insert(), owed)
+    delivery_rows.owe(conn, owed)
 
 
 def matches(patterns: Sequence[str], event_type: str) -> bool:
@@ -181,18 +160,13 @@ def subscribe(
     # Events already waiting are sequenced first: a new subscription gets what follows.
     sequence_events(db, now)
     with transaction(db) as conn:
-        new_id = conn.execute(_subscriptions.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
+        new_id = delivery_rows.add_subscription(conn, values)
     return {"id": new_id, **values, "created_at": now.isoformat(), "removed_at": None}
 
 
 def subscriptions(db: DBEngine) -> list[dict[str, Any]]:
-    query = (
-        sa.select(_subscriptions)
-        .where(_subscriptions.c.removed_at.is_(None))
-        .order_by(_subscriptions.c.id)
-    )
     with translated_errors(), db.connect() as conn:
-        return [_public_subscription(row) for row in conn.execute(query).mappings()]
+        return [_public_subscription(row) for row in delivery_rows.live_subscriptions(conn)]
 
 
 def _public_subscription(row: Any) -> dict[str, Any]:
@@ -209,24 +183,11 @@ def _public_subscription(row: Any) -> dict[str, Any]:
 def unsubscribe(db: DBEngine, now: datetime, subscription_id: int) -> None:
     """Stop delivering to a subscription; deliveries still owed are dead-lettered."""
     with transaction(db) as conn:
-        done = conn.execute(
-            _subscriptions.update()
-            .where(_subscriptions.c.id == subscription_id, _subscriptions.c.removed_at.is_(None))
-            .values(removed_at=now)
-        ).rowcount
-        if not done:
+        if not delivery_rows.remove_subscription(conn, subscription_id, now):
             raise NotFound(
                 f"webhook subscription {subscription_id} does not exist",
                 code="subscription_not_found",
             )
-        conn.execute(
-            _deliveries.update()
-            .where(
-                _deliveries.c.subscription_id == subscription_id,
-                _deliveries.c.status == "pending",
-            )
-            .values(status="dead", last_error="subscription removed")
-        )
 
 
 def replay(
@@ -237,23 +198,10 @@ def replay(
     subscription_id: int | None = None,
 ) -> int:
     """Send dead-lettered deliveries again (one, or all of a subscription, or all)."""
-    query = _deliveries.update().where(_deliveries.c.status == "dead")
-    if delivery_id is not None:
-        query = query.where(_deliveries.c.id == delivery_id)
-    if subscription_id is not None:
-        query = query.where(_deliveries.c.subscription_id == subscription_id)
-    live = sa.select(_subscriptions.c.id).where(_subscriptions.c.removed_at.is_(None))
-    query = query.where(_deliveries.c.subscription_id.in_(live))
     with transaction(db) as conn:
-        count = conn.execute(
-            query.values(
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                claimed_by=None,
-                claim_expires_at=None,
-            )
-        ).rowcount
+        count = delivery_rows.replay(
+            conn, now, delivery_id=delivery_id, subscription_id=subscription_id
+        )
     if delivery_id is not None and not count:
         raise NotFound(
             f"delivery {delivery_id} is not dead-lettered (or its subscription was removed)",
@@ -271,20 +219,10 @@ def deliveries(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Deliveries in id order; `after` an id and at most `limit` of them (a page)."""
-    d = _deliveries.c
-    query = sa.select(_deliveries, _outbox.c.event_id.label("event_uuid"), _outbox.c.type).join(
-        _outbox, _outbox.c.id == d.event_id
-    )
-    if status is not None:
-        query = query.where(d.status == status)
-    if subscription_id is not None:
-        query = query.where(d.subscription_id == subscription_id)
-    if after is not None:
-        query = query.where(d.id > after)
-    if limit is not None:
-        query = query.limit(limit)
     with translated_errors(), db.connect() as conn:
-        rows = conn.execute(query.order_by(d.id)).mappings().all()
+        rows = delivery_rows.listing(
+            conn, status=status, subscription_id=subscription_id, after=after, limit=limit
+        )
     return [
         {
             "id": r["id"],

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine as DBEngine
 
-from storage import models
+from storage import deadlines, entities
+from storage import history as storage_history
+from storage import ledger as storage_ledger
 from storage.db import translated_errors
 from storage.errors import NotFound
 from workflows.actors import Role
@@ -16,12 +17,6 @@ from workflows.describe import describe_item
 from workflows.effects.common import approved_amount
 from workflows.machines import MACHINES, events_from
 from workflows.policy import format_money
-
-_history = models.HISTORY
-_ledger = models.LEDGER
-_deadlines = models.DEADLINES
-_contracts = models.CONTRACTS
-_items = models.PROPOSAL_ITEMS
 
 ESCROW_COLUMNS = ("deposited", "released", "refunded", "held", "credit")
 
@@ -43,43 +38,23 @@ def allowed_events(entity: str, state: str) -> dict[str, list[str]]:
 
 
 def show(db: DBEngine, entity: str, entity_id: int) -> dict[str, Any]:
-    if entity not in models.TABLES:
+    if entity not in entities.TABLES:
         raise NotFound(
-            f"unknown entity {entity!r}: use one of {', '.join(models.TABLES)}",
+            f"unknown entity {entity!r}: use one of {', '.join(entities.TABLES)}",
             code="unknown_entity",
         )
-    table = models.TABLES[entity]
     with translated_errors(), db.connect() as conn:
-        row = conn.execute(sa.select(table).where(table.c.id == entity_id)).mappings().first()
+        row = entities.read(conn, entity, entity_id)
         if row is None:
             raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
         contract_id = entity_id if entity == "contract" else row["contract_id"]
-        contract = (
-            conn.execute(sa.select(_contracts).where(_contracts.c.id == contract_id))
-            .mappings()
-            .one()
-        )
+        contract = entities.read(conn, "contract", contract_id)
+        assert contract is not None  # a row's contract is never deleted
         extra: dict[str, Any] = {}
         if entity == "proposal":  # FP2: what the client is asked to accept
-            items = conn.execute(
-                sa.select(_items)
-                .where(_items.c.proposal_id == entity_id)
-                .order_by(_items.c.ordinal)
-            ).mappings()
-            extra["items"] = [describe_item(dict(item)) for item in items]
-        deadlines = (
-            conn.execute(
-                sa.select(_deadlines.c.id, _deadlines.c.event, _deadlines.c.due_at)
-                .where(
-                    _deadlines.c.entity == entity,
-                    _deadlines.c.entity_id == entity_id,
-                    _deadlines.c.status == "pending",
-                )
-                .order_by(_deadlines.c.due_at)
-            )
-            .mappings()
-            .all()
-        )
+            items = entities.proposal_items(conn, entity_id)
+            extra["items"] = [describe_item(item) for item in items]
+        pending = deadlines.pending_of_entity(conn, entity, entity_id)
     return {
         "entity": entity,
         "id": entity_id,
@@ -87,8 +62,7 @@ def show(db: DBEngine, entity: str, entity_id: int) -> dict[str, Any]:
         **extra,
         "allowed_events": allowed_events(entity, row["state"]),
         "pending_deadlines": [
-            {"id": d["id"], "event": d["event"], "due_at": d["due_at"].isoformat()}
-            for d in deadlines
+            {"id": d["id"], "event": d["event"], "due_at": d["due_at"].isoformat()} for d in pending
         ],
         "parties": {"client": contract["client_id"], "freelancer": contract["freelancer_id"]},
         "contract_escrow": {
@@ -100,15 +74,7 @@ def show(db: DBEngine, entity: str, entity_id: int) -> dict[str, Any]:
 
 def history(db: DBEngine, entity: str, entity_id: int) -> list[dict[str, Any]]:
     with translated_errors(), db.connect() as conn:
-        rows = (
-            conn.execute(
-                sa.select(_history)
-                .where(_history.c.entity == entity, _history.c.entity_id == entity_id)
-                .order_by(_history.c.id)
-            )
-            .mappings()
-            .all()
-        )
+        rows = storage_history.of_entity(conn, entity, entity_id)
     if not rows:
         show(db, entity, entity_id)  # names the missing entity precisely
     return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
@@ -116,53 +82,26 @@ def history(db: DBEngine, entity: str, entity_id: int) -> list[dict[str, Any]]:
 
 def ledger(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
     with translated_errors(), db.connect() as conn:
-        rows = (
-            conn.execute(
-                sa.select(_ledger)
-                .where(_ledger.c.contract_id == contract_id)
-                .order_by(_ledger.c.id)
-            )
-            .mappings()
-            .all()
-        )
+        rows = storage_ledger.of_contract(conn, contract_id)
     return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
 
 
 def pending_deadlines(
     db: DBEngine, *, overdue_at: datetime | None = None, contract_id: int | None = None
 ) -> list[dict[str, Any]]:
-    query = sa.select(_deadlines).where(_deadlines.c.status == "pending")
-    if overdue_at is not None:
-        query = query.where(_deadlines.c.due_at <= overdue_at)
-    if contract_id is not None:
-        query = query.where(_deadlines.c.contract_id == contract_id)
     with translated_errors(), db.connect() as conn:
-        rows = conn.execute(query.order_by(_deadlines.c.due_at, _deadlines.c.id)).mappings()
-        return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
+        rows = deadlines.pending(conn, overdue_at=overdue_at, contract_id=contract_id)
+    return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
 
 
 def what_next(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
     """For each pending deadline of a contract: what fires, when, and the money it moves."""
-    show(db, "contract", contract_id)  # names a missing contract precisely
+    contract = show(db, "contract", contract_id)  # names a missing contract precisely
+    currency = contract["currency"]
     rows = []
     with translated_errors(), db.connect() as conn:
-        currency = conn.execute(
-            sa.select(_contracts.c.currency).where(_contracts.c.id == contract_id)
-        ).scalar_one()
-        deadlines = (
-            conn.execute(
-                sa.select(_deadlines)
-                .where(_deadlines.c.contract_id == contract_id, _deadlines.c.status == "pending")
-                .order_by(_deadlines.c.due_at)
-            )
-            .mappings()
-            .all()
-        )
-        for d in deadlines:
-            table = models.TABLES[d["entity"]]
-            entity = (
-                conn.execute(sa.select(table).where(table.c.id == d["entity_id"])).mappings().one()
-            )
+        for d in deadlines.pending(conn, contract_id=contract_id):
+            entity = entities.read(conn, d["entity"], d["entity_id"])
             money = _money_moved(d["event"], entity)
             moves = f", {format_money(money[1], currency)} {money[0]}" if money else ""
             kept = _kept_for_client(d["event"], entity)
