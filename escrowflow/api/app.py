@@ -1,0 +1,169 @@
+"""The HTTP API: other services trigger transitions and read state, history and events.
+
+`create_app(settings)` builds it; nothing is created at import. Every request is
+authenticated by a bearer token (escrowflow.tokens); a mutating request names the party
+it acts for in `Escrowflow-Actor: ROLE:PARTY`, which the token's scopes must allow; the
+engine then checks the role (PA1) and the membership (PA2). Errors are JSON
+`{code, message, details}`, mapped once, here, from the engine's exception hierarchy.
+
+Retries are safe: `Idempotency-Key` (per calling service, never expires) makes a repeat
+answer the first result instead of acting twice; `If-Match` with an entity's `ETag`
+refuses to act on a version the caller has not seen (412).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from escrowflow import tokens
+from escrowflow.api import ops, reads, webhooks, writes
+from escrowflow.daemon import build_worker
+from escrowflow.error_codes import http_status
+from escrowflow.limits import BodyLimit
+from escrowflow.metrics import Metrics
+from escrowflow.settings import Settings
+from storage.errors import (
+    EscrowflowError,
+    StorageError,
+)
+from storage.migrate import head
+from workflows.engine import Engine
+
+
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, run_worker: bool = False
+) -> FastAPI:
+    """The API for `settings`; with `run_worker`, the daemon's worker runs inside it."""
+    if engine is None:
+        engine = settings.engine()
+    metrics = Metrics(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = build_worker(settings, engine, metrics) if run_worker else None
+        if worker is not None:
+            worker.start()
+        app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()  # the batch in hand finishes first
+
+    app = FastAPI(
+        title="escrowflow",
+        version="1",
+        summary="Escrow lifecycles of fixed-price contracts, applied exactly once.",
+        description=__doc__,
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.head = head()
+    app.state.token_cache = tokens.TokenCache(settings.api_token_cache_seconds)
+    _install_error_handlers(app)
+    # Outermost: before authentication and before any parsing.
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.include_router(writes.router())
+    # Before the reads: /v1/webhooks/deliveries would otherwise match /v1/{collection}/{id}.
+    app.include_router(webhooks.router())
+    app.include_router(reads.router())
+    app.include_router(ops.router())
+    app.add_middleware(_Timing, metrics=metrics)
+    return app
+
+
+_log = logging.getLogger("escrowflow.api")
+
+
+def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Any:
+    body = {"code": code, "message": message, "details": details or {}}
+    return JSONResponse(body, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(EscrowflowError)
+    async def domain_error(request: Request, exc: EscrowflowError) -> Any:
+        headers = {"Retry-After": "1"} if isinstance(exc, StorageError) else None
+        status = http_status(exc)
+        response = _error(status, exc.code, exc.message, exc.details)
+        if headers:
+            response.headers.update(headers)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Any:
+        errors = [
+            {
+                "field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                "type": e.get("type", ""),
+                "message": e.get("msg", ""),
+            }
+            for e in exc.errors()
+        ]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return _error(400, "malformed_json", "the request body is not valid JSON")
+        first = errors[0] if errors else {"field": "", "message": "invalid request"}
+        return _error(
+            422,
+            "invalid_request",
+            f"{first['field'] or 'request'}: {first['message']}",
+            {"errors": errors},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "http_error")
+        message = (
+            f"no such endpoint: {request.method} {request.url.path}"
+            if exc.status_code in codes
+            else str(exc.detail)
+        )
+        return _error(exc.status_code, code, message)
+
+
+class _Timing:
+    """Pure ASGI middleware: request durations by route template and status."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.request_seconds.labels(scope["method"], route, str(status)).observe(
+                time.perf_counter() - started
+            )

@@ -1,0 +1,151 @@
+"""Routes that read: entities, history, ledger, what happens next, the feed, diagrams."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+from starlette.concurrency import run_in_threadpool as offload
+
+from escrowflow import diagrams, schemas, tokens
+from escrowflow.api.deps import (
+    COLLECTIONS,
+    READ_ERRORS,
+    ActorHeader,
+    CallerDep,
+    EngineDep,
+    EntityId,
+    entity_of,
+    etag,
+)
+from workflows import feed, views
+from workflows.actors import Actor, Role
+
+
+def router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["reading"], responses=READ_ERRORS)
+
+    @router.get("/events", summary="The event feed, in commit order")
+    async def events(
+        caller: CallerDep,
+        engine: EngineDep,
+        after: Annotated[int, Query(ge=0, le=2**62, description="The last position seen.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=feed.MAX_PAGE)] = 100,
+        type: Annotated[
+            list[str] | None,
+            Query(description="ENTITY.EVENT patterns, e.g. milestone.*", max_length=100),
+        ] = None,
+    ) -> schemas.EventPage:
+        found, cursor = await offload(
+            partial(feed.read_events, after=after, limit=limit, types=type or ()),
+            engine.db,
+            engine.clock.now(),
+        )
+        return schemas.EventPage.model_validate({"events": found, "next_after": cursor})
+
+    @router.get("/contracts/{entity_id}/ledger", summary="A contract's escrow ledger")
+    async def ledger(
+        entity_id: EntityId, caller: CallerDep, engine: EngineDep
+    ) -> list[schemas.LedgerOut]:
+        await offload(views.show, engine.db, "contract", entity_id)  # 404 if it is missing
+        rows = await offload(views.ledger, engine.db, entity_id)
+        return [schemas.LedgerOut.model_validate(r) for r in rows]
+
+    @router.get(
+        "/contracts/{entity_id}/next", summary="What happens next, and when, if nobody acts"
+    )
+    async def what_next(
+        entity_id: EntityId, caller: CallerDep, engine: EngineDep
+    ) -> list[schemas.NextOut]:
+        rows = await offload(views.what_next, engine.db, entity_id)
+        return [schemas.NextOut.model_validate(r) for r in rows]
+
+    @router.get("/{collection}/{entity_id}", summary="An entity: state, version, what may happen")
+    async def show(
+        collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
+        entity_id: EntityId,
+        caller: CallerDep,
+        engine: EngineDep,
+        response: Response,
+        escrowflow_actor: ActorHeader = None,
+    ) -> schemas.EntityOut:
+        entity = entity_of(collection)
+        view = await offload(views.show, engine.db, entity, entity_id)
+        response.headers["ETag"] = etag(view["version"])
+        return schemas.EntityOut.model_validate(_entity_out(view, caller, escrowflow_actor))
+
+    @router.get(
+        "/{collection}/{entity_id}/diagram.svg",
+        summary="Its lifecycle, current state highlighted, pending deadline dated",
+        response_class=Response,
+        responses={200: {"content": {"image/svg+xml": {}}}, 503: {"model": schemas.ErrorOut}},
+    )
+    async def diagram(
+        collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
+        entity_id: EntityId,
+        caller: CallerDep,
+        engine: EngineDep,
+    ) -> Response:
+        drawn = await offload(
+            diagrams.instance, engine.db, engine.policy, entity_of(collection), entity_id, "svg"
+        )
+        return Response(drawn, media_type="image/svg+xml")
+
+    @router.get("/{collection}/{entity_id}/history", summary="Every transition, oldest first")
+    async def history(
+        collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
+        entity_id: EntityId,
+        caller: CallerDep,
+        engine: EngineDep,
+    ) -> list[schemas.HistoryOut]:
+        rows = await offload(views.history, engine.db, entity_of(collection), entity_id)
+        return [schemas.HistoryOut.model_validate(r) for r in rows]
+
+    return router
+
+
+_VIEW_KEYS = {
+    "entity",
+    "id",
+    "contract_id",
+    "state",
+    "version",
+    "allowed_events",
+    "pending_deadlines",
+    "contract_escrow",
+    "parties",
+}
+
+
+def _entity_out(view: dict[str, Any], caller: tokens.Caller, actor_text: str | None) -> Any:
+    entity = view["entity"]
+    contract_id = view["id"] if entity == "contract" else view["contract_id"]
+    roles = set(caller.roles)
+    party: str | None = None
+    if actor_text:
+        actor = Actor.parse(actor_text)
+        roles &= {actor.role}
+        party = actor.party
+    allowed: list[str] = []
+    for role_name, events in view["allowed_events"].items():
+        role = Role(role_name)
+        if role not in roles or (party is not None and not _member(view, role, party)):
+            continue
+        allowed.extend(e for e in events if e not in allowed)
+    return {
+        "entity": entity,
+        "id": view["id"],
+        "contract_id": contract_id,
+        "state": view["state"],
+        "version": view["version"],
+        "fields": {k: v for k, v in view.items() if k not in _VIEW_KEYS},
+        "allowed_events": allowed,
+        "pending_deadlines": view["pending_deadlines"],
+        "escrow": view["contract_escrow"],
+    }
+
+
+def _member(view: dict[str, Any], role: Role, party: str) -> bool:
+    parties: dict[str, str] = view["parties"]
+    return role.value not in parties or parties[role.value] == party

@@ -1,0 +1,239 @@
+"""Routes that apply events: one per (collection, event), all through `Write.fire`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Request, Response
+from starlette.concurrency import run_in_threadpool as offload
+
+from escrowflow import schemas
+from escrowflow.api.deps import (
+    COLLECTIONS,
+    ERRORS,
+    Acting,
+    ActingDep,
+    EngineDep,
+    EntityId,
+    IdempotencyKey,
+    IfMatch,
+    entity_of,
+    etag,
+    expected_version,
+    scoped_key,
+)
+from workflows.engine import Engine, Result
+
+
+def _answer(
+    request: Request, response: Response, result: Result, *, created: bool = False
+) -> schemas.TransitionOut:
+    response.headers["ETag"] = etag(result["version"])
+    if result.get("replayed"):
+        response.headers["Idempotent-Replayed"] = "true"
+    if created:
+        response.status_code = 201
+    request.app.state.metrics.transitions.labels(result["entity"], result["event"], "request").inc()
+    return schemas.TransitionOut.model_validate(result)
+
+
+class Write:
+    """One mutating request: who acts, through which engine, with which retry headers."""
+
+    def __init__(
+        self,
+        request: Request,
+        response: Response,
+        engine: Engine,
+        acting: Acting,
+        key: str | None,
+        if_match: str | None,
+    ) -> None:
+        self.request, self.response, self.engine = request, response, engine
+        self.acting, self.key, self.if_match = acting, key, if_match
+
+    async def fire(
+        self,
+        entity: str,
+        entity_id: int,
+        event: str,
+        payload: dict[str, Any],
+        *,
+        created: bool = False,
+    ) -> schemas.TransitionOut:
+        """Apply the event in the threadpool and answer it: every event route ends here."""
+        result = await offload(
+            partial(
+                self.engine.apply,
+                idempotency_key=scoped_key(self.acting, self.key),
+                expected_version=expected_version(self.if_match),
+            ),
+            entity,
+            entity_id,
+            event,
+            self.acting.actor,
+            payload,
+        )
+        return _answer(self.request, self.response, result, created=created)
+
+
+async def _write(
+    request: Request,
+    response: Response,
+    engine: EngineDep,
+    acting: ActingDep,
+    idempotency_key: IdempotencyKey = None,
+    if_match: IfMatch = None,
+) -> Write:
+    return Write(request, response, engine, acting, idempotency_key, if_match)
+
+
+WriteDep = Annotated[Write, Depends(_write)]
+
+
+def router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["transitions"], responses=ERRORS)
+
+    @router.post("/contracts", status_code=201, summary="A client offers a contract (CT2)")
+    async def create_contract(
+        body: schemas.ContractCreate,
+        acting: ActingDep,
+        engine: EngineDep,
+        request: Request,
+        response: Response,
+        idempotency_key: IdempotencyKey = None,
+    ) -> schemas.TransitionOut:
+        result = await offload(
+            engine.create_contract,
+            acting.actor,
+            body.model_dump(exclude_unset=True),
+            scoped_key(acting, idempotency_key),
+        )
+        response.headers["Location"] = f"/v1/contracts/{result['id']}"
+        return _answer(request, response, result, created=True)
+
+    def event_route(
+        path: str,
+        entity: str,
+        event: str,
+        body_model: type[Any] | None,
+        summary: str,
+        *,
+        method: str = "post",
+        created: bool = False,
+    ) -> None:
+        async def with_body(
+            entity_id: EntityId, body: Any, write: WriteDep
+        ) -> schemas.TransitionOut:
+            payload = body.model_dump(exclude_unset=True)
+            return await write.fire(entity, entity_id, event, payload, created=created)
+
+        async def without_body(entity_id: EntityId, write: WriteDep) -> schemas.TransitionOut:
+            return await write.fire(entity, entity_id, event, {}, created=created)
+
+        handler: Callable[..., Awaitable[schemas.TransitionOut]] = without_body
+        if body_model is not None:
+            # Annotations are strings here (PEP 563); FastAPI reads the class from this.
+            with_body.__annotations__["body"] = body_model
+            handler = with_body
+        router.add_api_route(
+            path,
+            handler,
+            methods=[method.upper()],
+            status_code=201 if created else 200,
+            summary=summary,
+            name=f"{entity}_{event}",
+        )
+
+    event_route(
+        "/contracts/{entity_id}/milestones",
+        "contract",
+        "add_milestones",
+        schemas.MilestonesCreate,
+        "The client adds milestones, one or many (MS2)",
+        created=True,
+    )
+    event_route(
+        "/contracts/{entity_id}/milestones/order",
+        "contract",
+        "reorder_milestones",
+        schemas.MilestoneOrder,
+        "The client reorders the milestones not yet started (MS3)",
+        method="put",
+    )
+    event_route(
+        "/contracts/{entity_id}/proposals",
+        "contract",
+        "propose",
+        schemas.ProposalCreate,
+        "The freelancer proposes milestone changes (FP1)",
+        created=True,
+    )
+    event_route(
+        "/contracts/{entity_id}/refunds",
+        "contract",
+        "request_refund",
+        schemas.RefundCreate,
+        "The client requests a refund of held escrow (RF1)",
+        created=True,
+    )
+    event_route(
+        "/milestones/{entity_id}",
+        "milestone",
+        "edit",
+        schemas.MilestoneChange,
+        "The client edits a milestone not yet started",
+        method="patch",
+    )
+    event_route(
+        "/milestones/{entity_id}",
+        "milestone",
+        "delete",
+        None,
+        "The client deletes a milestone not yet started",
+        method="delete",
+    )
+    event_route(
+        "/milestones/{entity_id}/change_requests",
+        "milestone",
+        "open_change_request",
+        schemas.MilestoneChange,
+        "The client asks to change the active milestone (CR1)",
+        created=True,
+    )
+
+    @router.post(
+        "/{collection}/{entity_id}/events/{event}",
+        summary="Fire any event on any entity",
+        description="The uniform way to fire an event: the body is the event's payload "
+        '(e.g. `{"amount": 20000}` for a partial release, `{"reason": "..."}`).',
+    )
+    async def fire_event(
+        collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
+        entity_id: EntityId,
+        event: Annotated[str, Path(max_length=40, description="e.g. fund, submit, release")],
+        write: WriteDep,
+        body: Annotated[
+            dict[str, Any] | None,
+            _body_examples(),
+        ] = None,
+    ) -> schemas.TransitionOut:
+        return await write.fire(entity_of(collection), entity_id, event, body or {})
+
+    return router
+
+
+def _body_examples() -> Any:
+    return Body(
+        openapi_examples={
+            "fund": {"summary": "fund, submit, accept...: no payload", "value": {}},
+            "partial release": {"summary": "release part (MS9)", "value": {"amount": 20000}},
+            "with a reason": {"summary": "any event may say why", "value": {"reason": "late"}},
+            "resolve a dispute": {
+                "summary": "refund resolve (RF3)",
+                "value": {"to_client": 30000, "to_freelancer": 20000},
+            },
+        }
+    )

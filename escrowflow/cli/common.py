@@ -1,0 +1,70 @@
+"""What every command shares: the Typer app, settings, the engine, errors as one line
+and a non-zero exit (codes from `escrowflow/error_codes.py`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn
+
+import pydantic
+import typer
+
+from escrowflow.error_codes import exit_code
+from escrowflow.settings import Settings
+from storage.errors import EscrowflowError
+from workflows.engine import Engine
+
+app = typer.Typer(
+    help="escrowflow: escrow lifecycles of fixed-price contracts, applied exactly once.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+As = Annotated[str, typer.Option("--as", help="Who acts, as ROLE:PARTY (e.g. client:acme).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def errors() -> Iterator[None]:
+    try:
+        yield
+    except EscrowflowError as exc:
+        fail(f"{exc.message} [{exc.code}]", exit_code(exc))
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        fail(f"setting ESCROWFLOW_{where.upper()}: {first['msg']}", 2)
+
+
+def load_settings() -> Settings:
+    with errors():
+        return Settings()
+
+
+def load_engine() -> Engine:
+    settings = load_settings()
+    with errors():
+        return settings.engine()
+
+
+def json_arg(text: str | None, option: str) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{option} is not valid JSON ({exc.msg} at column {exc.colno})", 2)
+    if not isinstance(value, dict):
+        fail(f"{option} must be a JSON object, e.g. '{{\"amount\": 5000}}'", 2)
+    return value
+
+
+def emit(value: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str) if as_json else text(value))

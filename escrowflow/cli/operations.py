@@ -1,0 +1,222 @@
+"""Commands for operators: the worker, its status, deadlines, fire-due, serve."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Annotated, Any
+
+import pydantic
+import typer
+
+from escrowflow.cli.common import (
+    As,
+    AsJson,
+    app,
+    emit,
+    errors,
+    fail,
+    load_engine,
+    load_settings,
+)
+from workflows import deadlines, views
+from workflows.actors import Actor
+
+
+@app.command()
+def worker(
+    interval: Annotated[float | None, typer.Option(help="Seconds between idle sweeps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Deadlines claimed per batch.")] = None,
+) -> None:
+    """Run the daemon: fire due deadlines, now and as they fall due, until SIGTERM/SIGINT."""
+    settings = load_settings()
+    logging.basicConfig(level=logging.INFO, handlers=[_json_handler()], force=True)
+    # APScheduler logs every run of the sweep job; our own batch lines say what matters.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    engine = load_engine()
+    from escrowflow.daemon import build_worker  # APScheduler, httpx: the daemon's own
+
+    daemon = build_worker(settings, engine, interval=interval, batch_size=batch_size)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with errors():
+        daemon.start()
+        stop.wait()
+        daemon.stop()  # the batch in hand finishes first
+
+
+def _json_handler() -> logging.Handler:
+    from scheduler.worker import JsonLines
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    return handler
+
+
+@app.command()
+def status(as_json: AsJson = False) -> None:
+    """Workers alive, their last sweeps, pending and overdue deadlines, failing ones."""
+    engine = load_engine()
+    with errors():
+        from scheduler.worker import worker_status
+
+        report = worker_status(engine)
+    emit(report, as_json, _describe_status)
+
+
+def _describe_status(report: dict[str, Any]) -> str:
+    lines = [f"deadlines: {report['pending']} pending, {report['overdue']} overdue"]
+    for w in report["workers"]:
+        state = "alive" if w["alive"] else ("stopped" if w["stopped_at"] else "silent")
+        lines.append(
+            f"worker {w['id']}: {state}, last sweep {w['last_sweep_at'] or 'never'}, "
+            f"fired {w['fired']}, stale {w['stale']}, failed {w['failed']}"
+        )
+    for f in report["failing"]:
+        lines.append(
+            f"failing: deadline {f['id']} ({f['entity']} {f['entity_id']} "
+            f"{f['event']}) after {f['attempts']} attempts, retry at "
+            f"{f['next_attempt_at']}: {f['last_error']}"
+        )
+    return "\n".join(lines)
+
+
+deadlines_app = typer.Typer(
+    help="Deadlines are data: list, pause, resume, extend.", no_args_is_help=True
+)
+app.add_typer(deadlines_app, name="deadlines")
+
+
+@deadlines_app.command("list")
+def deadlines_list(
+    overdue: Annotated[bool, typer.Option(help="Only those already due.")] = False,
+    contract: Annotated[int | None, typer.Option(help="Only this contract's.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Pending deadlines, soonest first."""
+    engine = load_engine()
+    with errors():
+        rows = views.pending_deadlines(
+            engine.db, overdue_at=engine.clock.now() if overdue else None, contract_id=contract
+        )
+    emit(
+        rows,
+        as_json,
+        lambda rs: (
+            "\n".join(
+                f"{r['due_at']}  deadline {r['id']}: {r['event']} {r['entity']} {r['entity_id']} "
+                f"(contract {r['contract_id']}){' [paused]' if r['paused'] else ''}"
+                for r in rs
+            )
+            or "no pending deadlines"
+        ),
+    )
+
+
+def _adjust(deadline: int, action: str, actor: str, reason: str, by: str | None) -> None:
+    extend_by = None
+    if by is not None:
+        try:
+            extend_by = pydantic.TypeAdapter(timedelta).validate_python(by)
+        except pydantic.ValidationError:
+            fail(f"--by {by!r} is not a duration: use ISO 8601 such as P2D or PT12H", 2)
+    engine = load_engine()
+    with errors():
+        result = engine.adjust_deadline(deadline, action, Actor.parse(actor), reason, extend_by)
+    typer.echo(f"deadline {deadline}: {action} -> {result['state']}, due {result['due_at']}")
+
+
+Reason = Annotated[str, typer.Option(help="Why: recorded in the history.")]
+DeadlineId = Annotated[int, typer.Argument(metavar="ID")]
+
+
+@deadlines_app.command("pause")
+def deadlines_pause(deadline: DeadlineId, actor: As, reason: Reason) -> None:
+    """Stop a deadline from firing until it is resumed (dispute team)."""
+    _adjust(deadline, "pause", actor, reason, None)
+
+
+@deadlines_app.command("resume")
+def deadlines_resume(deadline: DeadlineId, actor: As, reason: Reason) -> None:
+    """Let a paused deadline fire again (at once if it is already due)."""
+    _adjust(deadline, "resume", actor, reason, None)
+
+
+@deadlines_app.command("extend")
+def deadlines_extend(
+    deadline: DeadlineId,
+    actor: As,
+    reason: Reason,
+    by: Annotated[str, typer.Option(help="How much later, ISO 8601: P2D, PT12H.")],
+) -> None:
+    """Move a deadline later (dispute team)."""
+    _adjust(deadline, "extend", actor, reason, by)
+
+
+@app.command("fire-due")
+def fire_due() -> None:
+    """Fire every deadline that is due now (the daemon will do this on a schedule)."""
+    engine = load_engine()
+    with errors():
+        report = deadlines.fire_due(engine)
+    typer.echo(f"fired {report.fired}, stale {report.stale}, failed {report.failed}")
+    for error in report.errors:
+        typer.echo(f"  {error}", err=True)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="API only: leave deadlines to other workers.")
+    ] = False,
+) -> None:
+    """Run the HTTP API, and the worker in the same process unless --no-worker."""
+    import uvicorn
+
+    from escrowflow.api import create_app
+
+    settings = load_settings()
+    logging.basicConfig(level=logging.INFO, handlers=[_json_handler()], force=True)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    with errors():
+        api = create_app(settings, run_worker=not no_worker)
+    config = uvicorn.Config(
+        api,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_config=None,
+        access_log=False,
+    )
+    _graceful(config).run()
+
+
+def _graceful(config: Any) -> Any:
+    """uvicorn's server, except that SIGTERM/SIGINT end it with exit 0 after a clean
+    shutdown (the app's shutdown lets the worker's batch finish), as `escrowflow worker`
+    does; uvicorn itself re-raises the signal once shut down (exit -15)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            def stop(*_: Any) -> None:
+                self.should_exit = True
+
+            previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                yield
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+
+    return Server(config)

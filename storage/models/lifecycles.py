@@ -1,0 +1,180 @@
+"""The tables of the entities that have a lifecycle: contracts, milestones, change
+requests, proposals (and their items), refunds."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from storage.models.columns import pending_only, when
+
+
+class Contract(SQLModel, table=True):
+    __tablename__ = "contracts"
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('fixed', 'hourly')", name="ck_contracts_kind"),
+        sa.CheckConstraint(
+            "deposited >= 0 AND released >= 0 AND refunded >= 0",
+            name="ck_contracts_totals_non_negative",
+        ),
+        sa.CheckConstraint("held >= 0", name="ck_contracts_held_non_negative"),
+        sa.CheckConstraint(
+            "deposited = released + refunded + held", name="ck_contracts_ledger_balances"
+        ),
+        sa.CheckConstraint("credit >= 0 AND credit <= held", name="ck_contracts_credit_in_held"),
+        sa.CheckConstraint("length(currency) = 3", name="ck_contracts_currency"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=10)
+    client_id: str = Field(max_length=100, index=True)
+    freelancer_id: str = Field(max_length=100, index=True)
+    title: str = Field(max_length=200)
+    currency: str = Field(max_length=3)
+    state: str = Field(max_length=40)
+    version: int = 1
+    # Running escrow totals, kept equal to the ledger's sums (ES1, ES2).
+    deposited: int = Field(default=0, sa_type=sa.BigInteger)
+    released: int = Field(default=0, sa_type=sa.BigInteger)
+    refunded: int = Field(default=0, sa_type=sa.BigInteger)
+    held: int = Field(default=0, sa_type=sa.BigInteger)
+    # Held money earmarked for no milestone: the remainder of a partial release (MS9).
+    credit: int = Field(default=0, sa_type=sa.BigInteger)
+    # Counts every milestone ever created but deleted future ones (CT3).
+    milestone_count: int = 0
+    # Pointers that let the machines' guards decide without I/O.
+    active_milestone_id: int | None = None
+    open_proposal_id: int | None = None
+    open_refund_id: int | None = None
+    created_at: datetime = when()
+    updated_at: datetime = when()
+
+
+class Milestone(SQLModel, table=True):
+    __tablename__ = "milestones"
+    __table_args__ = (
+        sa.CheckConstraint("amount > 0", name="ck_milestones_amount_positive"),
+        sa.CheckConstraint("escrow >= 0", name="ck_milestones_escrow_non_negative"),
+        sa.CheckConstraint("released_amount >= 0", name="ck_milestones_released_non_negative"),
+        sa.Index(
+            "uq_milestones_one_active_per_contract",
+            "contract_id",
+            unique=True,
+            **pending_only("state", "active", "in_review", "refund_requested"),
+        ),
+        sa.Index("ix_milestones_contract_position", "contract_id", "position"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    contract_id: int = Field(foreign_key="contracts.id")
+    position: int
+    title: str = Field(max_length=200)
+    description: str = Field(default="", max_length=5000)
+    due_date: date | None = None
+    amount: int = Field(sa_type=sa.BigInteger)
+    escrow: int = Field(default=0, sa_type=sa.BigInteger)
+    released_amount: int = Field(default=0, sa_type=sa.BigInteger)
+    open_change_request_id: int | None = None
+    state: str = Field(max_length=40)
+    version: int = 1
+    created_at: datetime = when()
+    updated_at: datetime = when()
+
+
+class ChangeRequest(SQLModel, table=True):
+    __tablename__ = "change_requests"
+    __table_args__ = (
+        sa.CheckConstraint("amount IS NULL OR amount > 0", name="ck_change_requests_amount"),
+        sa.Index(
+            "uq_change_requests_one_pending_per_milestone",
+            "milestone_id",
+            unique=True,
+            **pending_only("state", "pending"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    contract_id: int = Field(foreign_key="contracts.id", index=True)
+    milestone_id: int = Field(foreign_key="milestones.id")
+    title: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    due_date: date | None = None
+    amount: int | None = Field(default=None, sa_type=sa.BigInteger)
+    state: str = Field(max_length=40)
+    version: int = 1
+    created_at: datetime = when()
+    updated_at: datetime = when()
+
+
+class Proposal(SQLModel, table=True):
+    __tablename__ = "proposals"
+    __table_args__ = (
+        sa.Index(
+            "uq_proposals_one_pending_per_contract",
+            "contract_id",
+            unique=True,
+            **pending_only("state", "pending"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    contract_id: int = Field(foreign_key="contracts.id")
+    state: str = Field(max_length=40)
+    version: int = 1
+    created_at: datetime = when()
+    updated_at: datetime = when()
+
+
+class ProposalItem(SQLModel, table=True):
+    __tablename__ = "proposal_items"
+    __table_args__ = (
+        sa.CheckConstraint("action IN ('add', 'edit', 'delete')", name="ck_proposal_items_action"),
+        sa.CheckConstraint("amount IS NULL OR amount > 0", name="ck_proposal_items_amount"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    proposal_id: int = Field(foreign_key="proposals.id", index=True)
+    ordinal: int
+    action: str = Field(max_length=10)
+    milestone_id: int | None = Field(default=None, foreign_key="milestones.id")
+    title: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    due_date: date | None = None
+    amount: int | None = Field(default=None, sa_type=sa.BigInteger)
+    # FP2: the milestone's values before the change (edit: the fields changed; delete:
+    # all of them), as JSON, taken when proposed.
+    before: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+
+
+class Refund(SQLModel, table=True):
+    __tablename__ = "refunds"
+    __table_args__ = (
+        sa.CheckConstraint("amount > 0", name="ck_refunds_amount_positive"),
+        sa.CheckConstraint(
+            "(to_client IS NULL AND to_freelancer IS NULL) OR "
+            "(to_client >= 0 AND to_freelancer >= 0 AND to_client + to_freelancer = amount)",
+            name="ck_refunds_split_sums",
+        ),
+        sa.Index(
+            "uq_refunds_one_open_per_contract",
+            "contract_id",
+            unique=True,
+            **pending_only("state", "requested", "disputed"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    contract_id: int = Field(foreign_key="contracts.id")
+    # The milestone whose escrow is at stake, or None for the contract's credit (MS9).
+    milestone_id: int | None = Field(default=None, foreign_key="milestones.id")
+    amount: int = Field(sa_type=sa.BigInteger)
+    reason: str = Field(default="", max_length=2000)
+    to_client: int | None = Field(default=None, sa_type=sa.BigInteger)
+    to_freelancer: int | None = Field(default=None, sa_type=sa.BigInteger)
+    state: str = Field(max_length=40)
+    version: int = 1
+    created_at: datetime = when()
+    updated_at: datetime = when()

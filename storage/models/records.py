@@ -1,0 +1,232 @@
+"""The tables that record and drive the lifecycles: history, ledger, deadlines,
+outbox and feed, workers, API tokens, webhooks, idempotency keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from storage.models.columns import partial, pending_only, when
+
+
+class History(SQLModel, table=True):
+    """Append-only: one row per transition, with who caused it, when and why (PA3)."""
+
+    __tablename__ = "history"
+    __table_args__ = (
+        sa.CheckConstraint("cause IN ('request', 'timer')", name="ck_history_cause"),
+        sa.Index("ix_history_entity", "entity", "entity_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    contract_id: int = Field(foreign_key="contracts.id")
+    entity: str = Field(max_length=20)
+    entity_id: int
+    event: str = Field(max_length=40)
+    from_state: str | None = Field(default=None, max_length=40)
+    to_state: str = Field(max_length=40)
+    version: int
+    actor_role: str = Field(max_length=20)
+    actor_party: str = Field(max_length=100)
+    cause: str = Field(max_length=10)
+    # The transition this one followed from, when one event moved several entities.
+    caused_by: int | None = Field(default=None, foreign_key="history.id")
+    deadline_id: int | None = None
+    due_at: datetime | None = when(default=None)
+    at: datetime = when()
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+
+
+class LedgerEntry(SQLModel, table=True):
+    """Append-only escrow ledger: every deposit, release and refund (ES1)."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('deposit', 'release', 'refund')", name="ck_ledger_kind"),
+        sa.CheckConstraint("amount > 0", name="ck_ledger_amount_positive"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    contract_id: int = Field(foreign_key="contracts.id", index=True)
+    milestone_id: int | None = Field(default=None, foreign_key="milestones.id")
+    refund_id: int | None = Field(default=None, foreign_key="refunds.id")
+    history_id: int = Field(foreign_key="history.id")
+    kind: str = Field(max_length=10)
+    amount: int = Field(sa_type=sa.BigInteger)
+    currency: str = Field(max_length=3)
+    at: datetime = when()
+
+
+class Deadline(SQLModel, table=True):
+    """A durable timer: fire `event` on the entity if it still has `state_version`."""
+
+    __tablename__ = "deadlines"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('pending', 'fired', 'cancelled', 'stale')", name="ck_deadlines_status"
+        ),
+        sa.Index("ix_deadlines_due_pending", "due_at", **pending_only("status", "pending")),
+        # Failed firings waiting for their retry: few rows, found without a scan.
+        sa.Index(
+            "ix_deadlines_retry_pending",
+            "next_attempt_at",
+            sqlite_where=sa.text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+            postgresql_where=sa.text("status = 'pending' AND next_attempt_at IS NOT NULL"),
+        ),
+        sa.Index(
+            "uq_deadlines_one_pending_per_entity_event",
+            "entity",
+            "entity_id",
+            "event",
+            unique=True,
+            **pending_only("status", "pending"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    contract_id: int = Field(foreign_key="contracts.id")
+    entity: str = Field(max_length=20)
+    entity_id: int
+    event: str = Field(max_length=40)
+    due_at: datetime = when()
+    state_version: int
+    status: str = Field(default="pending", max_length=10)
+    created_at: datetime = when()
+    closed_at: datetime | None = when(default=None)
+    history_id: int | None = Field(default=None, foreign_key="history.id")
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=2000)
+    # An admin paused it: sweeps skip it until it is resumed.
+    paused: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # A failed firing is retried, with backoff, from this time on.
+    next_attempt_at: datetime | None = when(default=None)
+    # A worker's claim on the deadline: others skip it until the lease runs out.
+    claimed_by: str | None = Field(default=None, max_length=100)
+    claim_expires_at: datetime | None = when(default=None)
+
+
+class Worker(SQLModel, table=True):
+    """A daemon's heartbeat: what `escrowflow status` shows."""
+
+    __tablename__ = "workers"
+
+    id: str = Field(primary_key=True, max_length=100)
+    host: str = Field(max_length=200)
+    pid: int
+    interval_seconds: float
+    started_at: datetime = when()
+    last_seen_at: datetime = when()
+    last_sweep_at: datetime | None = when(default=None)
+    fired: int = 0
+    stale: int = 0
+    failed: int = 0
+    stopped_at: datetime | None = when(default=None)
+
+
+class OutboxEvent(SQLModel, table=True):
+    """One event per transition, written in its transaction, for other services (NT1)."""
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (
+        sa.Index(
+            "ux_outbox_events_position", "position", unique=True, **partial("position IS NOT NULL")
+        ),
+        # The relay's work list: small, as rows leave it once sequenced.
+        sa.Index("ix_outbox_events_unsequenced", "id", **partial("position IS NULL")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    # A random UUID: stable, so consumers can dedupe. Not indexed: every index is
+    # one more B-tree page written by every transition.
+    event_id: str = Field(max_length=36)
+    contract_id: int = Field(foreign_key="contracts.id")
+    history_id: int = Field(foreign_key="history.id")
+    type: str = Field(max_length=80)
+    entity: str = Field(max_length=20)
+    entity_id: int
+    recipients: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    at: datetime = when()
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    # Its place in the event feed. Ids are handed out at insert, so a transaction can
+    # commit a lower id after a reader has seen a higher one; positions are given after
+    # commit, by one relay at a time (workflows.feed), so a feed cursor never skips one.
+    position: int | None = None
+
+
+class FeedState(SQLModel, table=True):
+    """The one row the relay locks: the last feed position it gave out."""
+
+    __tablename__ = "feed_state"
+
+    id: int = Field(primary_key=True)
+    last_position: int = 0
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token of a calling service. Only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    service: str = Field(max_length=100)
+    scopes: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    token_hash: str = Field(max_length=64, unique=True)
+    # The token's first characters, so that a person can tell tokens apart in a list.
+    prefix: str = Field(max_length=16)
+    created_at: datetime = when()
+    revoked_at: datetime | None = when(default=None)
+
+
+class WebhookSubscription(SQLModel, table=True):
+    """Where to POST events, signed with `secret`; `event_types` empty means all."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(max_length=2000)
+    # Kept in clear: signing needs it. Shown once, at creation.
+    secret: str = Field(max_length=200)
+    event_types: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    description: str = Field(default="", max_length=500)
+    created_at: datetime = when()
+    removed_at: datetime | None = when(default=None)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event owed to one subscription, until delivered or dead-lettered."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('pending', 'delivered', 'dead')", name="ck_webhook_deliveries_status"
+        ),
+        sa.UniqueConstraint("subscription_id", "event_id", name="uq_webhook_deliveries_event"),
+        sa.Index("ix_webhook_deliveries_due", "next_attempt_at", **partial("status = 'pending'")),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: int = Field(foreign_key="webhook_subscriptions.id")
+    event_id: int = Field(foreign_key="outbox_events.id")
+    status: str = Field(default="pending", max_length=20)
+    attempts: int = 0
+    next_attempt_at: datetime = when()
+    last_error: str | None = Field(default=None, max_length=2000)
+    last_status_code: int | None = None
+    created_at: datetime = when()
+    delivered_at: datetime | None = when(default=None)
+    claimed_by: str | None = Field(default=None, max_length=100)
+    claim_expires_at: datetime | None = when(default=None)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """A used Idempotency-Key, its request's fingerprint and its result. Never expires."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: str = Field(primary_key=True, max_length=200)
+    fingerprint: str = Field(max_length=64)
+    result: dict[str, Any] = Field(sa_type=sa.JSON)
+    created_at: datetime = when()
