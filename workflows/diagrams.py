@@ -52,6 +52,7 @@ class Edge:
     kind: str  # "party", "timer" or "engine"
     after: timedelta | None = None
     restarts_timer: bool = False  # e.g. an edited change request: a fresh 7 days
+    rules: tuple[str, ...] = ()  # the rule IDs the event enforces (docs/rules.md)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ def _edge(
         kind=kind,
         after=after,
         restarts_timer=timer is not None and event in timer.restart_on,
+        rules=tuple(machine.rules[event]),
     )
 
 
@@ -119,7 +121,11 @@ def duration_text(delta: timedelta) -> str:
 
 
 def _lines(edge: Edge, due: Mapping[str, str]) -> list[str]:
-    """An edge's label, line by line."""
+    """An edge's label, line by line; the last line names the rules it enforces."""
+    return [*_event_lines(edge, due), " ".join(edge.rules)]
+
+
+def _event_lines(edge: Edge, due: Mapping[str, str]) -> list[str]:
     if edge.kind == "timer":
         assert edge.after is not None
         lines = [f"after {duration_text(edge.after)}", f"{edge.event} (timer)"]

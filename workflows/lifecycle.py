@@ -32,6 +32,7 @@ class Timer:
 
     policy: str
     event: str
+    rule: str  # the rule the timer enforces, e.g. "MS10": drawn on its edge
     # Self-transitions that give the other party a fresh full duration (e.g. an edited
     # change request); any other self-transition keeps the running deadline.
     restart_on: frozenset[str] = field(default_factory=frozenset)
@@ -80,6 +81,11 @@ def _check_declarations(cls: Any) -> None:
     for event, roles in cls.permissions.items():
         if not roles or not roles <= set(Role):
             raise TypeError(f"{cls.__name__}.{event}: roles must be a non-empty set of Role")
+    if set(cls.rules) != events or not all(cls.rules.values()):
+        raise TypeError(
+            f"{cls.__name__}: rules must name the rule IDs of every event; "
+            f"missing {sorted(events - set(cls.rules))}, unknown {sorted(set(cls.rules) - events)}"
+        )
     for state in cls.states:
         timer = getattr(state, "timer", None)
         if timer is None:
@@ -100,11 +106,14 @@ class EscrowMachine(StateMachine, metaclass=_ValidatedMeta):
 
     entity: ClassVar[str] = ""
     permissions: ClassVar[Mapping[str, frozenset[Role]]] = {}
+    # The rules each event enforces (docs/rules.md), drawn on the diagrams' edges.
+    rules: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     # -- guards shared by several lifecycles -----------------------------------
 
     def contract_open(self, ctx: Context) -> None:
-        """The contract is an offer or active: milestones can still be planned and funded."""
+        """MS3, X1: the contract is an offer or active: milestones can still be planned and
+        funded."""
         if ctx.contract["state"] not in ("offer", "active"):
             raise refuse(
                 "contract_closed",
@@ -113,6 +122,7 @@ class EscrowMachine(StateMachine, metaclass=_ValidatedMeta):
             )
 
     def contract_is_active(self, ctx: Context) -> None:
+        """MS6, CR1, X4: work is submitted and changed only while the contract is active."""
         if ctx.contract["state"] != "active":
             raise refuse(
                 "contract_not_active",
@@ -120,7 +130,8 @@ class EscrowMachine(StateMachine, metaclass=_ValidatedMeta):
             )
 
     def contract_accepted(self, ctx: Context) -> None:
-        """The freelancer accepted the contract at some point (it is active or ended)."""
+        """MS8: payment is released once the freelancer has accepted the contract (it is
+        active or ended)."""
         if ctx.contract["state"] not in ("active", "ended"):
             raise refuse(
                 "contract_not_accepted",
@@ -145,3 +156,58 @@ class EscrowMachine(StateMachine, metaclass=_ValidatedMeta):
                 f"proposal {ctx.contract['open_proposal_id']} is waiting for the client: "
                 "accept or decline it before changing milestones",
             )
+
+
+def timer_of(machine: type[EscrowMachine], state: str) -> Timer | None:
+    return getattr(machine.states_map[state], "timer", None)
+
+
+def events_from(machine: type[EscrowMachine], state: str) -> list[str]:
+    """The events declared out of `state`, in declaration order (guards not evaluated)."""
+    seen: dict[str, None] = {}
+    for transition in machine.states_map[state].transitions:
+        for event in transition.events:
+            seen[str(event)] = None
+    return list(seen)
+
+
+def party_events(machine: type[EscrowMachine]) -> list[str]:
+    """The events a person may fire (PA1): every event but the engine's own moves."""
+    return [event for event, roles in machine.permissions.items() if roles != SYSTEM]
+
+
+def party_events_from(machine: type[EscrowMachine], state: str) -> list[str]:
+    """The events a person may fire out of `state` (guards not evaluated)."""
+    return [e for e in events_from(machine, state) if machine.permissions[e] != SYSTEM]
+
+
+def unguarded_transitions(machine: type[EscrowMachine]) -> dict[tuple[str, str], str]:
+    """(state, event) -> target for events with a single transition out of a state that has
+    no guard. Our machines declare no actions, so for these the machine's answer is its
+    declaration; the engine looks them up instead of running the library's event loop
+    (tests/unit/test_machines.py checks every entry against `send`)."""
+    table: dict[tuple[str, str], str] = {}
+    for state in machine.states:
+        by_event: dict[str, list[Any]] = {}
+        for transition in state.transitions:
+            for event in transition.events:
+                by_event.setdefault(str(event), []).append(transition)
+        for event, transitions in by_event.items():
+            (transition, *others) = transitions
+            if others or _has_callbacks(machine, transition):
+                continue
+            table[(state.id, event)] = transition.target.id
+    return table
+
+
+def _has_callbacks(machine: type[EscrowMachine], transition: Any) -> bool:
+    """A guard or an action on the transition. Naming conventions (`on_<event>`, ...)
+    count only if the machine defines such a method, as it then would run."""
+    if any(
+        not spec.is_convention or hasattr(machine, str(spec.func))
+        for name in ("validators", "cond", "before", "on", "after")
+        for spec in getattr(transition, name)
+    ):
+        return True
+    conventions = ("on_enter_", "on_exit_", "before_", "after_")
+    return any(attr.startswith(conventions) for attr in vars(machine))

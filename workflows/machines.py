@@ -13,7 +13,6 @@ is defined) are in `workflows/lifecycle.py`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from statemachine import State
 
@@ -27,7 +26,12 @@ from workflows.lifecycle import (
     EscrowMachine,
     TimedState,
     Timer,
+    events_from,
+    party_events,
+    party_events_from,
     refuse,
+    timer_of,
+    unguarded_transitions,
 )
 
 __all__ = [  # the building blocks are re-exported: callers need only this module
@@ -91,8 +95,20 @@ class ContractMachine(EscrowMachine):
         "propose": FREELANCER,
         "request_refund": CLIENT,
     }
+    rules = {
+        "accept": ("CT2",),
+        "add_milestones": ("MS2", "CT3", "CT1"),
+        "close": ("X3",),
+        "decline": ("CT2",),
+        "end": ("CT4",),
+        "propose": ("FP1", "FP2"),
+        "reorder_milestones": ("MS3",),
+        "request_refund": ("RF1", "X6"),
+        "withdraw": ("CT2",),
+    }
 
     def nothing_left_open(self, ctx: Context) -> None:
+        """X3: a contract closes only once it holds nothing and nothing is active."""
         if ctx.contract["held"] or ctx.contract["active_milestone_id"] is not None:
             raise refuse(
                 "escrow_still_held",
@@ -100,6 +116,7 @@ class ContractMachine(EscrowMachine):
             )
 
     def no_open_refund(self, ctx: Context) -> None:
+        """X6: one open refund per contract."""
         if ctx.contract["open_refund_id"] is not None:
             raise refuse(
                 "refund_pending",
@@ -115,7 +132,7 @@ class MilestoneMachine(EscrowMachine):
 
     pending = State(initial=True)
     active = State()
-    in_review = TimedState(timer=Timer("review_window", "auto_approve"))
+    in_review = TimedState(timer=Timer("review_window", "auto_approve", rule="MS10"))
     refund_requested = State()
     released = State(final=True)
     refunded = State(final=True)
@@ -162,6 +179,23 @@ class MilestoneMachine(EscrowMachine):
         "award": SYSTEM,
         "split": SYSTEM,
     }
+    rules = {
+        "apply_change": ("CR3",),
+        "auto_approve": ("MS10",),
+        "award": ("RF3",),
+        "delete": ("MS3", "CT3"),
+        "deposit": ("CR3",),
+        "edit": ("MS3", "MS12"),
+        "fund": ("MS5", "MS4", "X2"),
+        "hold_for_refund": ("RF1",),
+        "open_change_request": ("CR1",),
+        "refund": ("RF2", "CT2"),
+        "release": ("MS8", "MS9", "X11"),
+        "release_hold": ("X5",),
+        "request_changes": ("MS7",),
+        "split": ("RF3",),
+        "submit": ("MS6", "CR5"),
+    }
 
     def no_other_milestone_active(self, ctx: Context) -> None:
         """MS4: one milestone at a time is active; money is not deposited ahead."""
@@ -198,7 +232,9 @@ class ChangeRequestMachine(EscrowMachine):
 
     pending = TimedState(
         initial=True,
-        timer=Timer("change_request_lifetime", "expire", restart_on=frozenset({"edit"})),
+        timer=Timer(
+            "change_request_lifetime", "expire", rule="CR6", restart_on=frozenset({"edit"})
+        ),
     )
     accepted = State(final=True)
     rejected = State(final=True)
@@ -220,6 +256,14 @@ class ChangeRequestMachine(EscrowMachine):
         "withdraw": CLIENT,
         "expire": SYSTEM,
         "cancel": SYSTEM,
+    }
+    rules = {
+        "accept": ("CR3",),
+        "cancel": ("CR5",),
+        "edit": ("CR2", "X7"),
+        "expire": ("CR6",),
+        "reject": ("CR4",),
+        "withdraw": ("CR2",),
     }
 
 
@@ -245,6 +289,12 @@ class ProposalMachine(EscrowMachine):
         "withdraw": FREELANCER,
         "cancel": SYSTEM,
     }
+    rules = {
+        "accept": ("FP2",),
+        "cancel": ("FP2", "X9"),
+        "decline": ("FP2",),
+        "withdraw": ("FP1",),
+    }
 
 
 class RefundMachine(EscrowMachine):
@@ -252,7 +302,9 @@ class RefundMachine(EscrowMachine):
 
     entity = "refund"
 
-    requested = TimedState(initial=True, timer=Timer("refund_response_time", "refund_by_default"))
+    requested = TimedState(
+        initial=True, timer=Timer("refund_response_time", "refund_by_default", rule="RF2")
+    )
     disputed = State()
     refunded = State(final=True)
     resolved = State(final=True)
@@ -271,6 +323,13 @@ class RefundMachine(EscrowMachine):
         "resolve": ADMIN,
         "cancel": CLIENT,
     }
+    rules = {
+        "approve": ("RF2",),
+        "cancel": ("X5",),
+        "dispute": ("RF2",),
+        "refund_by_default": ("RF2",),
+        "resolve": ("RF3",),
+    }
 
 
 MACHINES: Mapping[str, type[EscrowMachine]] = {
@@ -284,58 +343,3 @@ MACHINES: Mapping[str, type[EscrowMachine]] = {
     )
 }
 """Every lifecycle, by entity name."""
-
-
-def timer_of(machine: type[EscrowMachine], state: str) -> Timer | None:
-    return getattr(machine.states_map[state], "timer", None)
-
-
-def events_from(machine: type[EscrowMachine], state: str) -> list[str]:
-    """The events declared out of `state`, in declaration order (guards not evaluated)."""
-    seen: dict[str, None] = {}
-    for transition in machine.states_map[state].transitions:
-        for event in transition.events:
-            seen[str(event)] = None
-    return list(seen)
-
-
-def party_events(machine: type[EscrowMachine]) -> list[str]:
-    """The events a person may fire (PA1): every event but the engine's own moves."""
-    return [event for event, roles in machine.permissions.items() if roles != SYSTEM]
-
-
-def party_events_from(machine: type[EscrowMachine], state: str) -> list[str]:
-    """The events a person may fire out of `state` (guards not evaluated)."""
-    return [e for e in events_from(machine, state) if machine.permissions[e] != SYSTEM]
-
-
-def unguarded_transitions(machine: type[EscrowMachine]) -> dict[tuple[str, str], str]:
-    """(state, event) -> target for events with a single transition out of a state that has
-    no guard. Our machines declare no actions, so for these the machine's answer is its
-    declaration; the engine looks them up instead of running the library's event loop
-    (tests/unit/test_machines.py checks every entry against `send`)."""
-    table: dict[tuple[str, str], str] = {}
-    for state in machine.states:
-        by_event: dict[str, list[Any]] = {}
-        for transition in state.transitions:
-            for event in transition.events:
-                by_event.setdefault(str(event), []).append(transition)
-        for event, transitions in by_event.items():
-            (transition, *others) = transitions
-            if others or _has_callbacks(machine, transition):
-                continue
-            table[(state.id, event)] = transition.target.id
-    return table
-
-
-def _has_callbacks(machine: type[EscrowMachine], transition: Any) -> bool:
-    """A guard or an action on the transition. Naming conventions (`on_<event>`, ...)
-    count only if the machine defines such a method, as it then would run."""
-    if any(
-        not spec.is_convention or hasattr(machine, str(spec.func))
-        for name in ("validators", "cond", "before", "on", "after")
-        for spec in getattr(transition, name)
-    ):
-        return True
-    conventions = ("on_enter_", "on_exit_", "before_", "after_")
-    return any(attr.startswith(conventions) for attr in vars(machine))

@@ -113,3 +113,17 @@ def test_svg_without_graphviz_fails_in_one_line_naming_the_package(tmp_path: Pat
         text=True,
     )
     assert text_only.returncode == 0, text_only.stderr
+
+
+def test_every_edge_names_the_rules_it_enforces() -> None:
+    """Rule IDs are drawn: `grep MS10` finds the timer's edge as well as its code and tests."""
+    default = Policy()
+    review = to_mermaid(lifecycle("milestone", default))
+    assert re.search(r"in_review --> released : .*auto_approve \(timer\) · MS10$", review, re.M)
+    assert re.search(r"active --> active : .*open_change_request \(client\).* · CR1$", review, re.M)
+    expire = to_mermaid(lifecycle("change_request", default))
+    assert re.search(r"expire \(timer\) · CR6$", expire, re.M)
+    for entity in MACHINES:
+        for edge in lifecycle(entity, default).edges:
+            assert edge.rules, (entity, edge.event)
+            assert all(re.fullmatch(r"(CT|MS|CR|FP|RF|ES|PA|NT|X)\d+", r) for r in edge.rules)
