@@ -17,14 +17,13 @@ from pathlib import Path
 # bench/http.py would shadow the standard library's `http` for every script in here.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import argparse
-import tempfile
 import time
 
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.backends import compare, ratio_main
 from escrowflow.settings import Settings
 from storage.db import make_engine
 from storage.migrate import upgrade
@@ -119,34 +118,11 @@ def measure(name: str, url: str, milestones: int) -> float:
     engine_tps = engine_rate(db, milestones)
     base_tps = baseline_rate(db, milestones * len(MIX))
     db.dispose()
-    print(f"  engine   {engine_tps:8.0f} transitions/s  ({1e6 / engine_tps:6.0f} us each)")
-    print(f"  baseline {base_tps:8.0f} transitions/s  ({1e6 / base_tps:6.0f} us each)")
-    return engine_tps / base_tps
+    return compare(("engine", engine_tps), ("baseline", base_tps))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--milestones", type=int, default=600)
-    parser.add_argument("--backends", default="postgresql,sqlite")
-    args = parser.parse_args()
-    ratios: dict[str, float] = {}
-    backends = args.backends.split(",")
-    if "postgresql" in backends:
-        from tests.pg import Cluster
-
-        cluster = Cluster()
-        cluster.start()
-        try:
-            ratios["postgresql"] = measure(
-                "postgresql", cluster.create_database("bench"), args.milestones
-            )
-        finally:
-            cluster.stop()
-    if "sqlite" in backends:
-        with tempfile.TemporaryDirectory() as tmp:
-            ratios["sqlite"] = measure("sqlite", f"sqlite:///{tmp}/bench.db", args.milestones)
-    for name, ratio in ratios.items():
-        print(f"engine/baseline {name}: {ratio:.2f}")
+    ratio_main(__doc__ or "", "milestones", 600, measure, "engine/baseline")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def fingerprint(request: Mapping[str, Any]) -> str:
 
 
 def replay(w: Writes, key: str, request: Mapping[str, Any]) -> Result | None:
-    """The stored result of a request already made with this key, if it was this one."""
+    """ES3: the stored result of a request already made with this key, if it was this one."""
     if not key or len(key) > MAX_KEY_LENGTH:
         raise ValidationError(
             f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",

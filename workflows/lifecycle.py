@@ -149,7 +149,7 @@ class EscrowMachine(StateMachine, metaclass=_ValidatedMeta):
             )
 
     def no_pending_proposal(self, ctx: Context) -> None:
-        """FP3: while a proposal waits, the client makes no other milestone change."""
+        """FP3, X8: while a proposal waits, the client makes no other milestone change."""
         if ctx.contract["open_proposal_id"] is not None:
             raise refuse(
                 "proposal_pending",

@@ -164,7 +164,7 @@ class MilestoneMachine(EscrowMachine):
 
     permissions = {
         "fund": CLIENT,
-        "edit": CLIENT,
+        "edit": CLIENT,  # MS13: a freelancer never edits a milestone; it proposes (FP1)
         "delete": CLIENT,
         "submit": FREELANCER,
         "request_changes": CLIENT,

@@ -99,6 +99,7 @@ def text(payload: Mapping[str, Any], field: str, *, max_length: int, required: b
 
 
 def due_date(payload: Mapping[str, Any], field: str = "due_date") -> date | None:
+    """A milestone's due date (MS1). MS11: it is information only; no timer reads it."""
     value = payload.get(field)
     if value is None:
         return None

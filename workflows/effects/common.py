@@ -60,7 +60,8 @@ def require_not_started(milestone: Any) -> None:
 
 
 def require_change(current: Any, fields: dict[str, Any]) -> dict[str, Any]:
-    """A change must change something: values equal to the milestone's are refused."""
+    """X12, X13: a change must change something: values equal to the milestone's are
+    refused."""
     if all(current[f] == value for f, value in fields.items()):
         raise ValidationError(
             f"milestone {current['id']} already has these values: nothing would change",

@@ -101,7 +101,7 @@ def reorder_milestones(s: Step) -> None:
 def propose(s: Step) -> None:
     """FP1: the freelancer proposes to add, edit or delete milestones not yet started.
 
-    FP2: a proposal that could not apply is refused now, not on accept: each milestone at
+    FP2, X12: a proposal that could not apply is refused now, not on accept: each milestone at
     most once, every edit changes something, and the result stays within CT3.
     """
     items = p.listing(s.payload, "items", max_items=s.policy.max_milestones)

@@ -1,0 +1,48 @@
+"""Run one measurement on each backend asked for: a PostgreSQL server started for the
+run (tests/pg.py) and a SQLite file in a temporary directory."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable
+
+
+def on_backends(backends: list[str], measure: Callable[[str, str], float]) -> dict[str, float]:
+    """`measure(name, url)` on each backend in `backends`; its results by name."""
+    results: dict[str, float] = {}
+    if "postgresql" in backends:
+        from tests.pg import Cluster
+
+        cluster = Cluster()
+        cluster.start()
+        try:
+            results["postgresql"] = measure("postgresql", cluster.create_database("bench"))
+        finally:
+            cluster.stop()
+    if "sqlite" in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            results["sqlite"] = measure("sqlite", f"sqlite:///{tmp}/bench.db")
+    return results
+
+
+def ratio_main(
+    doc: str, option: str, default: int, measure: Callable[[str, str, int], float], label: str
+) -> None:
+    """A ratio benchmark's command line: `--<option> N --backends ...`; prints
+    `<label> <backend>: R` last, one line a backend."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(f"--{option}", type=int, default=default)
+    parser.add_argument("--backends", default="postgresql,sqlite")
+    args = parser.parse_args()
+    count = getattr(args, option)
+    ratios = on_backends(args.backends.split(","), lambda name, url: measure(name, url, count))
+    for name, ratio in ratios.items():
+        print(f"{label} {name}: {ratio:.2f}")
+
+
+def compare(ours: tuple[str, float], baseline: tuple[str, float]) -> float:
+    """Print two rates (per second) side by side; ours / baseline."""
+    for name, rate in (ours, baseline):
+        print(f"  {name:8} {rate:8.0f} transitions/s  ({1e6 / rate:6.0f} us each)")
+    return ours[1] / baseline[1]
