@@ -21,6 +21,16 @@ from workflows.policy import (
 )
 from workflows.retry import WEBHOOK_MAX_ATTEMPTS, WEBHOOK_RETRY, RetryStrategy
 
+DURATIONS = (
+    "review_window",
+    "change_request_lifetime",
+    "refund_response_time",
+    "worker_lease",
+    "webhook_backoff_base",
+    "webhook_backoff_cap",
+)
+"""The settings that are durations: seconds or ISO 8601, and positive."""
+
 
 class Settings(BaseSettings):
     """Everything configurable. Durations take seconds or ISO 8601 (``P14D``)."""
@@ -77,15 +87,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"minimum amount for {currency} must be positive")
         return value
 
-    @field_validator(
-        "review_window",
-        "change_request_lifetime",
-        "refund_response_time",
-        "worker_lease",
-        "webhook_backoff_base",
-        "webhook_backoff_cap",
-        mode="before",
-    )
+    @field_validator(*DURATIONS, mode="before")
     @classmethod
     def _plain_seconds(cls, value: object) -> object:
         """`ESCROWFLOW_REVIEW_WINDOW=3600` means seconds, as `PT1H` would."""
@@ -96,14 +98,7 @@ class Settings(BaseSettings):
                 return value
         return value
 
-    @field_validator(
-        "review_window",
-        "change_request_lifetime",
-        "refund_response_time",
-        "worker_lease",
-        "webhook_backoff_base",
-        "webhook_backoff_cap",
-    )
+    @field_validator(*DURATIONS)
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
