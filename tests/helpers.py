@@ -72,6 +72,15 @@ class Scenario:
     ) -> Result:
         return self.engine.apply(entity, entity_id, event, actor, payload, **kw)
 
+    def add_milestones(self, contract: int, *milestones: dict[str, Any]) -> Result:
+        """The client adds milestones to a contract (MS2)."""
+        payload = {"milestones": list(milestones)}
+        return self.fire("contract", contract, "add_milestones", CLIENT, payload)
+
+    def propose(self, contract: int, *items: dict[str, Any]) -> Result:
+        """The freelancer proposes changes to milestones not started (FP1)."""
+        return self.fire("contract", contract, "propose", FREELANCER, {"items": list(items)})
+
     def wait(self, **delta: float) -> SweepReport:
         """Let time pass and the engine's timers fire."""
         self.clock.advance(timedelta(**delta))

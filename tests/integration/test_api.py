@@ -180,21 +180,10 @@ def test_malformed_json_if_match_and_actor_are_refused_plainly(
         },
     )
     assert (raw.status_code, raw.json()["code"]) == (400, "malformed_json")
-    bad_etag = api.request(
-        "POST",
-        f"/v1/contracts/{contract}/events/accept",
-        token=web,
-        actor=FREELANCER,
-        if_match="yesterday",
-    )
+    accept = f"/v1/contracts/{contract}/events/accept"
+    bad_etag = api.request("POST", accept, token=web, actor=FREELANCER, if_match="yesterday")
     assert (bad_etag.status_code, bad_etag.json()["code"]) == (400, "invalid_if_match")
-    stale = api.request(
-        "POST",
-        f"/v1/contracts/{contract}/events/accept",
-        token=web,
-        actor=FREELANCER,
-        if_match='"v7"',
-    )
+    stale = api.request("POST", accept, token=web, actor=FREELANCER, if_match='"v7"')
     assert (stale.status_code, stale.json()["code"]) == (412, "version_conflict")
     no_actor = api.request("POST", f"/v1/contracts/{contract}/events/accept", token=web)
     assert (no_actor.status_code, no_actor.json()["code"]) == (422, "actor_required")

@@ -72,13 +72,7 @@ def _change_request(sc: Scenario) -> tuple[int, dict[str, Any]]:
 
 def _proposal(sc: Scenario) -> tuple[int, dict[str, Any]]:
     c, _ = sc.active_contract(50_000)
-    created = sc.fire(
-        "contract",
-        c,
-        "propose",
-        FREELANCER,
-        {"items": [{"action": "add", "title": "X", "amount": 9_000}]},
-    )
+    created = sc.propose(c, {"action": "add", "title": "X", "amount": 9_000})
     return created["created"][0]["id"], {}
 
 

@@ -94,13 +94,7 @@ def test_x7_top_up_during_review_keeps_the_running_window(sc: Scenario) -> None:
 def test_x8_waiting_proposal_also_blocks_change_requests(sc: Scenario) -> None:
     contract, (a, b) = sc.active_contract(1000, 2000)
     sc.fire("milestone", a, "fund", CLIENT)
-    sc.fire(
-        "contract",
-        contract,
-        "propose",
-        FREELANCER,
-        {"items": [{"action": "delete", "milestone_id": b}]},
-    )
+    sc.propose(contract, {"action": "delete", "milestone_id": b})
     with pytest.raises(TransitionRejected) as refused:
         sc.fire("milestone", a, "open_change_request", CLIENT, {"title": "x"})
     assert refused.value.code == "proposal_pending"
@@ -109,13 +103,7 @@ def test_x8_waiting_proposal_also_blocks_change_requests(sc: Scenario) -> None:
 
 def test_x9_withdrawn_offer_cancels_waiting_proposal(sc: Scenario) -> None:
     contract, (_a, b) = sc.offer(1000, 2000)
-    proposal = sc.fire(
-        "contract",
-        contract,
-        "propose",
-        FREELANCER,
-        {"items": [{"action": "delete", "milestone_id": b}]},
-    )["created"][0]["id"]
+    proposal = sc.propose(contract, {"action": "delete", "milestone_id": b})["created"][0]["id"]
     sc.fire("contract", contract, "withdraw", CLIENT)
     assert sc.state("proposal", proposal) == "cancelled"
 

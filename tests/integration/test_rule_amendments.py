@@ -125,13 +125,9 @@ def test_fp2_proposal_items_are_readable_before_answering(sc: Scenario) -> None:
 
 def test_fp2_x12_proposal_cancelled_with_reason_when_its_milestone_is_funded(sc: Scenario) -> None:
     contract, (a, b) = sc.active_contract(1_000, 2_000)
-    proposal = sc.fire(
-        "contract",
-        contract,
-        "propose",
-        FREELANCER,
-        {"items": [{"action": "edit", "milestone_id": b, "amount": 2_500}]},
-    )["created"][0]["id"]
+    proposal = sc.propose(contract, {"action": "edit", "milestone_id": b, "amount": 2_500})[
+        "created"
+    ][0]["id"]
     sc.fire("milestone", a, "fund", CLIENT)  # another milestone: the proposal still applies
     assert sc.state("proposal", proposal) == "pending"
     sc.fire("milestone", a, "release", CLIENT)
@@ -141,13 +137,7 @@ def test_fp2_x12_proposal_cancelled_with_reason_when_its_milestone_is_funded(sc:
     assert f"milestone {b} was funded" in cancel["payload"]["reason"]
     assert sc.row("contract", contract)["open_proposal_id"] is None
     # The client is not blocked: it can plan again.
-    sc.fire(
-        "contract",
-        contract,
-        "add_milestones",
-        CLIENT,
-        {"milestones": [{"title": "x", "amount": 600}]},
-    )
+    sc.add_milestones(contract, {"title": "x", "amount": 600})
 
 
 def test_fp2_x12_ct3_proposal_past_the_limit_is_refused_when_proposed(sc: Scenario) -> None:
@@ -184,13 +174,7 @@ def test_fp1_ms12_proposal_on_a_started_milestone_names_the_clients_change_reque
     contract, (a,) = sc.active_contract(1_000)
     sc.fire("milestone", a, "fund", CLIENT)
     with pytest.raises(TransitionRejected) as refused:
-        sc.fire(
-            "contract",
-            contract,
-            "propose",
-            FREELANCER,
-            {"items": [{"action": "edit", "milestone_id": a, "amount": 900}]},
-        )
+        sc.propose(contract, {"action": "edit", "milestone_id": a, "amount": 900})
     assert refused.value.code == "milestone_started"
     assert "client's change request" in refused.value.message
     assert "use a change request" not in refused.value.message

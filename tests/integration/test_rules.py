@@ -22,13 +22,7 @@ def test_ct1_milestones_only_on_fixed_price_contracts(sc: Scenario) -> None:
     contract, _ = sc.offer(kind="hourly")
     before = sc.snapshot()
     with pytest.raises(TransitionRejected) as refused:
-        sc.fire(
-            "contract",
-            contract,
-            "add_milestones",
-            CLIENT,
-            {"milestones": [{"title": "Design", "amount": 10_000}]},
-        )
+        sc.add_milestones(contract, {"title": "Design", "amount": 10_000})
     assert refused.value.code == "not_fixed_price"
     assert sc.snapshot() == before
     with pytest.raises(TransitionRejected, match="fixed-price"):
@@ -76,22 +70,10 @@ def test_ct2_only_freelancer_accepts_and_only_client_withdraws(sc: Scenario) -> 
 
 def test_ct3_two_hundred_milestones_at_most(sc: Scenario) -> None:
     contract, _ = sc.active_contract()
-    sc.fire(
-        "contract",
-        contract,
-        "add_milestones",
-        CLIENT,
-        {"milestones": [{"title": f"M{i}", "amount": 500} for i in range(200)]},
-    )
+    sc.add_milestones(contract, *({"title": f"M{i}", "amount": 500} for i in range(200)))
     before = sc.snapshot()
     with pytest.raises(TransitionRejected) as refused:
-        sc.fire(
-            "contract",
-            contract,
-            "add_milestones",
-            CLIENT,
-            {"milestones": [{"title": "M201", "amount": 500}]},
-        )
+        sc.add_milestones(contract, {"title": "M201", "amount": 500})
     assert refused.value.code == "milestone_limit_reached"
     assert "new contract" in refused.value.message
     assert sc.snapshot() == before
@@ -101,21 +83,9 @@ def test_ct3_deleted_future_milestones_do_not_count(sc: Scenario, policy: object
     contract, milestones = sc.active_contract(*[500] * 200)
     sc.fire("milestone", milestones[0], "fund", CLIENT)
     sc.fire("milestone", milestones[1], "delete", CLIENT)
-    sc.fire(
-        "contract",
-        contract,
-        "add_milestones",
-        CLIENT,
-        {"milestones": [{"title": "replacement", "amount": 500}]},
-    )
+    sc.add_milestones(contract, {"title": "replacement", "amount": 500})
     with pytest.raises(TransitionRejected, match="limit"):
-        sc.fire(
-            "contract",
-            contract,
-            "add_milestones",
-            CLIENT,
-            {"milestones": [{"title": "one too many", "amount": 500}]},
-        )
+        sc.add_milestones(contract, {"title": "one too many", "amount": 500})
 
 
 def test_ct4_either_party_ends_and_escrow_stays_held(sc: Scenario) -> None:
@@ -174,13 +144,7 @@ def test_ms1_milestone_has_title_description_due_date_and_minimum_amount(sc: Sce
         ("500", "amount_not_integer"),
     ]:
         with pytest.raises(ValidationError) as refused:
-            sc.fire(
-                "contract",
-                contract,
-                "add_milestones",
-                CLIENT,
-                {"milestones": [{"title": "x", "amount": bad}]},
-            )
+            sc.add_milestones(contract, {"title": "x", "amount": bad})
         assert refused.value.code == code
     with pytest.raises(ValidationError, match="title"):
         sc.fire("contract", contract, "add_milestones", CLIENT, {"milestones": [{"amount": 900}]})
@@ -189,20 +153,8 @@ def test_ms1_milestone_has_title_description_due_date_and_minimum_amount(sc: Sce
 def test_ms1_minimum_is_per_currency(sc: Scenario) -> None:
     contract, _ = sc.offer(currency="JPY")
     with pytest.raises(ValidationError, match="minimum"):
-        sc.fire(
-            "contract",
-            contract,
-            "add_milestones",
-            CLIENT,
-            {"milestones": [{"title": "x", "amount": 4}]},
-        )
-    sc.fire(
-        "contract",
-        contract,
-        "add_milestones",
-        CLIENT,
-        {"milestones": [{"title": "x", "amount": 5}]},
-    )
+        sc.add_milestones(contract, {"title": "x", "amount": 4})
+    sc.add_milestones(contract, {"title": "x", "amount": 5})
 
 
 def test_ms2_milestones_ordered_and_created_all_or_none(sc: Scenario) -> None:
@@ -210,13 +162,7 @@ def test_ms2_milestones_ordered_and_created_all_or_none(sc: Scenario) -> None:
     assert [sc.row("milestone", m)["position"] for m in milestones] == [1, 2, 3]
     before = sc.snapshot()
     with pytest.raises(ValidationError) as refused:
-        sc.fire(
-            "contract",
-            contract,
-            "add_milestones",
-            CLIENT,
-            {"milestones": [{"title": "ok", "amount": 1000}, {"title": "bad", "amount": 1}]},
-        )
+        sc.add_milestones(contract, {"title": "ok", "amount": 1000}, {"title": "bad", "amount": 1})
     assert refused.value.details["index"] == 1
     assert sc.snapshot() == before
 
@@ -350,12 +296,8 @@ def test_ms10_review_window_auto_releases_full_escrow(sc: Scenario) -> None:
 
 def test_ms11_passing_a_due_date_changes_nothing(sc: Scenario) -> None:
     contract, _ = sc.active_contract()
-    result = sc.fire(
-        "contract",
-        contract,
-        "add_milestones",
-        CLIENT,
-        {"milestones": [{"title": "Design", "amount": 1000, "due_date": "2026-01-06"}]},
+    result = sc.add_milestones(
+        contract, {"title": "Design", "amount": 1000, "due_date": "2026-01-06"}
     )
     m = result["created"][0]["id"]
     sc.fire("milestone", m, "fund", CLIENT)
@@ -518,32 +460,26 @@ def test_cr6_edit_gives_the_freelancer_a_full_lifetime_again(sc: Scenario) -> No
 
 
 def _propose(sc: Scenario, contract: int, items: list[dict[str, object]]) -> int:
-    result = sc.fire("contract", contract, "propose", FREELANCER, {"items": items})
-    return int(result["created"][0]["id"])
+    return int(sc.propose(contract, *items)["created"][0]["id"])
+
+
+def _add_edit_delete(edited: int, deleted: int) -> list[dict[str, object]]:
+    """A proposal of three items: add a milestone, raise one, delete another."""
+    return [
+        {"action": "add", "title": "Extra", "amount": 4000},
+        {"action": "edit", "milestone_id": edited, "amount": 2500},
+        {"action": "delete", "milestone_id": deleted},
+    ]
 
 
 def test_fp1_freelancer_proposes_several_changes_to_future_milestones(sc: Scenario) -> None:
     contract, (a, b, c) = sc.active_contract(1000, 2000, 3000)
     sc.fire("milestone", a, "fund", CLIENT)
-    proposal = _propose(
-        sc,
-        contract,
-        [
-            {"action": "add", "title": "Extra", "amount": 4000},
-            {"action": "edit", "milestone_id": b, "amount": 2500},
-            {"action": "delete", "milestone_id": c},
-        ],
-    )
+    proposal = _propose(sc, contract, _add_edit_delete(b, c))
     assert sc.state("proposal", proposal) == "pending"
     assert "proposal.create" in sc.events(contract)
     with pytest.raises(TransitionRejected) as refused:
-        sc.fire(
-            "contract",
-            contract,
-            "propose",
-            FREELANCER,
-            {"items": [{"action": "edit", "milestone_id": a, "amount": 900}]},
-        )
+        sc.propose(contract, {"action": "edit", "milestone_id": a, "amount": 900})
     assert refused.value.code in ("proposal_pending", "milestone_started")
 
 
@@ -557,15 +493,7 @@ def test_fp1_proposal_cannot_touch_started_milestones(sc: Scenario) -> None:
 
 def test_fp2_accept_applies_every_change_together(sc: Scenario) -> None:
     contract, (_a, b, c) = sc.active_contract(1000, 2000, 3000)
-    proposal = _propose(
-        sc,
-        contract,
-        [
-            {"action": "add", "title": "Extra", "amount": 4000},
-            {"action": "edit", "milestone_id": b, "amount": 2500},
-            {"action": "delete", "milestone_id": c},
-        ],
-    )
+    proposal = _propose(sc, contract, _add_edit_delete(b, c))
     sc.fire("proposal", proposal, "accept", CLIENT)
     assert sc.row("milestone", b)["amount"] == 2500
     assert sc.state("milestone", c) == "deleted"
