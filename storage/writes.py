@@ -59,8 +59,8 @@ class Batch:
     appended; a contract's and its entities' new states are read again only by later
     work on the same contract. A sweep fires hundreds of deadlines in one transaction;
     writing each kind once, with the driver's executemany, saves a round trip per row.
-    Whoever owns the batch writes it before touching a contract again (`touched`) and
-    at the end.
+    `Writes.settle` writes it before a contract with writes waiting here is read again
+    (`touched`); its owner writes the rest at the end (`Writes.write_batch`).
     """
 
     def __init__(self) -> None:
@@ -171,6 +171,19 @@ class Writes:
             self.batch.add(statement, prepared, values)
             return 0
         return self.fast.execute(self.conn, prepared, values)
+
+    def settle(self, contract_id: int) -> bool:
+        """Write the batch now if it holds writes for `contract_id` (to be read again);
+        whether it did."""
+        if self.batch is None or contract_id not in self.batch.touched:
+            return False
+        self.batch.write(self.fast, self.conn)
+        return True
+
+    def write_batch(self) -> None:
+        """Write whatever the batch holds (at the end of the transaction)."""
+        if self.batch is not None:
+            self.batch.write(self.fast, self.conn)
 
     def write_row(self, row: Row, *, later: bool = False) -> None:
         """Write what changed in `row` since it was loaded."""

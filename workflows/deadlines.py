@@ -103,13 +103,10 @@ class Sweeper:
     def _fire_together(self, ordered: Sequence[Any], now: datetime) -> SweepReport:
         report = SweepReport(batches=1, claimed=len(ordered))
         batch = Batch()
-        engine = self.engine
-        with transaction(engine.db) as conn:
+        with transaction(self.engine.db) as conn:
             for row in ordered:
-                if row.contract_id in batch.touched:  # it must read what it wrote
-                    batch.write(engine.fast, conn)
-                report.count(fire_one(engine, conn, row.id, now, batch), row)
-            batch.write(engine.fast, conn)
+                report.count(fire_one(self.engine, conn, row.id, now, batch), row)
+            Writes(self.engine.fast, conn, batch).write_batch()
         return report
 
     def _fire_apart(self, ordered: Sequence[Any], now: datetime) -> SweepReport:

@@ -57,6 +57,9 @@ class UnitOfWork:
         contract = entities.lock_contract_of(self.writes, entity, entity_id)
         if contract is None:
             raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
+        if self.writes.settle(contract.id):  # its batched writes first, then read it again
+            contract = entities.lock_contract_of(self.writes, entity, entity_id)
+            assert contract is not None
         return self._hold(contract)
 
     def lock_deadline(self, deadline_id: int) -> dict[str, Any]:
@@ -71,6 +74,9 @@ class UnitOfWork:
         both = deadlines.load_with_contract(self.writes, deadline_id)
         if both is None:
             raise NotFound(f"deadline {deadline_id} does not exist", code="deadline_not_found")
+        if self.writes.settle(both[0]["id"]):  # its batched writes first, then read again
+            both = deadlines.load_with_contract(self.writes, deadline_id)
+            assert both is not None
         self._hold(Row("contract", entities.TABLES["contract"], both[0]))
         return both[1]
 

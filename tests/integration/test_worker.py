@@ -262,3 +262,30 @@ def test_heartbeat_and_status(sc: Scenario) -> None:
     assert row["stopped_at"] is not None and not row["alive"]
     assert FREELANCER.party == "ada"
     assert DEADLINES.name == "deadlines"
+
+
+def test_two_deadlines_of_one_contract_in_one_batch_each_see_the_others_writes(
+    sc: Scenario,
+) -> None:
+    """RF2 and CR6 fall due together on one contract: the second reads the contract after
+    the first's batched writes, and the books come out as the rules say."""
+    contract, (a, b) = sc.active_contract(10_000, 8_000)
+    sc.fire("milestone", a, "fund", CLIENT)
+    sc.fire("milestone", a, "release", CLIENT, {"amount": 6_000})  # 4,000 left as credit
+    sc.fire("milestone", b, "fund", CLIENT)  # the credit pays 4,000 of it; 4,000 deposited
+    sc.fire("milestone", b, "release", CLIENT, {"amount": 5_000})  # 3,000 credit
+    refund = sc.fire("contract", contract, "request_refund", CLIENT)["created"][0]["id"]
+    sc.add_milestones(contract, {"title": "c", "amount": 2_000})
+    (c,) = [m["id"] for m in sc.rows("milestones", contract_id=contract) if m["id"] not in (a, b)]
+    sc.fire("milestone", c, "fund", CLIENT)
+    request = sc.fire("milestone", c, "open_change_request", CLIENT, {"amount": 2_500})
+    change = request["created"][0]["id"]
+    sc.clock.advance(timedelta(days=7))
+    report = Sweeper(sc.engine, "test", batch_size=10).sweep()
+    assert (report.claimed, report.fired, report.failed, report.isolated) == (2, 2, 0, False)
+    assert sc.state("refund", refund) == "refunded"
+    assert sc.state("change_request", change) == "expired"
+    assert sc.row("milestone", c)["open_change_request_id"] is None
+    held = sc.row("contract", contract)
+    assert (held["refunded"], held["held"], held["credit"]) == (3_000, 2_000, 0)
+    check_invariants(sc.db)
