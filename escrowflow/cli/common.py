@@ -66,5 +66,12 @@ def json_arg(text: str | None, option: str) -> dict[str, Any]:
     return value
 
 
+def emit_rows(
+    rows: list[dict[str, Any]], as_json: bool, line: Callable[[Any], str], empty: str = ""
+) -> None:
+    """A list: JSON, or one line per row (`empty` when there is none)."""
+    emit(rows, as_json, lambda rs: "\n".join(line(r) for r in rs) or empty)
+
+
 def emit(value: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     typer.echo(json.dumps(value, indent=2, default=str) if as_json else text(value))

@@ -12,6 +12,7 @@ from escrowflow.cli.common import (
     AsJson,
     app,
     emit,
+    emit_rows,
     errors,
     fail,
     json_arg,
@@ -183,13 +184,12 @@ def history(
     engine = load_engine()
     with errors():
         rows = views.history(engine.db, entity, entity_id)
-    emit(
+    emit_rows(
         rows,
         as_json,
-        lambda rs: "\n".join(
+        lambda r: (
             f"{r['at']}  v{r['version']}  {r['from_state'] or '-'} -> {r['to_state']}  "
             f"{r['event']} by {r['actor_role']}:{r['actor_party']} ({r['cause']})"
-            for r in rs
         ),
     )
 
@@ -202,11 +202,9 @@ def what_next(
     engine = load_engine()
     with errors():
         rows = views.what_next(engine.db, contract)
-    emit(
+    emit_rows(
         rows,
         as_json,
-        lambda rs: (
-            "\n".join(r["summary"] for r in rs)
-            or f"nothing happens on contract {contract} unless someone acts"
-        ),
+        lambda r: r["summary"],
+        f"nothing happens on contract {contract} unless someone acts",
     )

@@ -19,6 +19,7 @@ from escrowflow.cli.common import (
     AsJson,
     app,
     emit,
+    emit_rows,
     errors,
     fail,
     load_engine,
@@ -105,17 +106,14 @@ def deadlines_list(
         rows = views.pending_deadlines(
             engine.db, overdue_at=engine.clock.now() if overdue else None, contract_id=contract
         )
-    emit(
+    emit_rows(
         rows,
         as_json,
-        lambda rs: (
-            "\n".join(
-                f"{r['due_at']}  deadline {r['id']}: {r['event']} {r['entity']} {r['entity_id']} "
-                f"(contract {r['contract_id']}){' [paused]' if r['paused'] else ''}"
-                for r in rs
-            )
-            or "no pending deadlines"
+        lambda r: (
+            f"{r['due_at']}  deadline {r['id']}: {r['event']} {r['entity']} {r['entity_id']} "
+            f"(contract {r['contract_id']}){' [paused]' if r['paused'] else ''}"
         ),
+        "no pending deadlines",
     )
 
 

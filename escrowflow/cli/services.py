@@ -11,6 +11,7 @@ from escrowflow.cli.common import (
     AsJson,
     app,
     emit,
+    emit_rows,
     errors,
     load_engine,
     load_settings,
@@ -52,17 +53,14 @@ def tokens_list(as_json: AsJson = False) -> None:
     engine = load_engine()
     with errors():
         rows = tokens.listing(engine.db)
-    emit(
+    emit_rows(
         rows,
         as_json,
-        lambda rs: (
-            "\n".join(
-                f"{r['id']:>4}  {r['service']:<20} {r['prefix']}...  {','.join(r['scopes'])}"
-                + (f"  revoked {r['revoked_at']:%Y-%m-%d}" if r["revoked_at"] else "")
-                for r in rs
-            )
-            or "no tokens: escrowflow tokens create SERVICE --scope read"
+        lambda r: (
+            f"{r['id']:>4}  {r['service']:<20} {r['prefix']}...  {','.join(r['scopes'])}"
+            + (f"  revoked {r['revoked_at']:%Y-%m-%d}" if r["revoked_at"] else "")
         ),
+        "no tokens: escrowflow tokens create SERVICE --scope read",
     )
 
 
@@ -116,16 +114,11 @@ def webhooks_list(as_json: AsJson = False) -> None:
     engine = load_engine()
     with errors():
         rows = feed.subscriptions(engine.db)
-    emit(
+    emit_rows(
         rows,
         as_json,
-        lambda rs: (
-            "\n".join(
-                f"{r['id']:>4}  {r['url']}  {', '.join(r['event_types']) or 'all events'}"
-                for r in rs
-            )
-            or "no subscriptions: escrowflow webhooks add URL"
-        ),
+        lambda r: f"{r['id']:>4}  {r['url']}  {', '.join(r['event_types']) or 'all events'}",
+        "no subscriptions: escrowflow webhooks add URL",
     )
 
 
@@ -147,17 +140,14 @@ def webhooks_deliveries(
     engine = load_engine()
     with errors():
         rows = feed.deliveries(engine.db, status=status)
-    emit(
+    emit_rows(
         rows,
         as_json,
-        lambda rs: (
-            "\n".join(
-                f"{r['id']:>6}  sub {r['subscription_id']}  {r['type']:<28} {r['status']:<9} "
-                f"attempts {r['attempts']}  {r['last_error'] or ''}"
-                for r in rs
-            )
-            or "no deliveries"
+        lambda r: (
+            f"{r['id']:>6}  sub {r['subscription_id']}  {r['type']:<28} {r['status']:<9} "
+            f"attempts {r['attempts']}  {r['last_error'] or ''}"
         ),
+        "no deliveries",
     )
 
 
