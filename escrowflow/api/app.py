@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from escrowflow import tokens
-from escrowflow.api import ops, reads, webhooks, writes
+from escrowflow.api import docs, ops, reads, webhooks, writes
 from escrowflow.daemon import build_worker
 from escrowflow.error_codes import http_status
 from escrowflow.limits import BodyLimit
@@ -65,7 +65,10 @@ def create_app(
         summary="Escrow lifecycles of fixed-price contracts, applied exactly once.",
         description=__doc__,
         lifespan=lifespan,
+        docs_url=None,  # served from this process, without a CDN: escrowflow/api/docs.py
+        redoc_url=None,
     )
+    docs.install(app)
     app.state.engine = engine
     app.state.settings = settings
     app.state.metrics = metrics

@@ -3,6 +3,7 @@ on a refusal, retries are safe, the feed is ordered."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -491,3 +492,18 @@ def test_deliveries_are_listed_a_page_at_a_time(api: Api, web: str) -> None:
     assert seen == sorted(owed)  # every one once, in order, no gap
     too_many = api.request("GET", "/v1/webhooks/deliveries", token=admin, params={"limit": 201})
     assert too_many.status_code == 422
+
+
+def test_docs_and_redoc_work_offline_every_asset_served_here(api: Api) -> None:
+    """/docs and /redoc name no other host: every script, style and icon they load is
+    served by this process (Swagger UI and ReDoc come with the `fastapi-offline` package)."""
+    for page in ("/docs", "/redoc"):
+        html = api.request("GET", page, token=None)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", html.text, re.I), page
+        assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html.text)
+        assets += re.findall(r"""url: ['"]([^'"]+)['"]""", html.text)  # the OpenAPI document
+        assert any(a.endswith(".js") for a in assets), (page, assets)
+        for asset in assets:
+            served = api.request("GET", asset, token=None)
+            assert served.status_code == 200 and served.content, (page, asset)
