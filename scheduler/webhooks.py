@@ -27,7 +27,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -83,35 +83,23 @@ class _Outcome:
     error: str | None
 
 
+@dataclass
 class Dispatcher:
-    def __init__(
-        self,
-        engine: Engine,
-        worker_id: str,
-        *,
-        retry: RetryStrategy = WEBHOOK_RETRY,
-        timeout: float = 10.0,
-        batch_size: int = 100,
-        lease: timedelta = timedelta(seconds=60),
-        concurrency: int = 16,
-        per_subscription: int = 4,
-        poll: float = 0.05,
-        on_failure: Callable[[str], None] | None = None,
-        allow_private: bool = False,
-        resolve: Resolver = system_resolver,
-    ) -> None:
-        self.engine = engine
-        self.worker_id = worker_id
-        self.retry = retry
-        self.batch_size = batch_size
-        self.lease = lease
-        self.concurrency = concurrency
-        self.per_subscription = per_subscription
-        self.poll = poll
-        self.timeout = timeout
-        self.on_failure = on_failure
-        self.allow_private = allow_private
-        self.resolve = resolve
+    """Delivers the outbox's events to webhook subscribers (see :meth:`run`)."""
+
+    engine: Engine
+    worker_id: str
+    _: KW_ONLY
+    retry: RetryStrategy = WEBHOOK_RETRY
+    timeout: float = 10.0
+    batch_size: int = 100
+    lease: timedelta = timedelta(seconds=60)
+    concurrency: int = 16
+    per_subscription: int = 4
+    poll: float = 0.05
+    on_failure: Callable[[str], None] | None = None
+    allow_private: bool = False
+    resolve: Resolver = system_resolver
 
     def close(self) -> None:
         """Nothing is held between runs (each run has its own HTTP client)."""

@@ -8,6 +8,7 @@ each outcome; people list, unsubscribe and replay. Nobody else writes SQL on the
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -151,27 +152,34 @@ def replay(
     return int(conn.execute(query.values(**values)).rowcount)
 
 
-def listing(
-    conn: Connection,
-    *,
-    status: str | None = None,
-    subscription_id: int | None = None,
-    after: int | None = None,
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class DeliveryFilter:
+    """Which deliveries to list: by status and subscription; a page is those with an id
+    `after` the last one seen, at most `limit` of them."""
+
+    status: str | None = None
+    subscription_id: int | None = None
+    after: int | None = None
+    limit: int | None = None
+
+
+ALL = DeliveryFilter()
+
+
+def listing(conn: Connection, which: DeliveryFilter) -> list[dict[str, Any]]:
     """Deliveries in id order, with their event's id and type."""
     d = _d.c
     query = sa.select(_d, _outbox.c.event_id.label("event_uuid"), _outbox.c.type).join(
         _outbox, _outbox.c.id == d.event_id
     )
-    if status is not None:
-        query = query.where(d.status == status)
-    if subscription_id is not None:
-        query = query.where(d.subscription_id == subscription_id)
-    if after is not None:
-        query = query.where(d.id > after)
-    if limit is not None:
-        query = query.limit(limit)
+    if which.status is not None:
+        query = query.where(d.status == which.status)
+    if which.subscription_id is not None:
+        query = query.where(d.subscription_id == which.subscription_id)
+    if which.after is not None:
+        query = query.where(d.id > which.after)
+    if which.limit is not None:
+        query = query.limit(which.limit)
     return [dict(row) for row in conn.execute(query.order_by(d.id)).mappings()]
 
 

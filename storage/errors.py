@@ -21,6 +21,12 @@ class EscrowflowError(Exception):
 
     code: ClassVar[str] = "error"
 
+    def __init_subclass__(cls, code: str | None = None, **kwargs: Any) -> None:
+        """Each class names its stable code where it is declared: ``class X(Y, code=...)``."""
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+
     def __init__(
         self,
         message: str | None = None,
@@ -38,67 +44,45 @@ class EscrowflowError(Exception):
         return {"code": self.code, "message": self.message, "details": self.details}
 
 
-class ValidationError(EscrowflowError):
+class ValidationError(EscrowflowError, code="invalid_input"):
     """The request is not valid: fix the input and try again."""
 
-    code = "invalid_input"
 
-
-class MalformedRequest(ValidationError):
+class MalformedRequest(ValidationError, code="malformed_request"):
     """The request itself is malformed (a header, the JSON): fix it and send it again."""
 
-    code = "malformed_request"
 
-
-class NotFound(EscrowflowError):
+class NotFound(EscrowflowError, code="not_found"):
     """The thing asked for does not exist."""
 
-    code = "not_found"
 
-
-class Unauthenticated(EscrowflowError):
+class Unauthenticated(EscrowflowError, code="unauthenticated"):
     """No valid credentials: send `Authorization: Bearer <token>` (escrowflow tokens create)."""
 
-    code = "unauthenticated"
 
-
-class PermissionDenied(EscrowflowError):
+class PermissionDenied(EscrowflowError, code="permission_denied"):
     """This party may not do that."""
 
-    code = "permission_denied"
 
-
-class TransitionRejected(EscrowflowError):
+class TransitionRejected(EscrowflowError, code="transition_rejected"):
     """The rules do not allow that event now."""
 
-    code = "transition_rejected"
 
-
-class ConflictError(EscrowflowError):
+class ConflictError(EscrowflowError, code="conflict"):
     """Another change got there first: read the current state and try again."""
 
-    code = "conflict"
 
-
-class VersionConflict(ConflictError):
+class VersionConflict(ConflictError, code="version_conflict"):
     """The entity has changed since the version you expected: re-read it and try again."""
 
-    code = "version_conflict"
 
-
-class IdempotencyConflict(ConflictError):
+class IdempotencyConflict(ConflictError, code="idempotency_key_reused"):
     """This Idempotency-Key was already used for a different request: use a new key."""
 
-    code = "idempotency_key_reused"
 
-
-class ToolMissing(EscrowflowError):
+class ToolMissing(EscrowflowError, code="tool_missing"):
     """A program escrowflow needs for this is not installed."""
 
-    code = "tool_missing"
 
-
-class StorageError(EscrowflowError):
+class StorageError(EscrowflowError, code="storage_error"):
     """The database failed: check that it is reachable and migrated (escrowflow migrate)."""
-
-    code = "storage_error"

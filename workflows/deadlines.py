@@ -34,14 +34,16 @@ from workflows.retry import DEADLINE_RETRY
 
 @dataclass
 class SweepReport:
+    """What sweeps did: how long they took, what went wrong, and the deadlines by outcome."""
+
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
     batches: int = 0
     claimed: int = 0
     fired: int = 0
     stale: int = 0
     gone: int = 0
     failed: int = 0
-    errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
     # A batch fired a second time one deadline at a time, because the first try raised.
     isolated: bool = False
     # Fired deadlines by (entity, event), for the metrics.

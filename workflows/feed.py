@@ -211,18 +211,11 @@ def replay(
 
 
 def deliveries(
-    db: DBEngine,
-    *,
-    status: str | None = None,
-    subscription_id: int | None = None,
-    after: int | None = None,
-    limit: int | None = None,
+    db: DBEngine, which: delivery_rows.DeliveryFilter = delivery_rows.ALL
 ) -> list[dict[str, Any]]:
-    """Deliveries in id order; `after` an id and at most `limit` of them (a page)."""
+    """Deliveries in id order, filtered and paged by `which`."""
     with translated_errors(), db.connect() as conn:
-        rows = delivery_rows.listing(
-            conn, status=status, subscription_id=subscription_id, after=after, limit=limit
-        )
+        rows = delivery_rows.listing(conn, which)
     return [
         {
             "id": r["id"],

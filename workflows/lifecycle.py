@@ -8,7 +8,7 @@ policy, does not import.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,6 +18,7 @@ from statemachine.factory import StateMachineMetaclass
 from storage.errors import TransitionRejected
 from workflows.actors import Actor, Role
 from workflows.policy import TIMER_POLICIES
+from workflows.refusals import REFUSALS
 
 CLIENT = frozenset({Role.CLIENT})
 FREELANCER = frozenset({Role.FREELANCER})
@@ -57,8 +58,20 @@ class Context:
     actor: Actor
 
 
-def refuse(code: str, message: str) -> TransitionRejected:
-    return TransitionRejected(message, code=code)
+Validator = Callable[[Any, Context], None]
+
+
+def guard(code: str, refused: Callable[[Context], object]) -> Validator:
+    """A validator (python-statemachine calls it by name before the event): it refuses the
+    event with `code` when `refused(ctx)` holds. The message is the code's in
+    :data:`workflows.refusals.REFUSALS`, formatted with the contract and the entity's row."""
+    message = REFUSALS[code]  # an unknown code fails when the machine is defined
+
+    def check(machine: Any, ctx: Context) -> None:
+        if refused(ctx):
+            raise TransitionRejected(message.format(contract=ctx.contract, row=ctx.row), code=code)
+
+    return check
 
 
 class _ValidatedMeta(StateMachineMetaclass):
@@ -111,51 +124,22 @@ class EscrowMachine(StateMachine, metaclass=_ValidatedMeta):
 
     # -- guards shared by several lifecycles -----------------------------------
 
-    def contract_open(self, ctx: Context) -> None:
-        """MS3, X1: the contract is an offer or active: milestones can still be planned and
-        funded."""
-        if ctx.contract["state"] not in ("offer", "active"):
-            raise refuse(
-                "contract_closed",
-                f"contract {ctx.contract['id']} is {ctx.contract['state']}: "
-                "milestones can only be changed or funded on an offer or an active contract",
-            )
-
-    def contract_is_active(self, ctx: Context) -> None:
-        """MS6, CR1, X4: work is submitted and changed only while the contract is active."""
-        if ctx.contract["state"] != "active":
-            raise refuse(
-                "contract_not_active",
-                f"contract {ctx.contract['id']} is {ctx.contract['state']}, not active",
-            )
-
-    def contract_accepted(self, ctx: Context) -> None:
-        """MS8: payment is released once the freelancer has accepted the contract (it is
-        active or ended)."""
-        if ctx.contract["state"] not in ("active", "ended"):
-            raise refuse(
-                "contract_not_accepted",
-                f"contract {ctx.contract['id']} is {ctx.contract['state']}: "
-                "payment can be released only once the freelancer has accepted it",
-            )
-
-    def is_fixed_price(self, ctx: Context) -> None:
-        """CT1: milestones exist only on fixed-price contracts."""
-        if ctx.contract["kind"] != "fixed":
-            raise refuse(
-                "not_fixed_price",
-                f"contract {ctx.contract['id']} is an {ctx.contract['kind']} contract: "
-                "milestones exist only on fixed-price contracts",
-            )
-
-    def no_pending_proposal(self, ctx: Context) -> None:
-        """FP3, X8: while a proposal waits, the client makes no other milestone change."""
-        if ctx.contract["open_proposal_id"] is not None:
-            raise refuse(
-                "proposal_pending",
-                f"proposal {ctx.contract['open_proposal_id']} is waiting for the client: "
-                "accept or decline it before changing milestones",
-            )
+    # MS3, X1: milestones are planned and funded only on an offer or an active contract.
+    contract_open = guard(
+        "contract_closed", lambda ctx: ctx.contract["state"] not in ("offer", "active")
+    )
+    # MS6, CR1, X4: work is submitted and changed only while the contract is active.
+    contract_is_active = guard("contract_not_active", lambda ctx: ctx.contract["state"] != "active")
+    # MS8: payment is released once the freelancer has accepted (active or ended).
+    contract_accepted = guard(
+        "contract_not_accepted", lambda ctx: ctx.contract["state"] not in ("active", "ended")
+    )
+    # CT1: milestones exist only on fixed-price contracts.
+    is_fixed_price = guard("not_fixed_price", lambda ctx: ctx.contract["kind"] != "fixed")
+    # FP3, X8: while a proposal waits, the client makes no other milestone change.
+    no_pending_proposal = guard(
+        "proposal_pending", lambda ctx: ctx.contract["open_proposal_id"] is not None
+    )
 
 
 def timer_of(machine: type[EscrowMachine], state: str) -> Timer | None:

@@ -27,9 +27,9 @@ from workflows.lifecycle import (
     TimedState,
     Timer,
     events_from,
+    guard,
     party_events,
     party_events_from,
-    refuse,
     timer_of,
     unguarded_transitions,
 )
@@ -107,22 +107,13 @@ class ContractMachine(EscrowMachine):
         "withdraw": ("CT2",),
     }
 
-    def nothing_left_open(self, ctx: Context) -> None:
-        """X3: a contract closes only once it holds nothing and nothing is active."""
-        if ctx.contract["held"] or ctx.contract["active_milestone_id"] is not None:
-            raise refuse(
-                "escrow_still_held",
-                f"contract {ctx.contract['id']} still holds escrow: release or refund it first",
-            )
-
-    def no_open_refund(self, ctx: Context) -> None:
-        """X6: one open refund per contract."""
-        if ctx.contract["open_refund_id"] is not None:
-            raise refuse(
-                "refund_pending",
-                f"refund {ctx.contract['open_refund_id']} is still open on this contract: "
-                "wait for it to be settled",
-            )
+    # X3: a contract closes only once it holds nothing and nothing is active.
+    nothing_left_open = guard(
+        "escrow_still_held",
+        lambda ctx: ctx.contract["held"] or ctx.contract["active_milestone_id"] is not None,
+    )
+    # X6: one open refund per contract.
+    no_open_refund = guard("refund_pending", lambda ctx: ctx.contract["open_refund_id"] is not None)
 
 
 class MilestoneMachine(EscrowMachine):
@@ -197,32 +188,16 @@ class MilestoneMachine(EscrowMachine):
         "submit": ("MS6", "CR5"),
     }
 
-    def no_other_milestone_active(self, ctx: Context) -> None:
-        """MS4: one milestone at a time is active; money is not deposited ahead."""
-        active = ctx.contract["active_milestone_id"]
-        if active is not None:
-            raise refuse(
-                "milestone_already_active",
-                f"milestone {active} of contract {ctx.contract['id']} is still active: "
-                "release or refund it before funding another",
-            )
-
-    def escrow_short(self, ctx: Context) -> None:
-        """CR3: a deposit tops up a milestone whose amount grew past its escrow."""
-        if ctx.row["escrow"] >= ctx.row["amount"]:
-            raise refuse(
-                "escrow_already_full",
-                f"milestone {ctx.row['id']} already holds its full amount in escrow",
-            )
-
-    def no_open_change_request(self, ctx: Context) -> None:
-        """CR1: at most one pending change request per milestone."""
-        if ctx.row["open_change_request_id"] is not None:
-            raise refuse(
-                "change_request_pending",
-                f"change request {ctx.row['open_change_request_id']} is already pending on "
-                f"milestone {ctx.row['id']}: edit or withdraw it instead",
-            )
+    # MS4: one milestone at a time is active; money is not deposited ahead.
+    no_other_milestone_active = guard(
+        "milestone_already_active", lambda ctx: ctx.contract["active_milestone_id"] is not None
+    )
+    # CR3: a deposit tops up a milestone whose amount grew past its escrow.
+    escrow_short = guard("escrow_already_full", lambda ctx: ctx.row["escrow"] >= ctx.row["amount"])
+    # CR1: at most one pending change request per milestone.
+    no_open_change_request = guard(
+        "change_request_pending", lambda ctx: ctx.row["open_change_request_id"] is not None
+    )
 
 
 class ChangeRequestMachine(EscrowMachine):

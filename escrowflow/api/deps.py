@@ -51,6 +51,7 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 EntityId = Annotated[int, Path(ge=1, le=MAX_ID, description="The entity's id.")]
+Collection = Annotated[str, Path(description=", ".join(COLLECTIONS))]
 IdempotencyKey = Annotated[
     str | None,
     Header(

@@ -6,6 +6,7 @@ pages name no other host (no CDN, no web fonts)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 from fastapi import APIRouter, FastAPI
@@ -26,12 +27,12 @@ def install(app: FastAPI) -> None:
 
 def _router(title: str, openapi_url: str) -> APIRouter:
     router = APIRouter(include_in_schema=False)
+    page: dict[str, Any] = {"openapi_url": openapi_url, "title": f"{title}: the HTTP API"}
 
     @router.get("/docs")
     async def swagger() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=openapi_url,
-            title=f"{title}: the HTTP API",
+            **page,
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS}/favicon.png",
@@ -40,11 +41,10 @@ def _router(title: str, openapi_url: str) -> APIRouter:
     @router.get("/redoc")
     async def redoc() -> HTMLResponse:
         return get_redoc_html(
-            openapi_url=openapi_url,
-            title=f"{title}: the HTTP API",
+            **page,
+            with_google_fonts=False,
             redoc_js_url=f"{ASSETS}/redoc.standalone.js",
             redoc_favicon_url=f"{ASSETS}/favicon.png",
-            with_google_fonts=False,
         )
 
     return router

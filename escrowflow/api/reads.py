@@ -5,15 +5,15 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import diagrams, schemas, tokens
 from escrowflow.api.deps import (
-    COLLECTIONS,
     READ_ERRORS,
     ActorHeader,
     CallerDep,
+    Collection,
     EngineDep,
     EntityId,
     entity_of,
@@ -63,7 +63,7 @@ def router() -> APIRouter:
 
     @router.get("/{collection}/{entity_id}", summary="An entity: state, version, what may happen")
     async def show(
-        collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
+        collection: Collection,
         entity_id: EntityId,
         caller: CallerDep,
         engine: EngineDep,
@@ -82,7 +82,7 @@ def router() -> APIRouter:
         responses={200: {"content": {"image/svg+xml": {}}}, 503: {"model": schemas.ErrorOut}},
     )
     async def diagram(
-        collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
+        collection: Collection,
         entity_id: EntityId,
         caller: CallerDep,
         engine: EngineDep,
@@ -94,7 +94,7 @@ def router() -> APIRouter:
 
     @router.get("/{collection}/{entity_id}/history", summary="Every transition, oldest first")
     async def history(
-        collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
+        collection: Collection,
         entity_id: EntityId,
         caller: CallerDep,
         engine: EngineDep,

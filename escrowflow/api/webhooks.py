@@ -9,12 +9,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import schemas
-from escrowflow.api.deps import (
-    MAX_ID,
-    READ_ERRORS,
-    EngineDep,
-    WebhookAdmin,
-)
+from escrowflow.api.deps import MAX_ID, READ_ERRORS, EngineDep, WebhookAdmin
+from storage.deliveries import DeliveryFilter
 from workflows import feed
 
 
@@ -64,7 +60,7 @@ def router() -> APIRouter:
     ) -> schemas.DeliveryPage:
         after = int(cursor) if cursor else None
         rows = await offload(
-            partial(feed.deliveries, status=status, after=after, limit=limit), engine.db
+            feed.deliveries, engine.db, DeliveryFilter(status=status, after=after, limit=limit)
         )
         items = [schemas.DeliveryOut.model_validate(r) for r in rows]
         more = str(items[-1].id) if len(items) == limit else None

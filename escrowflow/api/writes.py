@@ -11,10 +11,10 @@ from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import schemas
 from escrowflow.api.deps import (
-    COLLECTIONS,
     ERRORS,
     Acting,
     ActingDep,
+    Collection,
     EngineDep,
     EntityId,
     IdempotencyKey,
@@ -211,7 +211,7 @@ def router() -> APIRouter:
         '(e.g. `{"amount": 20000}` for a partial release, `{"reason": "..."}`).',
     )
     async def fire_event(
-        collection: Annotated[str, Path(description=", ".join(COLLECTIONS))],
+        collection: Collection,
         entity_id: EntityId,
         event: Annotated[str, Path(max_length=40, description="e.g. fund, submit, release")],
         write: WriteDep,

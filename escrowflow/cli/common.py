@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pydantic
 import typer
@@ -16,14 +16,20 @@ from escrowflow.settings import Settings
 from storage.errors import EscrowflowError
 from workflows.engine import Engine
 
+T = TypeVar("T")
+
 app = typer.Typer(
     help="escrowflow: escrow lifecycles of fixed-price contracts, applied exactly once.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 
-As = Annotated[str, typer.Option("--as", help="Who acts, as ROLE:PARTY (e.g. client:acme).")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+def group(name: str, help: str) -> typer.Typer:
+    """A group of commands, `escrowflow NAME ...`."""
+    commands = typer.Typer(help=help, no_args_is_help=True)
+    app.add_typer(commands, name=name)
+    return commands
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -66,11 +72,23 @@ def json_arg(text: str | None, option: str) -> dict[str, Any]:
     return value
 
 
+def run(action: Callable[[Engine], T]) -> T:
+    """Do `action` with the engine; an error ends the command with one line and its exit
+    code."""
+    engine = load_engine()
+    with errors():
+        return action(engine)
+
+
 def emit_rows(
-    rows: list[dict[str, Any]], as_json: bool, line: Callable[[Any], str], empty: str = ""
+    fetch: Callable[[Engine], list[dict[str, Any]]],
+    as_json: bool,
+    line: Callable[[Any], str],
+    empty: str = "",
 ) -> None:
-    """A list: JSON, or one line per row (`empty` when there is none)."""
-    emit(rows, as_json, lambda rs: "\n".join(line(r) for r in rs) or empty)
+    """A list read from the database: JSON, or one line per row (`empty` when there is
+    none). Errors end the command with one line and the error's exit code."""
+    emit(run(fetch), as_json, lambda rs: "\n".join(line(r) for r in rs) or empty)
 
 
 def emit(value: Any, as_json: bool, text: Callable[[Any], str]) -> None:

@@ -8,8 +8,6 @@ from typing import Annotated, Any
 import typer
 
 from escrowflow.cli.common import (
-    As,
-    AsJson,
     app,
     emit,
     emit_rows,
@@ -19,6 +17,7 @@ from escrowflow.cli.common import (
     load_engine,
     load_settings,
 )
+from escrowflow.cli.options import As, AsJson, Entity, Id
 from storage.db import make_engine
 from workflows import views
 from workflows.actors import Actor
@@ -82,8 +81,8 @@ def _milestone_option(text: str) -> dict[str, Any]:
 
 @app.command()
 def fire(
-    entity: Annotated[str, typer.Argument(help="contract, milestone, change_request, ...")],
-    entity_id: Annotated[int, typer.Argument(metavar="ID")],
+    entity: Entity,
+    entity_id: Id,
     event: Annotated[str, typer.Argument(help="The event, e.g. fund, submit, release.")],
     actor: As,
     data: Annotated[str | None, typer.Option(help="The event's payload as a JSON object.")] = None,
@@ -114,8 +113,8 @@ def _describe_result(result: dict[str, Any]) -> str:
 
 @app.command()
 def show(
-    entity: Annotated[str, typer.Argument()],
-    entity_id: Annotated[int, typer.Argument(metavar="ID")],
+    entity: Entity,
+    entity_id: Id,
     as_json: AsJson = False,
     diagram: Annotated[
         Path | None,
@@ -175,17 +174,10 @@ def _describe_view(view: dict[str, Any]) -> str:
 
 
 @app.command()
-def history(
-    entity: Annotated[str, typer.Argument()],
-    entity_id: Annotated[int, typer.Argument(metavar="ID")],
-    as_json: AsJson = False,
-) -> None:
+def history(entity: Entity, entity_id: Id, as_json: AsJson = False) -> None:
     """Every transition of an entity: when, who, why (request or timer)."""
-    engine = load_engine()
-    with errors():
-        rows = views.history(engine.db, entity, entity_id)
     emit_rows(
-        rows,
+        lambda engine: views.history(engine.db, entity, entity_id),
         as_json,
         lambda r: (
             f"{r['at']}  v{r['version']}  {r['from_state'] or '-'} -> {r['to_state']}  "
@@ -199,11 +191,8 @@ def what_next(
     contract: Annotated[int, typer.Argument(metavar="CONTRACT")], as_json: AsJson = False
 ) -> None:
     """What happens next on a contract, and when, if nobody acts."""
-    engine = load_engine()
-    with errors():
-        rows = views.what_next(engine.db, contract)
     emit_rows(
-        rows,
+        lambda engine: views.what_next(engine.db, contract),
         as_json,
         lambda r: r["summary"],
         f"nothing happens on contract {contract} unless someone acts",

@@ -14,17 +14,8 @@ from typing import Annotated, Any
 import pydantic
 import typer
 
-from escrowflow.cli.common import (
-    As,
-    AsJson,
-    app,
-    emit,
-    emit_rows,
-    errors,
-    fail,
-    load_engine,
-    load_settings,
-)
+from escrowflow.cli.common import app, emit, emit_rows, errors, fail, load_engine, load_settings
+from escrowflow.cli.options import As, AsJson, Id
 from workflows import deadlines, views
 from workflows.actors import Actor
 
@@ -101,13 +92,10 @@ def deadlines_list(
     as_json: AsJson = False,
 ) -> None:
     """Pending deadlines, soonest first."""
-    engine = load_engine()
-    with errors():
-        rows = views.pending_deadlines(
-            engine.db, overdue_at=engine.clock.now() if overdue else None, contract_id=contract
-        )
     emit_rows(
-        rows,
+        lambda engine: views.pending_deadlines(
+            engine.db, overdue_at=engine.clock.now() if overdue else None, contract_id=contract
+        ),
         as_json,
         lambda r: (
             f"{r['due_at']}  deadline {r['id']}: {r['event']} {r['entity']} {r['entity_id']} "
@@ -131,24 +119,23 @@ def _adjust(deadline: int, action: str, actor: str, reason: str, by: str | None)
 
 
 Reason = Annotated[str, typer.Option(help="Why: recorded in the history.")]
-DeadlineId = Annotated[int, typer.Argument(metavar="ID")]
 
 
 @deadlines_app.command("pause")
-def deadlines_pause(deadline: DeadlineId, actor: As, reason: Reason) -> None:
+def deadlines_pause(deadline: Id, actor: As, reason: Reason) -> None:
     """Stop a deadline from firing until it is resumed (dispute team)."""
     _adjust(deadline, "pause", actor, reason, None)
 
 
 @deadlines_app.command("resume")
-def deadlines_resume(deadline: DeadlineId, actor: As, reason: Reason) -> None:
+def deadlines_resume(deadline: Id, actor: As, reason: Reason) -> None:
     """Let a paused deadline fire again (at once if it is already due)."""
     _adjust(deadline, "resume", actor, reason, None)
 
 
 @deadlines_app.command("extend")
 def deadlines_extend(
-    deadline: DeadlineId,
+    deadline: Id,
     actor: As,
     reason: Reason,
     by: Annotated[str, typer.Option(help="How much later, ISO 8601: P2D, PT12H.")],

@@ -7,19 +7,12 @@ from typing import Annotated
 import typer
 
 from escrowflow import tokens
-from escrowflow.cli.common import (
-    AsJson,
-    app,
-    emit,
-    emit_rows,
-    errors,
-    load_engine,
-    load_settings,
-)
+from escrowflow.cli.common import emit, emit_rows, errors, group, load_engine, load_settings, run
+from escrowflow.cli.options import AsJson, Id
+from storage.deliveries import DeliveryFilter
 from workflows import feed
 
-tokens_app = typer.Typer(help="API bearer tokens: one per calling service.", no_args_is_help=True)
-app.add_typer(tokens_app, name="tokens")
+tokens_app = group("tokens", "API bearer tokens: one per calling service.")
 
 
 @tokens_app.command("create")
@@ -50,11 +43,8 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(as_json: AsJson = False) -> None:
     """Every token: id, service, scopes, prefix, and whether it is revoked."""
-    engine = load_engine()
-    with errors():
-        rows = tokens.listing(engine.db)
     emit_rows(
-        rows,
+        lambda engine: tokens.listing(engine.db),
         as_json,
         lambda r: (
             f"{r['id']:>4}  {r['service']:<20} {r['prefix']}...  {','.join(r['scopes'])}"
@@ -65,16 +55,13 @@ def tokens_list(as_json: AsJson = False) -> None:
 
 
 @tokens_app.command("revoke")
-def tokens_revoke(token_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+def tokens_revoke(token_id: Id) -> None:
     """Revoke a token: requests with it get 401 from now on."""
-    engine = load_engine()
-    with errors():
-        tokens.revoke(engine.db, engine.clock.now(), token_id)
+    run(lambda engine: tokens.revoke(engine.db, engine.clock.now(), token_id))
     typer.echo(f"token {token_id} revoked")
 
 
-webhooks_app = typer.Typer(help="Webhook subscriptions and deliveries.", no_args_is_help=True)
-app.add_typer(webhooks_app, name="webhooks")
+webhooks_app = group("webhooks", "Webhook subscriptions and deliveries.")
 
 
 @webhooks_app.command("add")
@@ -111,11 +98,8 @@ def webhooks_add(
 @webhooks_app.command("list")
 def webhooks_list(as_json: AsJson = False) -> None:
     """Live subscriptions."""
-    engine = load_engine()
-    with errors():
-        rows = feed.subscriptions(engine.db)
     emit_rows(
-        rows,
+        lambda engine: feed.subscriptions(engine.db),
         as_json,
         lambda r: f"{r['id']:>4}  {r['url']}  {', '.join(r['event_types']) or 'all events'}",
         "no subscriptions: escrowflow webhooks add URL",
@@ -123,11 +107,9 @@ def webhooks_list(as_json: AsJson = False) -> None:
 
 
 @webhooks_app.command("remove")
-def webhooks_remove(subscription_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+def webhooks_remove(subscription_id: Id) -> None:
     """Unsubscribe; what was still owed to it is dead-lettered."""
-    engine = load_engine()
-    with errors():
-        feed.unsubscribe(engine.db, engine.clock.now(), subscription_id)
+    run(lambda engine: feed.unsubscribe(engine.db, engine.clock.now(), subscription_id))
     typer.echo(f"subscription {subscription_id} removed")
 
 
@@ -137,11 +119,8 @@ def webhooks_deliveries(
     as_json: AsJson = False,
 ) -> None:
     """Deliveries and their attempts."""
-    engine = load_engine()
-    with errors():
-        rows = feed.deliveries(engine.db, status=status)
     emit_rows(
-        rows,
+        lambda engine: feed.deliveries(engine.db, DeliveryFilter(status=status)),
         as_json,
         lambda r: (
             f"{r['id']:>6}  sub {r['subscription_id']}  {r['type']:<28} {r['status']:<9} "

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlmodel import Field
+from sqlmodel import Field, SQLModel
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -44,3 +44,35 @@ def pending_only(column: str, *values: str) -> dict[str, Any]:
     """`WHERE column IN (...)` for a partial index on both backends."""
     listed = ", ".join(f"'{v}'" for v in values)
     return partial(f"{column} IN ({listed})")
+
+
+# -- column groups several tables share (SQLModel data models, not tables) ----------
+
+
+class Lifecycle(SQLModel):
+    """An entity with a lifecycle: its machine's state and an optimistic-lock version."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    state: str = Field(max_length=40)
+    version: int = 1
+    created_at: datetime = when()
+    updated_at: datetime = when()
+
+
+class MilestoneChange(SQLModel):
+    """The milestone fields a change request or a proposal item may set (None: unchanged)."""
+
+    title: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    due_date: date | None = None
+    amount: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class Leased(SQLModel):
+    """Work a worker claims for a while (deadlines, webhook deliveries): others skip it
+    until the lease runs out; a failure is retried from `next_attempt_at`."""
+
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=2000)
+    claimed_by: str | None = Field(default=None, max_length=100)
+    claim_expires_at: datetime | None = when(default=None)

@@ -3,16 +3,16 @@ requests, proposals (and their items), refunds."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
-from storage.models.columns import pending_only, when
+from storage.models.columns import Lifecycle, MilestoneChange, pending_only
 
 
-class Contract(SQLModel, table=True):
+class Contract(Lifecycle, table=True):
     __tablename__ = "contracts"
     __table_args__ = (
         sa.CheckConstraint("kind IN ('fixed', 'hourly')", name="ck_contracts_kind"),
@@ -28,14 +28,11 @@ class Contract(SQLModel, table=True):
         sa.CheckConstraint("length(currency) = 3", name="ck_contracts_currency"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=10)
     client_id: str = Field(max_length=100, index=True)
     freelancer_id: str = Field(max_length=100, index=True)
     title: str = Field(max_length=200)
     currency: str = Field(max_length=3)
-    state: str = Field(max_length=40)
-    version: int = 1
     # Running escrow totals, kept equal to the ledger's sums (ES1, ES2).
     deposited: int = Field(default=0, sa_type=sa.BigInteger)
     released: int = Field(default=0, sa_type=sa.BigInteger)
@@ -49,11 +46,9 @@ class Contract(SQLModel, table=True):
     active_milestone_id: int | None = None
     open_proposal_id: int | None = None
     open_refund_id: int | None = None
-    created_at: datetime = when()
-    updated_at: datetime = when()
 
 
-class Milestone(SQLModel, table=True):
+class Milestone(Lifecycle, table=True):
     __tablename__ = "milestones"
     __table_args__ = (
         sa.CheckConstraint("amount > 0", name="ck_milestones_amount_positive"),
@@ -68,7 +63,6 @@ class Milestone(SQLModel, table=True):
         sa.Index("ix_milestones_contract_position", "contract_id", "position"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
     contract_id: int = Field(foreign_key="contracts.id")
     position: int
     title: str = Field(max_length=200)
@@ -78,13 +72,9 @@ class Milestone(SQLModel, table=True):
     escrow: int = Field(default=0, sa_type=sa.BigInteger)
     released_amount: int = Field(default=0, sa_type=sa.BigInteger)
     open_change_request_id: int | None = None
-    state: str = Field(max_length=40)
-    version: int = 1
-    created_at: datetime = when()
-    updated_at: datetime = when()
 
 
-class ChangeRequest(SQLModel, table=True):
+class ChangeRequest(Lifecycle, MilestoneChange, table=True):
     __tablename__ = "change_requests"
     __table_args__ = (
         sa.CheckConstraint("amount IS NULL OR amount > 0", name="ck_change_requests_amount"),
@@ -96,20 +86,11 @@ class ChangeRequest(SQLModel, table=True):
         ),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
     contract_id: int = Field(foreign_key="contracts.id", index=True)
     milestone_id: int = Field(foreign_key="milestones.id")
-    title: str | None = Field(default=None, max_length=200)
-    description: str | None = Field(default=None, max_length=5000)
-    due_date: date | None = None
-    amount: int | None = Field(default=None, sa_type=sa.BigInteger)
-    state: str = Field(max_length=40)
-    version: int = 1
-    created_at: datetime = when()
-    updated_at: datetime = when()
 
 
-class Proposal(SQLModel, table=True):
+class Proposal(Lifecycle, table=True):
     __tablename__ = "proposals"
     __table_args__ = (
         sa.Index(
@@ -120,15 +101,10 @@ class Proposal(SQLModel, table=True):
         ),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
     contract_id: int = Field(foreign_key="contracts.id")
-    state: str = Field(max_length=40)
-    version: int = 1
-    created_at: datetime = when()
-    updated_at: datetime = when()
 
 
-class ProposalItem(SQLModel, table=True):
+class ProposalItem(MilestoneChange, table=True):
     __tablename__ = "proposal_items"
     __table_args__ = (
         sa.CheckConstraint("action IN ('add', 'edit', 'delete')", name="ck_proposal_items_action"),
@@ -140,16 +116,12 @@ class ProposalItem(SQLModel, table=True):
     ordinal: int
     action: str = Field(max_length=10)
     milestone_id: int | None = Field(default=None, foreign_key="milestones.id")
-    title: str | None = Field(default=None, max_length=200)
-    description: str | None = Field(default=None, max_length=5000)
-    due_date: date | None = None
-    amount: int | None = Field(default=None, sa_type=sa.BigInteger)
     # FP2: the milestone's values before the change (edit: the fields changed; delete:
     # all of them), as JSON, taken when proposed.
     before: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
 
 
-class Refund(SQLModel, table=True):
+class Refund(Lifecycle, table=True):
     __tablename__ = "refunds"
     __table_args__ = (
         sa.CheckConstraint("amount > 0", name="ck_refunds_amount_positive"),
@@ -166,7 +138,6 @@ class Refund(SQLModel, table=True):
         ),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
     contract_id: int = Field(foreign_key="contracts.id")
     # The milestone whose escrow is at stake, or None for the contract's credit (MS9).
     milestone_id: int | None = Field(default=None, foreign_key="milestones.id")
@@ -174,7 +145,3 @@ class Refund(SQLModel, table=True):
     reason: str = Field(default="", max_length=2000)
     to_client: int | None = Field(default=None, sa_type=sa.BigInteger)
     to_freelancer: int | None = Field(default=None, sa_type=sa.BigInteger)
-    state: str = Field(max_length=40)
-    version: int = 1
-    created_at: datetime = when()
-    updated_at: datetime = when()

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from storage.models.columns import partial, pending_only, when
+from storage.models.columns import Leased, partial, pending_only, when
 
 
 class History(SQLModel, table=True):
@@ -60,7 +60,7 @@ class LedgerEntry(SQLModel, table=True):
     at: datetime = when()
 
 
-class Deadline(SQLModel, table=True):
+class Deadline(Leased, table=True):
     """A durable timer: fire `event` on the entity if it still has `state_version`."""
 
     __tablename__ = "deadlines"
@@ -97,15 +97,10 @@ class Deadline(SQLModel, table=True):
     created_at: datetime = when()
     closed_at: datetime | None = when(default=None)
     history_id: int | None = Field(default=None, foreign_key="history.id")
-    attempts: int = 0
-    last_error: str | None = Field(default=None, max_length=2000)
     # An admin paused it: sweeps skip it until it is resumed.
     paused: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     # A failed firing is retried, with backoff, from this time on.
     next_attempt_at: datetime | None = when(default=None)
-    # A worker's claim on the deadline: others skip it until the lease runs out.
-    claimed_by: str | None = Field(default=None, max_length=100)
-    claim_expires_at: datetime | None = when(default=None)
 
 
 class Worker(SQLModel, table=True):
@@ -195,7 +190,7 @@ class WebhookSubscription(SQLModel, table=True):
     removed_at: datetime | None = when(default=None)
 
 
-class WebhookDelivery(SQLModel, table=True):
+class WebhookDelivery(Leased, table=True):
     """One event owed to one subscription, until delivered or dead-lettered."""
 
     __tablename__ = "webhook_deliveries"
@@ -211,14 +206,10 @@ class WebhookDelivery(SQLModel, table=True):
     subscription_id: int = Field(foreign_key="webhook_subscriptions.id")
     event_id: int = Field(foreign_key="outbox_events.id")
     status: str = Field(default="pending", max_length=20)
-    attempts: int = 0
     next_attempt_at: datetime = when()
-    last_error: str | None = Field(default=None, max_length=2000)
     last_status_code: int | None = None
     created_at: datetime = when()
     delivered_at: datetime | None = when(default=None)
-    claimed_by: str | None = Field(default=None, max_length=100)
-    claim_expires_at: datetime | None = when(default=None)
 
 
 class IdempotencyRecord(SQLModel, table=True):

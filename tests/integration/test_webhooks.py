@@ -9,6 +9,7 @@ from typing import Any
 
 from scheduler.webhooks import Dispatcher, verify
 from scheduler.worker import Worker
+from storage.deliveries import DeliveryFilter
 from tests.helpers import CLIENT, FREELANCER, Scenario
 from tests.receivers import Receiver
 from workflows import feed
@@ -71,7 +72,7 @@ def test_with_the_receiver_down_deliveries_back_off_and_all_arrive_once_it_is_ba
     assert sender.run().failed == 5
     waits = []
     for _ in range(3):
-        pending = feed.deliveries(sc.db, status="pending")
+        pending = feed.deliveries(sc.db, DeliveryFilter(status="pending"))
         assert len(pending) == 5
         due = {d["next_attempt_at"] for d in pending}
         assert len(due) == 1
@@ -108,7 +109,7 @@ def test_after_n_attempts_a_delivery_is_dead_lettered_and_can_be_replayed(
     for _ in range(3):
         sender.run()
         sc.clock.advance(timedelta(hours=1))
-    (dead,) = feed.deliveries(sc.db, status="dead")
+    (dead,) = feed.deliveries(sc.db, DeliveryFilter(status="dead"))
     assert dead["attempts"] == 3 and dead["last_status_code"] == 500
     assert sender.run().delivered == 0  # the dead stay dead
     receiver.status = 200

@@ -20,7 +20,9 @@ def test_every_event_declares_its_roles_and_timers_are_system_only() -> None:
 
 
 def test_timeouts_are_declared_on_their_states() -> None:
-    assert timer_of(MACHINES["milestone"], "in_review") == Timer("review_window", "auto_approve")
+    assert timer_of(MACHINES["milestone"], "in_review") == Timer(
+        "review_window", "auto_approve", rule="MS10"
+    )
     assert timer_of(MACHINES["change_request"], "pending").policy == "change_request_lifetime"
     assert timer_of(MACHINES["refund"], "requested").event == "refund_by_default"
 
@@ -41,10 +43,11 @@ def test_a_timer_on_an_unknown_policy_does_not_import() -> None:
 
         class Broken(EscrowMachine):
             entity = "broken"
-            a = TimedState(initial=True, timer=Timer("forever", "go"))
+            a = TimedState(initial=True, timer=Timer("forever", "go", rule="MS10"))
             b = State(final=True)
             go = a.to(b)
             permissions = {"go": frozenset({Role.SYSTEM})}
+            rules = {"go": ("MS10",)}
 
 
 def test_a_machine_reused_after_a_final_state_still_decides() -> None:

@@ -27,7 +27,8 @@ def _field(section: str, name: str) -> list[str]:
 
 
 def _definitions(path: Path) -> set[str]:
-    """Every function, class and method in a module, by qualified name."""
+    """Every function, class and method in a module, by qualified name; and the names a
+    class body assigns (a machine's guards are built by `guard(...)`)."""
     names: set[str] = set()
 
     def walk(node: ast.AST, prefix: str) -> None:
@@ -35,6 +36,8 @@ def _definitions(path: Path) -> set[str]:
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 names.add(prefix + child.name)
                 walk(child, f"{prefix}{child.name}.")
+            elif isinstance(child, ast.Assign) and isinstance(node, ast.ClassDef):
+                names.update(prefix + t.id for t in child.targets if isinstance(t, ast.Name))
 
     walk(ast.parse(path.read_text()), "")
     return names
