@@ -13,6 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 _strict = ConfigDict(extra="forbid")
 
+
+def example(value: dict[str, Any], *, strict: bool = False) -> ConfigDict:
+    """A model's config with its OpenAPI example; `strict` (request bodies) refuses unknown
+    fields."""
+    config = ConfigDict(json_schema_extra={"examples": [value]})
+    if strict:
+        config["extra"] = "forbid"
+    return config
+
+
 Amount = StrictInt
 Reason = StrictStr
 
@@ -22,15 +32,11 @@ class ErrorOut(BaseModel):
     message: str = Field(description="What went wrong and how to fix it, for people.")
     details: dict[str, Any] = Field(default_factory=dict)
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "code": "event_not_allowed_in_state",
-                    "message": "milestone 3 is released: release is not allowed there",
-                    "details": {"state": "released"},
-                }
-            ]
+    model_config = example(
+        {
+            "code": "event_not_allowed_in_state",
+            "message": "milestone 3 is released: release is not allowed there",
+            "details": {"state": "released"},
         }
     )
 
@@ -44,18 +50,14 @@ class MilestoneIn(BaseModel):
 
 
 class ContractCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "freelancer_id": "ada",
-                    "title": "Landing page",
-                    "currency": "USD",
-                    "milestones": [{"title": "Design", "amount": 50000}],
-                }
-            ]
+    model_config = example(
+        {
+            "freelancer_id": "ada",
+            "title": "Landing page",
+            "currency": "USD",
+            "milestones": [{"title": "Design", "amount": 50000}],
         },
+        strict=True,
     )
     freelancer_id: StrictStr = Field(max_length=100)
     title: StrictStr = Field(max_length=200)
@@ -65,10 +67,7 @@ class ContractCreate(BaseModel):
 
 
 class MilestonesCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"milestones": [{"title": "Build", "amount": 120000}]}]},
-    )
+    model_config = example({"milestones": [{"title": "Build", "amount": 120000}]}, strict=True)
     milestones: list[MilestoneIn] = Field(min_length=1, max_length=1000)
     reason: Reason | None = Field(default=None, max_length=2000)
 
@@ -76,7 +75,7 @@ class MilestonesCreate(BaseModel):
 class MilestoneChange(BaseModel):
     """The fields to change; at least one."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"amount": 60000}]})
+    model_config = example({"amount": 60000}, strict=True)
     title: StrictStr | None = Field(default=None, max_length=200)
     description: StrictStr | None = Field(default=None, max_length=5000)
     due_date: StrictStr | None = Field(default=None, max_length=10)
@@ -85,7 +84,7 @@ class MilestoneChange(BaseModel):
 
 
 class MilestoneOrder(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"order": [3, 2]}]})
+    model_config = example({"order": [3, 2]}, strict=True)
     order: list[StrictInt] = Field(min_length=1, max_length=1000)
     reason: Reason | None = Field(default=None, max_length=2000)
 
@@ -101,20 +100,15 @@ class ProposalItem(BaseModel):
 
 
 class ProposalCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"items": [{"action": "add", "title": "Extra page", "amount": 30000}]}]
-        },
+    model_config = example(
+        {"items": [{"action": "add", "title": "Extra page", "amount": 30000}]}, strict=True
     )
     items: list[ProposalItem] = Field(min_length=1, max_length=1000)
     reason: Reason | None = Field(default=None, max_length=2000)
 
 
 class RefundCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"reason": "the work stopped"}]}
-    )
+    model_config = example({"reason": "the work stopped"}, strict=True)
     reason: Reason | None = Field(default=None, max_length=2000)
 
 
@@ -126,20 +120,16 @@ class CreatedRef(BaseModel):
 class TransitionOut(BaseModel):
     """What an event did: the entity's new state and version, and what it created."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "entity": "milestone",
-                    "id": 1,
-                    "event": "release",
-                    "state": "released",
-                    "version": 4,
-                    "history_id": 12,
-                    "created": [],
-                    "replayed": False,
-                }
-            ]
+    model_config = example(
+        {
+            "entity": "milestone",
+            "id": 1,
+            "event": "release",
+            "state": "released",
+            "version": 4,
+            "history_id": 12,
+            "created": [],
+            "replayed": False,
         }
     )
     entity: str
@@ -168,30 +158,26 @@ class EscrowOut(BaseModel):
 
 
 class EntityOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "entity": "milestone",
-                    "id": 1,
-                    "contract_id": 1,
-                    "state": "in_review",
-                    "version": 3,
-                    "fields": {"title": "Design", "amount": 50000, "escrow": 50000},
-                    "allowed_events": ["request_changes", "release"],
-                    "pending_deadlines": [
-                        {"id": 1, "event": "auto_approve", "due_at": "2026-01-19T09:00:00+00:00"}
-                    ],
-                    "escrow": {
-                        "currency": "USD",
-                        "deposited": 50000,
-                        "released": 0,
-                        "refunded": 0,
-                        "held": 50000,
-                        "credit": 0,
-                    },
-                }
-            ]
+    model_config = example(
+        {
+            "entity": "milestone",
+            "id": 1,
+            "contract_id": 1,
+            "state": "in_review",
+            "version": 3,
+            "fields": {"title": "Design", "amount": 50000, "escrow": 50000},
+            "allowed_events": ["request_changes", "release"],
+            "pending_deadlines": [
+                {"id": 1, "event": "auto_approve", "due_at": "2026-01-19T09:00:00+00:00"}
+            ],
+            "escrow": {
+                "currency": "USD",
+                "deposited": 50000,
+                "released": 0,
+                "refunded": 0,
+                "held": 50000,
+                "credit": 0,
+            },
         }
     )
     entity: str
@@ -277,13 +263,9 @@ class EventPage(BaseModel):
 
 
 class SubscriptionCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"url": "https://payments.internal/escrow-events", "event_types": ["milestone.*"]}
-            ]
-        },
+    model_config = example(
+        {"url": "https://payments.internal/escrow-events", "event_types": ["milestone.*"]},
+        strict=True,
     )
     url: StrictStr = Field(max_length=2000)
     event_types: list[StrictStr] = Field(
@@ -331,3 +313,11 @@ class ReplayOut(BaseModel):
 class Health(BaseModel):
     status: str
     detail: str | None = None
+
+
+class Page(BaseModel):
+    """One page of a list: pass `next_cursor` as `cursor` for the next; None at the end."""
+
+    model_config = example({"items": [{"id": 7, "state": "active"}], "next_cursor": "Wzdd"})
+    items: list[dict[str, Any]]
+    next_cursor: str | None

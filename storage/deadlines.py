@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from storage import models
+from storage import models, paging
 from storage.db import claim, unclaimed
 from storage.writes import Writes
 
@@ -215,6 +215,34 @@ def pending(
         query = query.where(_d.c.contract_id == contract_id)
     rows = conn.execute(query.order_by(_d.c.due_at, _d.c.id)).mappings()
     return [dict(row) for row in rows]
+
+
+def page(
+    conn: Connection,
+    *,
+    contract_id: int | None,
+    due_before: datetime | None,
+    event: str | None,
+    party: tuple[str, str] | None,
+    after: tuple[Any, ...] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A page of pending deadlines, soonest first (ix_deadlines_due_pending); `party`
+    (`("client_id", "acme")`) keeps only those of that party's contracts."""
+    c = _d.c
+    query = sa.select(_d).where(c.status == "pending")
+    if contract_id is not None:
+        query = query.where(c.contract_id == contract_id)
+    if due_before is not None:
+        query = query.where(c.due_at < due_before)
+    if event is not None:
+        query = query.where(c.event == event)
+    if party is not None:
+        column, who = party
+        query = query.where(
+            c.contract_id.in_(sa.select(_contracts.c.id).where(_contracts.c[column] == who))
+        )
+    return paging.page(conn, query, (c.due_at, c.id), after, limit)
 
 
 def status(conn: Connection, now: datetime) -> dict[str, Any]:

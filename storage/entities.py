@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from storage import deadlines, models
+from storage import deadlines, models, paging
 from storage.writes import Row, Writes
 
 _contracts = models.CONTRACTS
@@ -117,3 +117,43 @@ def read(conn: Connection, entity: str, entity_id: int) -> dict[str, Any] | None
     table = TABLES[entity]
     row = conn.execute(sa.select(table).where(table.c.id == entity_id)).mappings().first()
     return None if row is None else dict(row)
+
+
+# Lists: the filters each one takes (equality on an indexed column) and its order.
+LIST_FILTERS: dict[str, tuple[str, ...]] = {
+    "contract": ("client_id", "freelancer_id", "state"),
+    "milestone": ("contract_id",),
+    "change_request": ("state", "contract_id"),
+    "proposal": ("state", "contract_id"),
+    "refund": ("state", "contract_id"),
+}
+
+
+def list_order(entity: str) -> tuple[Any, ...]:
+    """Milestones in contract order (ix_milestones_contract_position); the rest by id."""
+    table = TABLES[entity]
+    return (table.c.position, table.c.id) if entity == "milestone" else (table.c.id,)
+
+
+def page(
+    conn: Connection,
+    entity: str,
+    filters: dict[str, Any],
+    party: tuple[str, str] | None,
+    after: tuple[Any, ...] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """A page of an entity's rows; `party` (`("client_id", "acme")`) keeps only the
+    rows of that party's contracts."""
+    table = TABLES[entity]
+    query = sa.select(table)
+    for name, value in filters.items():
+        query = query.where(table.c[name] == value)
+    if party is not None:
+        column, who = party
+        if entity == "contract":
+            query = query.where(table.c[column] == who)
+        else:
+            mine = sa.select(_contracts.c.id).where(_contracts.c[column] == who)
+            query = query.where(table.c.contract_id.in_(mine))
+    return paging.page(conn, query, list_order(entity), after, limit)

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from escrowflow import tokens
-from escrowflow.api import docs, ops, reads, webhooks, writes
+from escrowflow.api import docs, lists, ops, reads, webhooks, writes
 from escrowflow.daemon import build_worker
 from escrowflow.error_codes import http_status
 from escrowflow.limits import BodyLimit
@@ -80,6 +80,7 @@ def create_app(
     app.include_router(writes.router())
     # Before the reads: /v1/webhooks/deliveries would otherwise match /v1/{collection}/{id}.
     app.include_router(webhooks.router())
+    app.include_router(lists.router())
     app.include_router(reads.router())
     app.include_router(ops.router())
     app.add_middleware(_Timing, metrics=metrics)

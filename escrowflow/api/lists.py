@@ -1,0 +1,182 @@
+"""Routes that list, Stripe-style: `{"items": [...], "next_cursor": ...}` pages of
+contracts, a contract's milestones, change requests, proposals, refunds and deadlines.
+
+A `read` or admin token sees every row; a party's token names its party in the
+Escrowflow-Actor header and sees only its own contracts' rows. A query parameter a list
+does not take is refused (422 `unknown_filter`), as is `limit` above 200.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool as offload
+
+from escrowflow import schemas
+from escrowflow.api.deps import MAX_ID, READ_ERRORS, ActorHeader, CallerDep, EngineDep, EntityId
+from storage.errors import PermissionDenied, ValidationError
+from workflows import lists
+from workflows.actors import Actor, Role
+
+Limit = Annotated[
+    int, Query(ge=1, le=lists.MAX_LIMIT, description=f"1 to {lists.MAX_LIMIT}; default 50.")
+]
+Cursor = Annotated[
+    str | None, Query(max_length=200, description="The `next_cursor` of the previous page.")
+]
+State = Annotated[str | None, Query(max_length=40, description="Only rows in this state.")]
+Party = Annotated[str | None, Query(max_length=100)]
+ContractId = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only this contract's.")]
+
+
+async def _viewer(caller: CallerDep, escrowflow_actor: ActorHeader = None) -> Actor | None:
+    """Whose rows the caller may list: None for all (`read` or `act:admin`)."""
+    if "read" in caller.scopes or Role.ADMIN in caller.roles:
+        return None
+    if not escrowflow_actor:
+        raise ValidationError(
+            "name the party whose contracts to list in the Escrowflow-Actor header, e.g. "
+            "client:acme (or use a token with the read scope)",
+            code="actor_required",
+        )
+    actor = Actor.parse(escrowflow_actor)
+    if not caller.may_act_as(actor.role) or actor.role not in (Role.CLIENT, Role.FREELANCER):
+        raise PermissionDenied(
+            f"service {caller.service} may not list as {actor.role.value}: its token needs "
+            f"the scope act:{actor.role.value} or read",
+            code="scope_missing",
+        )
+    return actor
+
+
+Viewer = Annotated[Actor | None, Depends(_viewer)]
+
+
+def _only(*names: str) -> Callable[[Request], Coroutine[Any, Any, None]]:
+    """A dependency refusing query parameters other than `names`, limit and cursor."""
+    known = (*names, "limit", "cursor")
+
+    async def check(request: Request) -> None:
+        unknown = sorted(set(request.query_params) - set(known))
+        if unknown:
+            raise ValidationError(
+                f"unknown filter {', '.join(unknown)}: this list takes {', '.join(known)}",
+                code="unknown_filter",
+            )
+
+    return check
+
+
+def router() -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["lists"], responses=READ_ERRORS)
+
+    @router.get(
+        "/contracts",
+        summary="Contracts, by id (filters: client_id, freelancer_id, state)",
+        dependencies=[Depends(_only("client_id", "freelancer_id", "state"))],
+    )
+    async def contracts(
+        engine: EngineDep,
+        viewer: Viewer,
+        client_id: Party = None,
+        freelancer_id: Party = None,
+        state: State = None,
+        limit: Limit = lists.DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> schemas.Page:
+        filters = {"client_id": client_id, "freelancer_id": freelancer_id, "state": state}
+        return await _page(engine, "contract", filters, viewer, limit, cursor)
+
+    @router.get(
+        "/contracts/{entity_id}/milestones",
+        summary="A contract's milestones, in contract order",
+        dependencies=[Depends(_only())],
+    )
+    async def milestones(
+        entity_id: EntityId,
+        engine: EngineDep,
+        viewer: Viewer,
+        limit: Limit = lists.DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> schemas.Page:
+        filters = {"contract_id": entity_id}
+        return await _page(engine, "milestone", filters, viewer, limit, cursor)
+
+    for collection, entity in (
+        ("change_requests", "change_request"),
+        ("proposals", "proposal"),
+        ("refunds", "refund"),
+    ):
+        _add_state_list(router, collection, entity)
+
+    @router.get(
+        "/deadlines",
+        summary="Pending deadlines, soonest first (filters: contract_id, due_before, event)",
+        dependencies=[Depends(_only(*lists.DEADLINE_FILTERS))],
+    )
+    async def deadlines(
+        engine: EngineDep,
+        viewer: Viewer,
+        contract_id: ContractId = None,
+        due_before: Annotated[datetime | None, Query(description="ISO 8601, with offset.")] = None,
+        event: Annotated[str | None, Query(max_length=40)] = None,
+        limit: Limit = lists.DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> schemas.Page:
+        if due_before is not None and due_before.tzinfo is None:
+            raise ValidationError(
+                "due_before needs a UTC offset, e.g. 2026-12-01T00:00:00Z", code="naive_time"
+            )
+        found = await offload(
+            partial(
+                lists.deadline_page,
+                engine.db,
+                contract_id=contract_id,
+                due_before=due_before,
+                event=event,
+                viewer=viewer,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+        return schemas.Page(**found)
+
+    return router
+
+
+def _add_state_list(router: APIRouter, collection: str, entity: str) -> None:
+    @router.get(
+        f"/{collection}",
+        summary=f"{collection.replace('_', ' ').capitalize()}, by id (filters: state, contract_id)",
+        dependencies=[Depends(_only("state", "contract_id"))],
+        name=f"list_{collection}",
+    )
+    async def listing(
+        engine: EngineDep,
+        viewer: Viewer,
+        state: State = None,
+        contract_id: ContractId = None,
+        limit: Limit = lists.DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> schemas.Page:
+        filters = {"state": state, "contract_id": contract_id}
+        return await _page(engine, entity, filters, viewer, limit, cursor)
+
+
+async def _page(
+    engine: Any,
+    entity: str,
+    filters: dict[str, Any],
+    viewer: Actor | None,
+    limit: int,
+    cursor: str | None,
+) -> schemas.Page:
+    chosen = {k: v for k, v in filters.items() if v is not None}
+    found = await offload(
+        partial(lists.entity_page, engine.db, entity, chosen, viewer, limit, cursor)
+    )
+    return schemas.Page(**found)
