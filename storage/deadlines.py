@@ -20,6 +20,8 @@ from storage.writes import Writes
 
 _d = models.DEADLINES
 _contracts = models.CONTRACTS
+_milestones = models.MILESTONES
+_refunds = models.TABLES["refund"]
 
 _PENDING_OF_ENTITY = sa.and_(
     _d.c.entity == sa.bindparam("d_entity"),
@@ -243,6 +245,43 @@ def page(
             c.contract_id.in_(sa.select(_contracts.c.id).where(_contracts.c[column] == who))
         )
     return paging.page(conn, query, (c.due_at, c.id), after, limit)
+
+
+# What each timed event moves (MS10, RF2): an auto-approval releases what the milestone
+# holds up to its amount; a default refund returns the refund's amount to the client.
+_MOVES_MONEY = ("auto_approve", "refund_by_default")
+
+
+def money_due(conn: Connection, until: datetime) -> list[dict[str, Any]]:
+    """Pending deadlines that move money and fall due before `until`, summed by UTC day,
+    currency, event and whether paused (ix_deadlines_due_pending, then primary keys)."""
+    c, m, r, k = _d.c, _milestones.c, _refunds.c, _contracts.c
+    if conn.dialect.name == "postgresql":
+        day: Any = sa.cast(sa.func.timezone("UTC", c.due_at), sa.Date)
+    else:  # SQLite stores UTC text: its first ten characters are the day
+        day = sa.func.substr(c.due_at, 1, 10)
+    moved = sa.case(
+        (c.event == "auto_approve", sa.case((m.amount < m.escrow, m.amount), else_=m.escrow)),
+        else_=r.amount,
+    )
+    query = (
+        sa.select(
+            day.label("day"),
+            k.currency,
+            c.event,
+            c.paused,
+            sa.func.count().label("count"),
+            sa.func.coalesce(sa.func.sum(moved), 0).label("amount"),
+        )
+        .select_from(_d)
+        .join(_contracts, k.id == c.contract_id)
+        .outerjoin(_milestones, sa.and_(c.entity == "milestone", m.id == c.entity_id))
+        .outerjoin(_refunds, sa.and_(c.entity == "refund", r.id == c.entity_id))
+        .where(c.status == "pending", c.due_at < until, c.event.in_(_MOVES_MONEY))
+        .group_by(day, k.currency, c.event, c.paused)
+        .order_by(day, k.currency)
+    )
+    return [dict(row) for row in conn.execute(query).mappings()]
 
 
 def status(conn: Connection, now: datetime) -> dict[str, Any]:

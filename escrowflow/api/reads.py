@@ -19,7 +19,8 @@ from escrowflow.api.deps import (
     entity_of,
     etag,
 )
-from workflows import feed, views
+from storage.errors import PermissionDenied
+from workflows import feed, forecast, views
 from workflows.actors import Actor, Role
 
 
@@ -60,6 +61,23 @@ def router() -> APIRouter:
     ) -> list[schemas.NextOut]:
         rows = await offload(views.what_next, engine.db, entity_id)
         return [schemas.NextOut.model_validate(r) for r in rows]
+
+    @router.get("/forecast", summary="Money that moves by itself in the next days if nobody acts")
+    async def liability_forecast(
+        caller: CallerDep,
+        engine: EngineDep,
+        days: Annotated[int, Query(ge=1, le=forecast.MAX_DAYS)] = forecast.DEFAULT_DAYS,
+    ) -> dict[str, Any]:
+        """Per UTC day and currency: what auto-approvals release to freelancers (MS10) and
+        default refunds return to clients (RF2), with counts and totals; paused deadlines
+        apart. Needs a `read` or admin token: it spans every contract."""
+        if "read" not in caller.scopes and Role.ADMIN not in caller.roles:
+            raise PermissionDenied(
+                f"service {caller.service} may not read the forecast: its token needs the "
+                "scope read or act:admin",
+                code="scope_missing",
+            )
+        return await offload(forecast.forecast, engine.db, engine.clock.now(), days)
 
     @router.get("/{collection}/{entity_id}", summary="An entity: state, version, what may happen")
     async def show(
