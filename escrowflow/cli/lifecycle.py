@@ -50,7 +50,10 @@ def offer(
     kind: Annotated[str, typer.Option(help="fixed or hourly.")] = "fixed",
     milestone: Annotated[
         list[str] | None,
-        typer.Option(help="TITLE=AMOUNT in minor units (cents), repeatable, e.g. 'Design=50000'."),
+        typer.Option(
+            help="TITLE=AMOUNT in minor units (cents), then ;due=YYYY-MM-DD and ;desc=TEXT if "
+            "wanted; repeatable, e.g. 'Design=50000;due=2026-12-01;desc=Wireframes'."
+        ),
     ] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
     as_json: AsJson = False,
@@ -70,13 +73,28 @@ def offer(
     emit(result, as_json, _describe_result)
 
 
+_MILESTONE_FIELDS = {"due": "due_date", "desc": "description"}
+
+
 def _milestone_option(text: str) -> dict[str, Any]:
-    title, sep, amount = text.rpartition("=")
+    """`TITLE=AMOUNT[;due=YYYY-MM-DD][;desc=TEXT]` as a milestone."""
+    head, *rest = text.split(";")
+    title, sep, amount = head.rpartition("=")
     if not sep or not title.strip():
         fail(f"--milestone {text!r} is not TITLE=AMOUNT, e.g. 'Design=50000'", 2)
     if not amount.strip().isdigit():
         fail(f"--milestone {text!r}: the amount must be whole minor units (cents), e.g. 50000", 2)
-    return {"title": title.strip(), "amount": int(amount)}
+    found: dict[str, Any] = {"title": title.strip(), "amount": int(amount)}
+    for part in rest:
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in _MILESTONE_FIELDS:
+            fail(
+                f"--milestone {text!r}: {part.strip()!r} is not due=YYYY-MM-DD or desc=TEXT, "
+                "e.g. 'Design=50000;due=2026-12-01;desc=Wireframes'",
+                2,
+            )
+        found[_MILESTONE_FIELDS[key.strip()]] = value.strip()
+    return found
 
 
 @app.command()

@@ -154,3 +154,25 @@ def test_the_cli_lists_contracts_milestones_refunds_and_prints_the_forecast(
         {"currency": "USD", "to_freelancers": 20_000, "releases": 1, "to_clients": 0, "refunds": 0}
     ]
     assert "to freelancers (1 releases)" in cli(sc.db, "forecast").stdout
+
+
+def test_the_cli_offer_sets_a_milestones_description_and_due_date(sc: Scenario) -> None:
+    done = cli(
+        sc.db,
+        *("offer", "--as", "client:acme", "--freelancer", "ada", "--title", "Site", "--json"),
+        *("--milestone", "Design=50000;due=2026-12-01;desc=Wireframes and a style guide"),
+        *("--milestone", "Build=70000"),
+    )
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)["created"]
+    design, build = [sc.row("milestone", c["id"]) for c in created if c["entity"] == "milestone"]
+    assert (design["title"], design["amount"]) == ("Design", 50_000)
+    assert str(design["due_date"]) == "2026-12-01"
+    assert design["description"] == "Wireframes and a style guide"
+    assert (build["description"], build["due_date"]) == ("", None)
+    bad = cli(
+        sc.db,
+        *("offer", "--as", "client:acme", "--freelancer", "ada", "--title", "Site"),
+        *("--milestone", "Design=50000;when=tomorrow"),
+    )
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "due=YYYY-MM-DD" in bad.stderr
