@@ -129,11 +129,7 @@ def record(conn: Connection, delivery_id: int, owner: str, values: Mapping[str, 
 
 
 def replay(
-    conn: Connection,
-    now: datetime,
-    *,
-    delivery_id: int | None = None,
-    subscription_id: int | None = None,
+    conn: Connection, now: datetime, delivery_id: int | None, subscription_id: int | None
 ) -> int:
     """Dead-lettered deliveries of live subscriptions owed again; how many."""
     query = _d.update().where(_d.c.status == "dead")

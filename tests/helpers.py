@@ -6,6 +6,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from storage import models
@@ -80,6 +81,13 @@ class Scenario:
     def propose(self, contract: int, *items: dict[str, Any]) -> Result:
         """The freelancer proposes changes to milestones not started (FP1)."""
         return self.fire("contract", contract, "propose", FREELANCER, {"items": list(items)})
+
+    def refused(self, error: type[EscrowflowError], *fire: Any, **kw: Any) -> str:
+        """The code of the `error` that `fire(*fire, **kw)` is refused with (the test fails
+        if it is not refused, or refused otherwise)."""
+        with pytest.raises(error) as refusal:
+            self.fire(*fire, **kw)
+        return refusal.value.code
 
     def wait(self, **delta: float) -> SweepReport:
         """Let time pass and the engine's timers fire."""

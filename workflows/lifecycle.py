@@ -80,6 +80,9 @@ class _ValidatedMeta(StateMachineMetaclass):
     def __init__(cls, name: str, bases: tuple[type, ...], attrs: dict[str, Any]) -> None:
         super().__init__(name, bases, attrs)  # type: ignore[arg-type]
         if attrs.get("entity"):
+            fired_by = attrs.get("fired_by", {})
+            cls.permissions = {event: roles for event, (roles, *_) in fired_by.items()}
+            cls.rules = {event: tuple(rules) for event, (_, *rules) in fired_by.items()}
             _check_declarations(cls)
 
 
@@ -88,7 +91,8 @@ def _check_declarations(cls: Any) -> None:
     declared = set(cls.permissions)
     if events != declared:
         raise TypeError(
-            f"{cls.__name__}: permissions must name every event exactly; "
+            f"{cls.__name__}: permissions must name every event exactly (declare each in "
+            "fired_by); "
             f"missing {sorted(events - declared)}, unknown {sorted(declared - events)}"
         )
     for event, roles in cls.permissions.items():
@@ -118,8 +122,11 @@ class EscrowMachine(StateMachine, metaclass=_ValidatedMeta):
     """Base of the lifecycles: shared guards and the declarations the engine reads."""
 
     entity: ClassVar[str] = ""
+    # Declared by each lifecycle, one line an event: `"fund": (CLIENT, "MS5", "MS4")`,
+    # who may fire it and the rules it enforces (docs/rules.md, drawn on its edges).
+    fired_by: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
+    # Derived from `fired_by` when the class is defined: what the engine reads.
     permissions: ClassVar[Mapping[str, frozenset[Role]]] = {}
-    # The rules each event enforces (docs/rules.md), drawn on the diagrams' edges.
     rules: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     # -- guards shared by several lifecycles -----------------------------------

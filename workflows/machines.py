@@ -69,6 +69,19 @@ class ContractMachine(EscrowMachine):
     withdrawn = State(final=True)
     declined = State(final=True)
 
+    # Who may fire each event, and the rules it enforces (docs/rules.md; drawn on its edge).
+    fired_by = {
+        "accept": (FREELANCER, "CT2"),
+        "decline": (FREELANCER, "CT2"),
+        "withdraw": (CLIENT, "CT2"),
+        "end": (PARTIES, "CT4"),
+        "close": (SYSTEM, "X3"),
+        "add_milestones": (CLIENT, "MS2", "CT3", "CT1"),
+        "reorder_milestones": (CLIENT, "MS3"),
+        "propose": (FREELANCER, "FP1", "FP2"),
+        "request_refund": (CLIENT, "RF1", "X6"),
+    }
+
     accept = offer.to(active)
     decline = offer.to(declined)
     withdraw = offer.to(withdrawn)
@@ -83,29 +96,6 @@ class ContractMachine(EscrowMachine):
     request_refund = active.to.itself(validators="no_open_refund") | ended.to.itself(
         validators="no_open_refund"
     )
-
-    permissions = {
-        "accept": FREELANCER,
-        "decline": FREELANCER,
-        "withdraw": CLIENT,
-        "end": PARTIES,
-        "close": SYSTEM,
-        "add_milestones": CLIENT,
-        "reorder_milestones": CLIENT,
-        "propose": FREELANCER,
-        "request_refund": CLIENT,
-    }
-    rules = {
-        "accept": ("CT2",),
-        "add_milestones": ("MS2", "CT3", "CT1"),
-        "close": ("X3",),
-        "decline": ("CT2",),
-        "end": ("CT4",),
-        "propose": ("FP1", "FP2"),
-        "reorder_milestones": ("MS3",),
-        "request_refund": ("RF1", "X6"),
-        "withdraw": ("CT2",),
-    }
 
     # X3: a contract closes only once it holds nothing and nothing is active.
     nothing_left_open = guard(
@@ -130,6 +120,26 @@ class MilestoneMachine(EscrowMachine):
     settled = State(final=True)  # a disputed refund split between the parties (RF3)
     deleted = State(final=True)
 
+    # Who may fire each event, and the rules it enforces (docs/rules.md; drawn on its edge).
+    fired_by = {
+        "fund": (CLIENT, "MS5", "MS4", "X2"),
+        # MS13: a freelancer never edits a milestone; it proposes (FP1).
+        "edit": (CLIENT, "MS3", "MS12"),
+        "delete": (CLIENT, "MS3", "CT3"),
+        "submit": (FREELANCER, "MS6", "CR5"),
+        "request_changes": (CLIENT, "MS7"),
+        "release": (CLIENT, "MS8", "MS9", "X11"),
+        "deposit": (CLIENT, "CR3"),
+        "auto_approve": (SYSTEM, "MS10"),
+        "open_change_request": (CLIENT, "CR1"),
+        "apply_change": (SYSTEM, "CR3"),
+        "hold_for_refund": (SYSTEM, "RF1"),
+        "release_hold": (SYSTEM, "X5"),
+        "refund": (SYSTEM, "RF2", "CT2"),
+        "award": (SYSTEM, "RF3"),
+        "split": (SYSTEM, "RF3"),
+    }
+
     fund = pending.to(active, validators=["contract_open", "no_other_milestone_active"])
     edit = pending.to.itself(validators=["contract_open", "no_pending_proposal"])
     delete = pending.to(deleted, validators=["contract_open", "no_pending_proposal"])
@@ -152,41 +162,6 @@ class MilestoneMachine(EscrowMachine):
     refund = active.to(refunded) | refund_requested.to(refunded)
     award = refund_requested.to(released)
     split = refund_requested.to(settled)
-
-    permissions = {
-        "fund": CLIENT,
-        "edit": CLIENT,  # MS13: a freelancer never edits a milestone; it proposes (FP1)
-        "delete": CLIENT,
-        "submit": FREELANCER,
-        "request_changes": CLIENT,
-        "release": CLIENT,
-        "deposit": CLIENT,
-        "auto_approve": SYSTEM,
-        "open_change_request": CLIENT,
-        "apply_change": SYSTEM,
-        "hold_for_refund": SYSTEM,
-        "release_hold": SYSTEM,
-        "refund": SYSTEM,
-        "award": SYSTEM,
-        "split": SYSTEM,
-    }
-    rules = {
-        "apply_change": ("CR3",),
-        "auto_approve": ("MS10",),
-        "award": ("RF3",),
-        "delete": ("MS3", "CT3"),
-        "deposit": ("CR3",),
-        "edit": ("MS3", "MS12"),
-        "fund": ("MS5", "MS4", "X2"),
-        "hold_for_refund": ("RF1",),
-        "open_change_request": ("CR1",),
-        "refund": ("RF2", "CT2"),
-        "release": ("MS8", "MS9", "X11"),
-        "release_hold": ("X5",),
-        "request_changes": ("MS7",),
-        "split": ("RF3",),
-        "submit": ("MS6", "CR5"),
-    }
 
     # MS4: one milestone at a time is active; money is not deposited ahead.
     no_other_milestone_active = guard(
@@ -217,29 +192,22 @@ class ChangeRequestMachine(EscrowMachine):
     expired = State(final=True)
     cancelled = State(final=True)
 
+    # Who may fire each event, and the rules it enforces (docs/rules.md; drawn on its edge).
+    fired_by = {
+        "accept": (FREELANCER, "CR3"),
+        "reject": (FREELANCER, "CR4"),
+        "edit": (CLIENT, "CR2", "X7"),
+        "withdraw": (CLIENT, "CR2"),
+        "expire": (SYSTEM, "CR6"),
+        "cancel": (SYSTEM, "CR5"),
+    }
+
     accept = pending.to(accepted)
     reject = pending.to(rejected)
     edit = pending.to.itself()
     withdraw = pending.to(withdrawn)
     expire = pending.to(expired)
     cancel = pending.to(cancelled)
-
-    permissions = {
-        "accept": FREELANCER,
-        "reject": FREELANCER,
-        "edit": CLIENT,
-        "withdraw": CLIENT,
-        "expire": SYSTEM,
-        "cancel": SYSTEM,
-    }
-    rules = {
-        "accept": ("CR3",),
-        "cancel": ("CR5",),
-        "edit": ("CR2", "X7"),
-        "expire": ("CR6",),
-        "reject": ("CR4",),
-        "withdraw": ("CR2",),
-    }
 
 
 class ProposalMachine(EscrowMachine):
@@ -253,23 +221,18 @@ class ProposalMachine(EscrowMachine):
     withdrawn = State(final=True)
     cancelled = State(final=True)
 
+    # Who may fire each event, and the rules it enforces (docs/rules.md; drawn on its edge).
+    fired_by = {
+        "accept": (CLIENT, "FP2"),
+        "decline": (CLIENT, "FP2"),
+        "withdraw": (FREELANCER, "FP1"),
+        "cancel": (SYSTEM, "FP2", "X9"),
+    }
+
     accept = pending.to(accepted, validators="contract_open")
     decline = pending.to(declined)
     withdraw = pending.to(withdrawn)
     cancel = pending.to(cancelled)
-
-    permissions = {
-        "accept": CLIENT,
-        "decline": CLIENT,
-        "withdraw": FREELANCER,
-        "cancel": SYSTEM,
-    }
-    rules = {
-        "accept": ("FP2",),
-        "cancel": ("FP2", "X9"),
-        "decline": ("FP2",),
-        "withdraw": ("FP1",),
-    }
 
 
 class RefundMachine(EscrowMachine):
@@ -285,26 +248,20 @@ class RefundMachine(EscrowMachine):
     resolved = State(final=True)
     cancelled = State(final=True)
 
+    # Who may fire each event, and the rules it enforces (docs/rules.md; drawn on its edge).
+    fired_by = {
+        "approve": (FREELANCER, "RF2"),
+        "refund_by_default": (SYSTEM, "RF2"),
+        "dispute": (FREELANCER, "RF2"),
+        "resolve": (ADMIN, "RF3"),
+        "cancel": (CLIENT, "X5"),
+    }
+
     approve = requested.to(refunded)
     refund_by_default = requested.to(refunded)
     dispute = requested.to(disputed)
     resolve = disputed.to(resolved)
     cancel = requested.to(cancelled)
-
-    permissions = {
-        "approve": FREELANCER,
-        "refund_by_default": SYSTEM,
-        "dispute": FREELANCER,
-        "resolve": ADMIN,
-        "cancel": CLIENT,
-    }
-    rules = {
-        "approve": ("RF2",),
-        "cancel": ("X5",),
-        "dispute": ("RF2",),
-        "refund_by_default": ("RF2",),
-        "resolve": ("RF3",),
-    }
 
 
 MACHINES: Mapping[str, type[EscrowMachine]] = {

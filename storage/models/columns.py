@@ -40,6 +40,12 @@ def partial(condition: str) -> dict[str, Any]:
     return {"sqlite_where": clause, "postgresql_where": clause}
 
 
+def one_of(name: str, column: str, *values: str) -> sa.CheckConstraint:
+    """`CHECK (column IN (...))`, named `name`."""
+    listed = ", ".join(f"'{v}'" for v in values)
+    return sa.CheckConstraint(f"{column} IN ({listed})", name=name)
+
+
 def pending_only(column: str, *values: str) -> dict[str, Any]:
     """`WHERE column IN (...)` for a partial index on both backends."""
     listed = ", ".join(f"'{v}'" for v in values)

@@ -9,13 +9,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field
 
-from storage.models.columns import Lifecycle, MilestoneChange, pending_only
+from storage.models.columns import Lifecycle, MilestoneChange, one_of, pending_only
 
 
 class Contract(Lifecycle, table=True):
     __tablename__ = "contracts"
     __table_args__ = (
-        sa.CheckConstraint("kind IN ('fixed', 'hourly')", name="ck_contracts_kind"),
+        one_of("ck_contracts_kind", "kind", "fixed", "hourly"),
         sa.CheckConstraint(
             "deposited >= 0 AND released >= 0 AND refunded >= 0",
             name="ck_contracts_totals_non_negative",
@@ -107,8 +107,8 @@ class Proposal(Lifecycle, table=True):
 class ProposalItem(MilestoneChange, table=True):
     __tablename__ = "proposal_items"
     __table_args__ = (
-        sa.CheckConstraint("action IN ('add', 'edit', 'delete')", name="ck_proposal_items_action"),
         sa.CheckConstraint("amount IS NULL OR amount > 0", name="ck_proposal_items_amount"),
+        one_of("ck_proposal_items_action", "action", "add", "edit", "delete"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from storage.models.columns import Leased, partial, pending_only, when
+from storage.models.columns import Leased, one_of, partial, pending_only, when
 
 
 class History(SQLModel, table=True):
@@ -17,7 +17,7 @@ class History(SQLModel, table=True):
 
     __tablename__ = "history"
     __table_args__ = (
-        sa.CheckConstraint("cause IN ('request', 'timer')", name="ck_history_cause"),
+        one_of("ck_history_cause", "cause", "request", "timer"),
         sa.Index("ix_history_entity", "entity", "entity_id", "id"),
     )
 
@@ -45,7 +45,7 @@ class LedgerEntry(SQLModel, table=True):
 
     __tablename__ = "ledger_entries"
     __table_args__ = (
-        sa.CheckConstraint("kind IN ('deposit', 'release', 'refund')", name="ck_ledger_kind"),
+        one_of("ck_ledger_kind", "kind", "deposit", "release", "refund"),
         sa.CheckConstraint("amount > 0", name="ck_ledger_amount_positive"),
     )
 
@@ -65,9 +65,7 @@ class Deadline(Leased, table=True):
 
     __tablename__ = "deadlines"
     __table_args__ = (
-        sa.CheckConstraint(
-            "status IN ('pending', 'fired', 'cancelled', 'stale')", name="ck_deadlines_status"
-        ),
+        one_of("ck_deadlines_status", "status", "pending", "fired", "cancelled", "stale"),
         sa.Index("ix_deadlines_due_pending", "due_at", **pending_only("status", "pending")),
         # Failed firings waiting for their retry: few rows, found without a scan.
         sa.Index(
@@ -195,9 +193,7 @@ class WebhookDelivery(Leased, table=True):
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        sa.CheckConstraint(
-            "status IN ('pending', 'delivered', 'dead')", name="ck_webhook_deliveries_status"
-        ),
+        one_of("ck_webhook_deliveries_status", "status", "pending", "delivered", "dead"),
         sa.UniqueConstraint("subscription_id", "event_id", name="uq_webhook_deliveries_event"),
         sa.Index("ix_webhook_deliveries_due", "next_attempt_at", **partial("status = 'pending'")),
     )

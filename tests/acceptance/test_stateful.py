@@ -71,13 +71,14 @@ def test_random_lifecycles_keep_every_invariant(db: DBEngine) -> None:
             _contract, milestones = self.sc.offer(*amounts)
             return multiple(*milestones)
 
-        @rule(
+        milestone_move = rule(
             milestone=milestones,
             pick=st.integers(0, 99),
             amount=amounts,
             partial=st.none() | st.integers(1, 40_000),
         )
-        def act_on_milestone(
+
+        def _act_on_milestone(
             self, milestone: int, pick: int, amount: int, partial: int | None
         ) -> None:
             """A move that the milestone's state allows, so that lifecycles progress."""
@@ -115,27 +116,9 @@ def test_random_lifecycles_keep_every_invariant(db: DBEngine) -> None:
                 self._try("milestone", milestone, event, actor, payload)
 
         # The same move three times over: the random walk then mostly makes progress.
-        @rule(
-            milestone=milestones,
-            pick=st.integers(0, 99),
-            amount=amounts,
-            partial=st.none() | st.integers(1, 40_000),
-        )
-        def act_on_milestone_again(
-            self, milestone: int, pick: int, amount: int, partial: int | None
-        ) -> None:
-            self.act_on_milestone(milestone, pick, amount, partial)
-
-        @rule(
-            milestone=milestones,
-            pick=st.integers(0, 99),
-            amount=amounts,
-            partial=st.none() | st.integers(1, 40_000),
-        )
-        def act_on_milestone_once_more(
-            self, milestone: int, pick: int, amount: int, partial: int | None
-        ) -> None:
-            self.act_on_milestone(milestone, pick, amount, partial)
+        act_on_milestone = milestone_move(_act_on_milestone)
+        act_on_milestone_again = milestone_move(_act_on_milestone)
+        act_on_milestone_once_more = milestone_move(_act_on_milestone)
 
         @rule(milestone=milestones, pick=st.integers(0, 99))
         def act_on_contract(self, milestone: int, pick: int) -> None:

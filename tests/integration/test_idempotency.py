@@ -22,9 +22,18 @@ def test_same_key_with_a_different_request_is_refused(sc: Scenario) -> None:
     contract, m = sc.in_review(10_000)
     sc.fire("milestone", m, "release", CLIENT, {"amount": 4_000}, idempotency_key="k-2")
     before = sc.snapshot()
-    with pytest.raises(IdempotencyConflict) as refused:
-        sc.fire("milestone", m, "release", CLIENT, {"amount": 5_000}, idempotency_key="k-2")
-    assert refused.value.code == "idempotency_key_reused"
+    assert (
+        sc.refused(
+            IdempotencyConflict,
+            "milestone",
+            m,
+            "release",
+            CLIENT,
+            {"amount": 5_000},
+            idempotency_key="k-2",
+        )
+        == "idempotency_key_reused"
+    )
     with pytest.raises(IdempotencyConflict):
         sc.fire("contract", contract, "end", FREELANCER, idempotency_key="k-2")
     assert sc.snapshot() == before

@@ -512,16 +512,18 @@ class Model:
     def _change_request_reject(
         self, r: dict[str, Any], c: dict[str, Any], p: dict[str, Any]
     ) -> None:
-        _only(p)
-        _require(r["state"] == "pending", "not pending")
-        self._close_request(r, "rejected")  # CR4
+        self._answer_pending(r, p, "rejected")  # CR4
 
     def _change_request_withdraw(
         self, r: dict[str, Any], c: dict[str, Any], p: dict[str, Any]
     ) -> None:
+        self._answer_pending(r, p, "withdrawn")  # CR2
+
+    def _answer_pending(self, r: dict[str, Any], p: dict[str, Any], state: str) -> None:
+        """A pending change request closed, with nothing else changed."""
         _only(p)
         _require(r["state"] == "pending", "not pending")
-        self._close_request(r, "withdrawn")  # CR2
+        self._close_request(r, state)
 
     def _change_request_edit(self, r: dict[str, Any], c: dict[str, Any], p: dict[str, Any]) -> None:
         """CR2, X7: the client edits it; the freelancer gets a full lifetime again."""

@@ -35,7 +35,7 @@ def test_a_machine_missing_a_permission_does_not_import() -> None:
             a = State(initial=True)
             b = State(final=True)
             go = a.to(b)
-            permissions = {}
+            fired_by = {}
 
 
 def test_a_timer_on_an_unknown_policy_does_not_import() -> None:
@@ -46,8 +46,7 @@ def test_a_timer_on_an_unknown_policy_does_not_import() -> None:
             a = TimedState(initial=True, timer=Timer("forever", "go", rule="MS10"))
             b = State(final=True)
             go = a.to(b)
-            permissions = {"go": frozenset({Role.SYSTEM})}
-            rules = {"go": ("MS10",)}
+            fired_by = {"go": (frozenset({Role.SYSTEM}), "MS10")}
 
 
 def test_a_machine_reused_after_a_final_state_still_decides() -> None:
