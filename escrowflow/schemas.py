@@ -241,6 +241,10 @@ class NextOut(BaseModel):
     event: str
     due_at: str
     money: MoneyOut | None
+    reminds: dict[str, str] | None = Field(
+        default=None,
+        description="A reminder (NT2): who is told (role, id), of which event, how long before.",
+    )
     summary: str
 
 

@@ -16,7 +16,9 @@ from workflows.policy import (
     DEFAULT_DURATIONS,
     DEFAULT_MAX_MILESTONES,
     DEFAULT_MINIMUM_AMOUNTS,
+    DEFAULT_REMINDERS,
     ISO_4217,
+    TIMER_POLICIES,
     Policy,
 )
 from workflows.retry import WEBHOOK_MAX_ATTEMPTS, WEBHOOK_RETRY, RetryStrategy
@@ -49,6 +51,11 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_MINIMUM_AMOUNTS)
     )  # MS1
     max_milestones: int = Field(default=DEFAULT_MAX_MILESTONES, ge=1)  # CT3
+    # NT2: how long before each timer its party is reminded, by timer policy, as JSON
+    # ({"review_window": ["P3D", "P1D"], ...}); `[]` or `{}` turns reminders off.
+    reminders: dict[str, list[timedelta]] | list[timedelta] = Field(
+        default_factory=lambda: {name: list(v) for name, v in DEFAULT_REMINDERS.items()}
+    )
 
     # The daemon.
     worker_interval: float = Field(default=1.0, gt=0)  # seconds between idle sweeps
@@ -87,6 +94,25 @@ class Settings(BaseSettings):
                 raise ValueError(f"minimum amount for {currency} must be positive")
         return value
 
+    @field_validator("reminders")
+    @classmethod
+    def _known_timers(
+        cls, value: dict[str, list[timedelta]] | list[timedelta]
+    ) -> dict[str, list[timedelta]]:
+        if isinstance(value, list):
+            if value:
+                raise ValueError(
+                    'give reminders by timer, e.g. {"review_window": ["P3D", "P1D"]}, '
+                    "or [] to turn them off"
+                )
+            return {}
+        for name, offsets in value.items():
+            if name not in TIMER_POLICIES:
+                raise ValueError(f"{name!r} is not a timer: use {', '.join(TIMER_POLICIES)}")
+            if any(offset <= timedelta(0) for offset in offsets):
+                raise ValueError(f"reminders before {name} must be positive durations")
+        return value
+
     @field_validator(*DURATIONS, mode="before")
     @classmethod
     def _plain_seconds(cls, value: object) -> object:
@@ -120,6 +146,12 @@ class Settings(BaseSettings):
             },
             minimum_amounts=dict(self.minimum_amounts),
             max_milestones=self.max_milestones,
+            reminders={
+                name: tuple(offsets)
+                for name, offsets in (
+                    self.reminders if isinstance(self.reminders, dict) else {}
+                ).items()
+            },
         )
 
     def engine(self, **engine_kwargs: Any) -> Engine:

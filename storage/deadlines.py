@@ -8,6 +8,7 @@ this table. Hot-path statements are built once and run through `storage.writes`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +53,17 @@ _CANCEL = (
     .values(status="cancelled", closed_at=sa.bindparam("d_now"))
 )
 _CARRY = _d.update().where(_PENDING_OF_ENTITY).values(state_version=sa.bindparam("d_version"))
+_CANCEL_PREFIXED = (
+    _d.update()
+    .where(
+        _d.c.entity == sa.bindparam("d_entity"),
+        _d.c.entity_id == sa.bindparam("d_entity_id"),
+        _d.c.status == "pending",
+        sa.func.substr(_d.c.event, 1, sa.bindparam("d_length", type_=sa.Integer))
+        == sa.bindparam("d_prefix", type_=sa.String),
+    )
+    .values(status="cancelled", closed_at=sa.bindparam("d_now"))
+)
 
 
 def contract_id_of() -> sa.ScalarSelect[Any]:
@@ -76,30 +88,10 @@ def load_with_contract(w: Writes, deadline_id: int) -> tuple[dict[str, Any], dic
     return contract, dict(zip(_d.c.keys(), row[cut:], strict=True))
 
 
-def schedule(
-    w: Writes,
-    *,
-    contract_id: int,
-    entity: str,
-    entity_id: int,
-    event: str,
-    due_at: datetime,
-    state_version: int,
-    now: datetime,
-) -> int:
-    return w.insert(
-        _d,
-        {
-            "contract_id": contract_id,
-            "entity": entity,
-            "entity_id": entity_id,
-            "event": event,
-            "due_at": due_at,
-            "state_version": state_version,
-            "status": "pending",
-            "created_at": now,
-        },
-    )
+def schedule(w: Writes, deadline: Mapping[str, Any], now: datetime) -> int:
+    """A pending deadline: `deadline` names its contract_id, entity, entity_id, event,
+    due_at and the state_version it may fire on."""
+    return w.insert(_d, {**deadline, "status": "pending", "created_at": now})
 
 
 def _of_entity(entity: str, entity_id: int, firing: int | None) -> dict[str, Any]:
@@ -111,6 +103,13 @@ def cancel_pending(
 ) -> None:
     """Cancel the entity's pending deadlines (but the one firing now)."""
     w.execute(_CANCEL, {**_of_entity(entity, entity_id, firing), "d_now": now})
+
+
+def cancel_reminders(w: Writes, entity: str, entity_id: int, prefix: str, now: datetime) -> None:
+    """Cancel the entity's pending deadlines whose event starts with `prefix` (NT2: a
+    paused or extended deadline's reminders)."""
+    values = {"d_entity": entity, "d_entity_id": entity_id, "d_now": now}
+    w.execute(_CANCEL_PREFIXED, {**values, "d_prefix": prefix, "d_length": len(prefix)})
 
 
 def carry_pending(w: Writes, entity: str, entity_id: int, firing: int | None, version: int) -> None:

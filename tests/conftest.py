@@ -105,7 +105,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def policy() -> Policy:
-    return Policy()
+    return Policy(reminders={})
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ would take minutes.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -157,3 +157,34 @@ def _history(
         "at": at,
         "payload": {},
     }
+
+
+def seed_due_reminders(db: sa.Engine, count: int, now: datetime) -> None:
+    """Milestones under review whose auto-approval is 30 days ahead and whose two
+    reminders (NT2) are already due: 40 and 35 days before it, so 10 and 5 days ago."""
+    timer_due = now + timedelta(days=30)
+    seed_due_auto_approvals(db, count, timer_due)
+    with db.begin() as conn:
+        timers = conn.execute(
+            sa.select(DEADLINES.c.contract_id, DEADLINES.c.entity_id).where(
+                DEADLINES.c.event == "auto_approve"
+            )
+        ).all()
+        for before in (40, 35):
+            conn.execute(
+                DEADLINES.insert(),
+                [
+                    {
+                        "contract_id": contract_id,
+                        "entity": "milestone",
+                        "entity_id": milestone_id,
+                        "event": f"remind:auto_approve:P{before}D",
+                        "due_at": timer_due - timedelta(days=before),
+                        "state_version": 3,
+                        "status": "pending",
+                        "created_at": now,
+                        "attempts": 0,
+                    }
+                    for contract_id, milestone_id in timers
+                ],
+            )

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy.engine import Engine as DBEngine
@@ -33,6 +34,7 @@ class Server:
             "ESCROWFLOW_TEST_CLOCK_FILE": str(self.clock_file),
             "ESCROWFLOW_WORKER_INTERVAL": "0.1",
             "ESCROWFLOW_SQLITE_SYNCHRONOUS": "NORMAL",
+            "ESCROWFLOW_REMINDERS": "[]",  # NT2 tests turn them on
             **settings,
         }
         self.log = tmp / "server.log"
@@ -63,9 +65,39 @@ class Server:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(20)
 
+    def kill(self) -> None:
+        """Make sure it is gone (after a failed test)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
 
 def until(check: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 20
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+class Caller:
+    """A service calling the served process with a token of `scopes`."""
+
+    def __init__(self, server: Server, db: DBEngine, *scopes: str) -> None:
+        from escrowflow import tokens
+
+        token = tokens.create(db, START, "web", scopes)["token"]
+        self.http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
+
+    def act(self, party: str, path: str, body: Any = None) -> Any:
+        """POST as `party`; the answer's JSON (the test fails on an error)."""
+        response = self.http.post(path, json=body, headers={"Escrowflow-Actor": party})
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    def offer(self, amount: int = 50_000) -> tuple[int, int]:
+        """acme offers ada a contract with one milestone: (contract, milestone)."""
+        milestone = {"title": "Design", "amount": amount}
+        body = {"freelancer_id": "ada", "title": "Shop", "currency": "USD"}
+        offered = self.act("client:acme", "/v1/contracts", {**body, "milestones": [milestone]})
+        (m,) = [c["id"] for c in offered["created"] if c["entity"] == "milestone"]
+        return int(offered["id"]), int(m)

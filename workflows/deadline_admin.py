@@ -11,6 +11,8 @@ from storage import deadlines, history
 from storage.errors import TransitionRejected, ValidationError
 from storage.models import DEADLINES
 from storage.writes import Row
+from workflows import reminders
+from workflows.machines import MACHINES, timer_of
 from workflows.step import Step
 from workflows.unit_of_work import UnitOfWork
 
@@ -53,6 +55,12 @@ def adjust(
             f"deadline {deadline_id} is {shown}: it cannot be {ACTIONS[action]}",
             code="event_not_allowed_in_state",
         )
+    if reminders.parse(row["event"]) is not None:
+        raise TransitionRejected(
+            f"deadline {deadline_id} is a reminder: {action} the deadline it reminds of, "
+            "and its reminders follow",
+            code="reminder_not_adjustable",
+        )
     changes: dict[str, Any] = {}
     if action == "extend":
         assert extend_by is not None
@@ -60,6 +68,7 @@ def adjust(
     else:
         changes["paused"] = action == "pause"
     deadlines.adjust(unit.writes, deadline_id, changes)
+    _move_reminders(unit, {**row, **changes})
     version = 1 + history.count_of(unit.writes, "deadline", deadline_id)
     record = Row("deadline", DEADLINES, {**row, **changes})
     new_status = "paused" if changes.get("paused", row["paused"]) else "pending"
@@ -85,3 +94,15 @@ def adjust(
         "created": [],
         "replayed": False,
     }
+
+
+def _move_reminders(unit: UnitOfWork, deadline: dict[str, Any]) -> None:
+    """NT2: a paused or extended deadline's reminders are dropped; a running one's are
+    scheduled from its (new) due time, those still ahead of now."""
+    reminders.drop(unit.writes, deadline, unit.now)
+    if deadline["paused"]:
+        return
+    record = unit.load(deadline["entity"], deadline["entity_id"])
+    timer = timer_of(MACHINES[record.entity], record["state"])
+    if timer is not None and timer.event == deadline["event"]:
+        reminders.schedule(unit.writes, unit.policy, timer, deadline, unit.now)

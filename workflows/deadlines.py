@@ -26,6 +26,7 @@ from storage import deadlines
 from storage.db import transaction, translated_errors
 from storage.errors import EscrowflowError
 from storage.writes import Batch, Writes
+from workflows import reminders
 from workflows.actors import SYSTEM
 from workflows.engine import Engine
 from workflows.machines import MACHINES, timer_of
@@ -166,7 +167,9 @@ def fire_one(
     With `batch`, its append-only rows wait there for the caller to write.
 
     A deadline fires only if its entity still has the version it was scheduled for;
-    otherwise the entity has moved on (a party acted first) and it is marked stale.
+    otherwise the entity has moved on (a party acted first) and it is marked stale. A
+    reminder (NT2) fires the same way, but writes only its history row and feed event;
+    one whose timer is already due is stale (too late to remind).
     "gone": already fired or cancelled (another worker, or a party, got there first).
     """
     unit = engine.work(conn, SYSTEM, "timer", now, batch)
@@ -176,13 +179,21 @@ def fire_one(
     unit.firing(deadline)
     record = unit.load(deadline["entity"], deadline["entity_id"])
     timer = timer_of(MACHINES[record.entity], record["state"])
+    reminder = reminders.parse(deadline["event"])
+    event, before = reminder or (deadline["event"], timedelta(0))
+    timer_due = deadline["due_at"] + before
     if (
         record["version"] != deadline["state_version"]
         or timer is None
-        or timer.event != deadline["event"]
+        or timer.event != event
+        or (reminder is not None and timer_due <= now)  # NT2: too late to remind
     ):
         deadlines.close(unit.writes, deadline_id, "stale", now, None)
         return "stale"
+    if reminder is not None:  # NT2: tell the party who can act; nothing moves
+        step = reminders.send(unit, record, timer, timer_due)
+        deadlines.close(unit.writes, deadline_id, "fired", now, step.history_id)
+        return "fired"
     step = unit.transition(record, deadline["event"], {})
     unit.close_if_settled(step)
     unit.flush()

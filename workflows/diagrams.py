@@ -53,6 +53,9 @@ class Edge:
     after: timedelta | None = None
     restarts_timer: bool = False  # e.g. an edited change request: a fresh 7 days
     rules: tuple[str, ...] = ()  # the rule IDs the event enforces (docs/rules.md)
+    # NT2: a timer's reminders, how long before it, and the party they go to.
+    reminders: tuple[timedelta, ...] = ()
+    reminds: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,10 +94,13 @@ def _edge(
         for spec in getattr(transition, name)
         if not spec.is_convention
     )
-    kind, after = "party", None
+    kind, after, reminds = "party", None, None
+    reminders: tuple[timedelta, ...] = ()
     if roles == frozenset({Role.SYSTEM}):
         if timer is not None and timer.event == event:
             kind, after = "timer", policy.duration(timer.policy)
+            reminders = tuple(policy.reminders.get(timer.policy, ()))
+            reminds = timer.reminds.value if timer.reminds else None
         else:
             kind = "engine"
     return Edge(
@@ -107,6 +113,8 @@ def _edge(
         after=after,
         restarts_timer=timer is not None and event in timer.restart_on,
         rules=tuple(machine.rules[event]),
+        reminders=reminders,
+        reminds=reminds,
     )
 
 
@@ -129,6 +137,9 @@ def _event_lines(edge: Edge, due: Mapping[str, str]) -> list[str]:
     if edge.kind == "timer":
         assert edge.after is not None
         lines = [f"after {duration_text(edge.after)}", f"{edge.event} (timer)"]
+        if edge.reminders:
+            before = ", ".join(duration_text(r) for r in edge.reminders)
+            lines.append(f"reminds {edge.reminds} {before} before")
         if edge.event in due:
             lines.append(f"due {due[edge.event]}")
         return lines

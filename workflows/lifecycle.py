@@ -37,6 +37,8 @@ class Timer:
     # Self-transitions that give the other party a fresh full duration (e.g. an edited
     # change request); any other self-transition keeps the running deadline.
     restart_on: frozenset[str] = field(default_factory=frozenset)
+    # NT2: the party who can still act before it fires, and is reminded.
+    reminds: Role | None = None
 
 
 class TimedState(State):
@@ -109,6 +111,10 @@ def _check_declarations(cls: Any) -> None:
             continue
         if timer.policy not in TIMER_POLICIES:
             raise TypeError(f"{cls.__name__}.{state.id}: unknown timer policy {timer.policy!r}")
+        if timer.reminds not in (Role.CLIENT, Role.FREELANCER):
+            raise TypeError(
+                f"{cls.__name__}.{state.id}: the timer must name the party it reminds (NT2)"
+            )
         leaving = {t.event for t in state.transitions if t.target is not state}
         if timer.event not in leaving:
             raise TypeError(

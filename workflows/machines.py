@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from statemachine import State
 
+from workflows.actors import Role
 from workflows.lifecycle import (
     ADMIN,
     CLIENT,
@@ -113,7 +114,9 @@ class MilestoneMachine(EscrowMachine):
 
     pending = State(initial=True)
     active = State()
-    in_review = TimedState(timer=Timer("review_window", "auto_approve", rule="MS10"))
+    in_review = TimedState(
+        timer=Timer("review_window", "auto_approve", rule="MS10", reminds=Role.CLIENT)
+    )
     refund_requested = State()
     released = State(final=True)
     refunded = State(final=True)
@@ -130,7 +133,7 @@ class MilestoneMachine(EscrowMachine):
         "request_changes": (CLIENT, "MS7"),
         "release": (CLIENT, "MS8", "MS9", "X11"),
         "deposit": (CLIENT, "CR3"),
-        "auto_approve": (SYSTEM, "MS10"),
+        "auto_approve": (SYSTEM, "MS10", "NT2"),
         "open_change_request": (CLIENT, "CR1"),
         "apply_change": (SYSTEM, "CR3"),
         "hold_for_refund": (SYSTEM, "RF1"),
@@ -183,7 +186,11 @@ class ChangeRequestMachine(EscrowMachine):
     pending = TimedState(
         initial=True,
         timer=Timer(
-            "change_request_lifetime", "expire", rule="CR6", restart_on=frozenset({"edit"})
+            "change_request_lifetime",
+            "expire",
+            rule="CR6",
+            restart_on=frozenset({"edit"}),
+            reminds=Role.FREELANCER,
         ),
     )
     accepted = State(final=True)
@@ -198,7 +205,7 @@ class ChangeRequestMachine(EscrowMachine):
         "reject": (FREELANCER, "CR4"),
         "edit": (CLIENT, "CR2", "X7"),
         "withdraw": (CLIENT, "CR2"),
-        "expire": (SYSTEM, "CR6"),
+        "expire": (SYSTEM, "CR6", "NT2"),
         "cancel": (SYSTEM, "CR5"),
     }
 
@@ -241,7 +248,10 @@ class RefundMachine(EscrowMachine):
     entity = "refund"
 
     requested = TimedState(
-        initial=True, timer=Timer("refund_response_time", "refund_by_default", rule="RF2")
+        initial=True,
+        timer=Timer(
+            "refund_response_time", "refund_by_default", rule="RF2", reminds=Role.FREELANCER
+        ),
     )
     disputed = State()
     refunded = State(final=True)
@@ -251,7 +261,7 @@ class RefundMachine(EscrowMachine):
     # Who may fire each event, and the rules it enforces (docs/rules.md; drawn on its edge).
     fired_by = {
         "approve": (FREELANCER, "RF2"),
-        "refund_by_default": (SYSTEM, "RF2"),
+        "refund_by_default": (SYSTEM, "RF2", "NT2"),
         "dispute": (FREELANCER, "RF2"),
         "resolve": (ADMIN, "RF3"),
         "cancel": (CLIENT, "X5"),

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
+from typing import Any
 
 from storage.errors import ValidationError
 
@@ -187,6 +188,14 @@ DEFAULT_DURATIONS: Mapping[str, timedelta] = MappingProxyType(
         "refund_response_time": timedelta(days=7),  # RF2
     }
 )
+# NT2: how long before a timer fires its party is reminded, by timer policy.
+DEFAULT_REMINDERS: Mapping[str, tuple[timedelta, ...]] = MappingProxyType(
+    {
+        "review_window": (timedelta(days=3), timedelta(days=1)),  # before auto_approve
+        "refund_response_time": (timedelta(days=3), timedelta(days=1)),  # refund_by_default
+        "change_request_lifetime": (timedelta(days=1),),  # before expire
+    }
+)
 # Smallest milestone amount per currency, in minor units (MS1). A currency not listed
 # needs five of its major units, as USD needs 5.00.
 DEFAULT_MINIMUM_AMOUNTS: Mapping[str, int] = MappingProxyType({"USD": 500})
@@ -203,6 +212,9 @@ class Policy:
     )
     max_milestones: int = DEFAULT_MAX_MILESTONES
     currencies: frozenset[str] = frozenset(ISO_4217)
+    reminders: Mapping[str, tuple[timedelta, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_REMINDERS)
+    )
 
     def __post_init__(self) -> None:
         missing = [name for name in TIMER_POLICIES if name not in self.durations]
@@ -216,6 +228,13 @@ class Policy:
             raise ValidationError(f"not ISO 4217 currencies: {', '.join(unknown)}")
         if self.max_milestones < 1:
             raise ValidationError("max_milestones must be at least 1")
+        for name, offsets in self.reminders.items():
+            if name not in TIMER_POLICIES:
+                raise ValidationError(
+                    f"reminders for unknown timer {name!r}: use {', '.join(TIMER_POLICIES)}"
+                )
+            if any(offset <= timedelta(0) for offset in offsets):
+                raise ValidationError(f"reminders for {name} must be positive durations")
 
     def duration(self, name: str) -> timedelta:
         return self.durations[name]
@@ -243,3 +262,10 @@ def format_money(amount: int, currency: str) -> str:
     sign = "-" if amount < 0 else ""
     whole, part = divmod(abs(amount), 10**digits)
     return f"{sign}{whole}.{part:0{digits}d} {currency}"
+
+
+def approved_amount(milestone: Mapping[str, Any] | Any) -> int:
+    """MS10: what an approval without an amount pays: the agreed amount, or what the
+    milestone holds if that is less (an increase never deposited is not paid). What is
+    held beyond the amount (after an accepted decrease, CR3) stays for the client (MS9)."""
+    return int(min(milestone["amount"], milestone["escrow"]))

@@ -11,7 +11,9 @@ from typing import Any
 
 from storage import deadlines, history, outbox
 from storage.writes import Row, Writes
+from workflows import reminders
 from workflows.actors import Actor, Role
+from workflows.lifecycle import Timer
 from workflows.machines import MACHINES, timer_of
 from workflows.policy import Policy
 from workflows.step import Step
@@ -76,7 +78,7 @@ class Recorder:
         if step.from_state == step.to_state and entered is not None:
             if step.event in entered.restart_on:  # e.g. CR2: an edit restarts the lifetime
                 deadlines.cancel_pending(self.writes, entity, entity_id, firing, self.now)
-                self._schedule(step, contract, entered.policy, entered.event)
+                self._schedule(step, contract, entered)
             else:  # keep the running deadline, and the version it may fire on
                 deadlines.carry_pending(self.writes, entity, entity_id, firing, step.version)
             return
@@ -86,30 +88,36 @@ class Recorder:
         ) == (entity, entity_id)
         # An entity has at most one pending deadline (one timer per state, a unique index
         # per event): when it is the one firing, there is nothing else to cancel.
-        if left is not None and not firing_this:
+        # With reminders (NT2), one may still be pending (late, or failing): dropped too.
+        if left is not None and (not firing_this or self.policy.reminders.get(left.policy)):
             deadlines.cancel_pending(self.writes, entity, entity_id, firing, self.now)
         if entered is not None:
-            self._schedule(step, contract, entered.policy, entered.event)
+            self._schedule(step, contract, entered)
 
-    def _schedule(self, step: Step, contract: Row, policy: str, event: str) -> None:
-        deadlines.schedule(
-            self.writes,
-            contract_id=contract.id,
-            entity=step.entity,
-            entity_id=step.record.id,
-            event=event,
-            due_at=self.now + self.policy.duration(policy),
-            state_version=step.version,
-            now=self.now,
-        )
+    def _schedule(self, step: Step, contract: Row, timer: Timer) -> None:
+        """The timer's deadline, and its reminders (NT2)."""
+        deadline = {
+            "contract_id": contract.id,
+            "entity": step.entity,
+            "entity_id": step.record.id,
+            "event": timer.event,
+            "due_at": self.now + self.policy.duration(timer.policy),
+            "state_version": step.version,
+        }
+        deadlines.schedule(self.writes, deadline, self.now)
+        reminders.schedule(self.writes, self.policy, timer, deadline, self.now)
 
-    def publish(self, step: Step, contract: Row) -> None:
-        """NT1: the event, for the counterparty of who acted (both, for system/admin)."""
+    def publish(self, step: Step, contract: Row, recipients: list[str] | None = None) -> None:
+        """NT1: the event, for the counterparty of who acted (both, for system/admin), or
+        for `recipients` (NT2: a reminder is for the party who can act)."""
         parties = {Role.CLIENT: contract["freelancer_id"], Role.FREELANCER: contract["client_id"]}
         counterparty = parties.get(self.actor.role)
-        recipients = (
-            [counterparty] if counterparty else [contract["client_id"], contract["freelancer_id"]]
-        )
+        if recipients is None:
+            recipients = (
+                [counterparty]
+                if counterparty
+                else [contract["client_id"], contract["freelancer_id"]]
+            )
         outbox.append(
             self.writes,
             {

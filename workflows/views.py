@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine as DBEngine
@@ -12,11 +12,13 @@ from storage import history as storage_history
 from storage import ledger as storage_ledger
 from storage.db import translated_errors
 from storage.errors import NotFound
+from workflows import reminders
 from workflows.actors import Role
 from workflows.describe import describe_item
-from workflows.effects.common import approved_amount
-from workflows.machines import MACHINES, events_from
-from workflows.policy import format_money
+from workflows.lifecycle import Timer
+from workflows.machines import MACHINES, events_from, timer_of
+from workflows.policy import approved_amount, format_money
+from workflows.reminders import iso_duration
 
 ESCROW_COLUMNS = ("deposited", "released", "refunded", "held", "credit")
 
@@ -102,6 +104,10 @@ def what_next(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
     with translated_errors(), db.connect() as conn:
         for d in deadlines.pending(conn, contract_id=contract_id):
             entity = entities.read(conn, d["entity"], d["entity_id"])
+            reminder = reminders.parse(d["event"])
+            if reminder is not None:  # NT2: who is told, of what
+                rows.append(_reminder_next(d, reminder, contract))
+                continue
             money = _money_moved(d["event"], entity)
             moves = f", {format_money(money[1], currency)} {money[0]}" if money else ""
             kept = _kept_for_client(d["event"], entity)
@@ -127,6 +133,31 @@ def what_next(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def _reminder_next(
+    d: dict[str, Any], reminder: tuple[str, timedelta], contract: dict[str, Any]
+) -> dict[str, Any]:
+    event, before = reminder
+    timer = next(t for t in _timers(d["entity"]) if t.event == event)
+    role = timer.reminds.value if timer.reminds else "client"
+    party = contract["parties"][role]
+    return {
+        "deadline_id": d["id"],
+        "entity": d["entity"],
+        "entity_id": d["entity_id"],
+        "event": d["event"],
+        "due_at": d["due_at"].isoformat(),
+        "money": None,
+        "reminds": {"role": role, "id": party, "of": event, "before": iso_duration(before)},
+        "summary": f"{d['due_at'].isoformat()}: reminder to {role} {party}: {d['entity']} "
+        f"{d['entity_id']} {event} in {iso_duration(before)}",
+    }
+
+
+def _timers(entity: str) -> list[Timer]:
+    machine = MACHINES[entity]
+    return [t for t in (timer_of(machine, s.id) for s in machine.states) if t is not None]
 
 
 def _money_moved(event: str, entity: Any) -> tuple[str, int] | None:

@@ -45,8 +45,8 @@ def errors() -> Iterator[None]:
         fail(f"{exc.message} [{exc.code}]", exit_code(exc))
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        fail(f"setting ESCROWFLOW_{where.upper()}: {first['msg']}", 2)
+        setting = str(first["loc"][0]).upper() if first["loc"] else "?"
+        fail(f"setting ESCROWFLOW_{setting}: {first['msg']}", 2)
 
 
 def load_settings() -> Settings:

@@ -18,6 +18,4 @@ def server(db: DBEngine, tmp_path: Path) -> Iterator[Server]:
         s.wait_ready()
         yield s
     finally:
-        if s.process.poll() is None:
-            s.process.kill()
-            s.process.wait()
+        s.kill()

@@ -18,9 +18,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine as DBEngine
 
-from storage.models import DEADLINES, HISTORY, LEDGER
+from storage.models import DEADLINES, HISTORY, LEDGER, OUTBOX
 from tests.helpers import check_invariants
-from tests.seed import seed_due_auto_approvals
+from tests.seed import seed_due_auto_approvals, seed_due_reminders
 
 IN_CI = bool(os.environ.get("CI"))
 DRAIN = int(os.environ.get("ESCROWFLOW_DRAIN_DEADLINES", "20000" if IN_CI else "4000"))
@@ -112,16 +112,19 @@ def wait_until_fired(db: DBEngine, daemons: Daemons, at_least: int) -> None:
         time.sleep(0.005)
 
 
+def _where(db: DBEngine, *conditions: sa.ColumnElement[bool]) -> int:
+    return _count(db, sa.select(sa.func.count()).where(*conditions))
+
+
+def _distinct(db: DBEngine, column: sa.Column[int], *conditions: sa.ColumnElement[bool]) -> int:
+    return _count(db, sa.select(sa.func.count(sa.distinct(column))).where(*conditions))
+
+
 def assert_each_fired_once(db: DBEngine, count: int) -> None:
-    fired = _count(db, sa.select(sa.func.count()).where(DEADLINES.c.status == "fired"))
-    approvals = _count(db, sa.select(sa.func.count()).where(HISTORY.c.event == "auto_approve"))
-    releases = _count(db, sa.select(sa.func.count()).where(LEDGER.c.kind == "release"))
-    distinct = _count(
-        db,
-        sa.select(sa.func.count(sa.distinct(HISTORY.c.entity_id))).where(
-            HISTORY.c.event == "auto_approve"
-        ),
-    )
+    fired = _where(db, DEADLINES.c.status == "fired")
+    approvals = _where(db, HISTORY.c.event == "auto_approve")
+    releases = _where(db, LEDGER.c.kind == "release")
+    distinct = _distinct(db, HISTORY.c.entity_id, HISTORY.c.event == "auto_approve")
     assert (fired, approvals, releases, distinct) == (count, count, count, count)
     check_invariants(db)
 
@@ -176,3 +179,54 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_0(
     check_invariants(db)  # no half-applied deadline: state, ledger and history agree
     done = fired(db)
     assert done == _count(db, sa.select(sa.func.count()).where(HISTORY.c.event == "auto_approve"))
+
+
+def reminders_sent(db: DBEngine) -> tuple[int, int, int, int]:
+    """Reminder rows fired, history rows, feed events, and distinct reminders in history."""
+    return (
+        _where(db, DEADLINES.c.status == "fired", DEADLINES.c.event.like("remind:%")),
+        _where(db, HISTORY.c.event == "reminder"),
+        _where(db, OUTBOX.c.type == "milestone.reminder"),
+        _distinct(db, HISTORY.c.deadline_id, HISTORY.c.event == "reminder"),
+    )
+
+
+def assert_each_reminder_sent_once(db: DBEngine, milestones: int) -> None:
+    assert reminders_sent(db) == (2 * milestones,) * 4
+    # A reminder moves nothing: every milestone still under review, nothing released,
+    # each auto-approval still pending.
+    assert _where(db, LEDGER.c.kind == "release") == 0
+    assert pending(db) == milestones
+    check_invariants(db)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_nt2_four_workers_send_each_reminder_exactly_once(
+    db: DBEngine, backend: str, daemons: Daemons
+) -> None:
+    count = DRAIN // 4
+    seed_due_reminders(db, count, datetime.now(UTC))
+    for _ in range(4):
+        daemons.start()
+    wait_until_fired(db, daemons, 2 * count)
+    assert daemons.stop_all() == [0, 0, 0, 0]
+    assert_each_reminder_sent_once(db, count)
+
+
+def test_nt2_killed_workers_leave_every_reminder_sent_exactly_once(
+    db: DBEngine, backend: str, daemons: Daemons
+) -> None:
+    count = 1_500  # two reminders each
+    seed_due_reminders(db, count, datetime.now(UTC))
+    workers = 2 if backend == "postgresql" else 1
+    for round_ in range(1, 5):  # killed at progress points, never after a delay
+        started = [daemons.start(batch_size=100) for _ in range(workers)]
+        wait_until_fired(db, daemons, round_ * 2 * count // 6)
+        for process in started:
+            process.kill()
+            process.wait()
+    assert fired(db) < 2 * count, "the kills came too late to test anything"
+    daemons.start()
+    wait_until_fired(db, daemons, 2 * count)  # killed workers' claims expire after the lease
+    assert daemons.stop_all()[-1] == 0
+    assert_each_reminder_sent_once(db, count)

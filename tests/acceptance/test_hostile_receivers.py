@@ -6,13 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy.engine import Engine as DBEngine
 
-from escrowflow import tokens
 from tests.integration.test_webhooks_hostile import Stalling, wait_for
 from tests.receivers import Receiver
-from tests.served import START, Server
+from tests.served import Caller, Server
 
 
 def test_slow_and_hanging_receivers_delay_no_delivery_to_others(
@@ -28,31 +26,15 @@ def test_slow_and_hanging_receivers_delay_no_delivery_to_others(
     )
     try:
         server.wait_ready()
-        token = tokens.create(db, START, "ops", ["act:client", "act:freelancer", "webhooks"])
-        http = httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {token['token']}"}
-        )
-
-        def act(party: str, path: str, body: Any = None) -> Any:
-            response = http.post(path, json=body, headers={"Escrowflow-Actor": party})
-            assert response.status_code in (200, 201), response.text
-            return response.json()
+        caller = Caller(server, db, "act:client", "act:freelancer", "webhooks")
+        http, act = caller.http, caller.act
 
         for receiver in (fast, slow, hanging):
             assert http.post("/v1/webhooks", json={"url": receiver.url}).status_code == 201
-        offered = act(
-            "client:acme",
-            "/v1/contracts",
-            {
-                "freelancer_id": "ada",
-                "title": "Shop",
-                "currency": "USD",
-                "milestones": [{"title": "Design", "amount": 50_000}],
-            },
-        )
+        contract, _m = caller.offer()
         wait_for(lambda: slow.open and hanging.open, "the stalling receivers holding requests")
         # Made while both hold their requests: it reaches the fast receiver all the same.
-        act("freelancer:ada", f"/v1/contracts/{offered['id']}/events/accept")
+        act("freelancer:ada", f"/v1/contracts/{contract}/events/accept")
         wait_for(lambda: "contract.accept" in [e["type"] for e in fast.events()], "contract.accept")
         assert slow.open and hanging.open  # still held: nobody waited for them
         # Cut off at the deadline, recorded with our reason, retried later with backoff.
@@ -71,9 +53,7 @@ def test_slow_and_hanging_receivers_delay_no_delivery_to_others(
         http.close()
         assert server.stop() == 0
     finally:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
+        server.kill()
         fast.stop()
         slow.stop()
         hanging.stop()

@@ -58,7 +58,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     db = make_engine(database_settings(f"sqlite:///{path}"))
     upgrade(db)  # migrated, as in production: /readyz is ready
     clock = ManualClock()
-    engine = Engine(db, Policy(), clock)
+    engine = Engine(db, Policy(reminders={}), clock)
     sc = Scenario(engine, clock)
     for _ in range(3):  # something for ids 1..3 to find
         sc.in_review(50_000)

@@ -50,7 +50,7 @@ def test_random_lifecycles_keep_every_invariant(db: DBEngine) -> None:
             super().__init__()
             reset(db)
             self.clock = ManualClock()
-            self.sc = Scenario(Engine(db, Policy(), self.clock), self.clock)
+            self.sc = Scenario(Engine(db, Policy(reminders={}), self.clock), self.clock)
 
         def _try(
             self,

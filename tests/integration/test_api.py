@@ -463,7 +463,7 @@ def test_readiness_names_the_failed_check_not_the_driver(tmp_path: Any) -> None:
     from workflows.policy import Policy
 
     missing = make_engine(database_settings(f"sqlite:///{tmp_path}/no/such/dir/x.db"))
-    with live_server(Engine(missing, Policy(), ManualClock())) as url:
+    with live_server(Engine(missing, Policy(reminders={}), ManualClock())) as url:
         ready = httpx.get(f"{url}/readyz", timeout=30)
     missing.dispose()
     assert ready.status_code == 503 and ready.json()["status"] == "database_unavailable"

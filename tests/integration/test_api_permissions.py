@@ -169,7 +169,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, Scen
     db = make_engine(database_settings(f"sqlite:///{path}"))
     metadata.create_all(db)
     clock = ManualClock()
-    engine = Engine(db, Policy(), clock)
+    engine = Engine(db, Policy(reminders={}), clock)
     with live_server(engine) as url:
         api = Api(url, engine)
         yield api, Scenario(engine, clock)

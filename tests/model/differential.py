@@ -90,7 +90,7 @@ class Harness:
         self.db = db
         reset(db)
         self.clock = ManualClock()
-        self.engine = Engine(db, Policy(), self.clock)
+        self.engine = Engine(db, Policy(reminders={}), self.clock)
         self.model = Model(now=self.clock.now().replace(tzinfo=None))
         self.ids: dict[str, dict[int, int]] = {entity: {} for entity in ENTITIES}
         self.steps: list[str] = []

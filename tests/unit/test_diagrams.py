@@ -119,10 +119,11 @@ def test_every_edge_names_the_rules_it_enforces() -> None:
     """Rule IDs are drawn: `grep MS10` finds the timer's edge as well as its code and tests."""
     default = Policy()
     review = to_mermaid(lifecycle("milestone", default))
-    assert re.search(r"in_review --> released : .*auto_approve \(timer\) · MS10$", review, re.M)
+    timer = r"in_review --> released : .*auto_approve \(timer\) · reminds client 3 days, 1 day "
+    assert re.search(timer + r"before · MS10 NT2$", review, re.M)  # NT2: its reminders
     assert re.search(r"active --> active : .*open_change_request \(client\).* · CR1$", review, re.M)
     expire = to_mermaid(lifecycle("change_request", default))
-    assert re.search(r"expire \(timer\) · CR6$", expire, re.M)
+    assert re.search(r"expire \(timer\) · reminds freelancer 1 day before · CR6 NT2$", expire, re.M)
     for entity in MACHINES:
         for edge in lifecycle(entity, default).edges:
             assert edge.rules, (entity, edge.event)

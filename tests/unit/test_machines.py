@@ -21,7 +21,7 @@ def test_every_event_declares_its_roles_and_timers_are_system_only() -> None:
 
 def test_timeouts_are_declared_on_their_states() -> None:
     assert timer_of(MACHINES["milestone"], "in_review") == Timer(
-        "review_window", "auto_approve", rule="MS10"
+        "review_window", "auto_approve", rule="MS10", reminds=Role.CLIENT
     )
     assert timer_of(MACHINES["change_request"], "pending").policy == "change_request_lifetime"
     assert timer_of(MACHINES["refund"], "requested").event == "refund_by_default"

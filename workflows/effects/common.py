@@ -3,7 +3,6 @@ what an event leaves behind."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from storage import entities
@@ -79,13 +78,6 @@ def cancel_proposal(s: Step) -> None:
 def cancel_change_request(s: Step, milestone: Any) -> None:
     if milestone["open_change_request_id"] is not None:
         s.unit.cascade("change_request", milestone["open_change_request_id"], "cancel", s)
-
-
-def approved_amount(milestone: Mapping[str, Any] | Any) -> int:
-    """MS10: what an approval without an amount pays: the agreed amount, or what the
-    milestone holds if that is less (an increase never deposited is not paid). What is
-    held beyond the amount (after an accepted decrease, CR3) stays for the client (MS9)."""
-    return int(min(milestone["amount"], milestone["escrow"]))
 
 
 class at_index:

@@ -5,12 +5,8 @@ from __future__ import annotations
 from storage import entities
 from workflows import payloads as p
 from workflows.describe import changes
-from workflows.effects.common import (
-    FIELDS,
-    approved_amount,
-    cancel_change_request,
-    require_change,
-)
+from workflows.effects.common import FIELDS, cancel_change_request, require_change
+from workflows.policy import approved_amount
 from workflows.registry import effect
 from workflows.step import Step
 
