@@ -6,6 +6,8 @@
     the worker process's peak RSS.
 (c) a steady trickle of deadlines falling due while a worker runs: fire lag p50/p99.
 Optionally (d) the same auto-approval drain on DBOS, if the `dbos` package is installed.
+(e) the liability forecast over 1,000,000 pending deadlines (bench/forecast.py).
+With reminders (NT2) on, as by default, and (a) again with them off, side by side.
 
     python bench/deadlines.py [--drain 100000] [--pending 1000000] [--trickle 600]
 
@@ -50,8 +52,12 @@ def database(url: str) -> sa.Engine:
     return db
 
 
-def start_workers(url: str, count: int, interval: float = 1.0) -> list[subprocess.Popen[bytes]]:
+def start_workers(
+    url: str, count: int, interval: float = 1.0, reminders: bool = True
+) -> list[subprocess.Popen[bytes]]:
     env = {**os.environ, "ESCROWFLOW_DATABASE_URL": url}
+    if not reminders:  # NT2 off; on, each firing also drops its timer's leftover reminders
+        env["ESCROWFLOW_REMINDERS"] = "[]"
     return [
         subprocess.Popen(
             [sys.executable, "-m", "escrowflow", "worker", "--interval", str(interval)],
@@ -80,12 +86,12 @@ def pending(db: sa.Engine) -> int:
         )
 
 
-def drain(url: str, count: int, workers: int, label: str) -> float:
+def drain(url: str, count: int, workers: int, label: str, reminders: bool = True) -> float:
     db = database(url)
     print(f"(a) {label}: seeding {count} overdue auto-approvals ...", flush=True)
     seed_due_auto_approvals(db, count, datetime.now(UTC) - timedelta(days=1))
     started = time.perf_counter()
-    processes = start_workers(url, workers)
+    processes = start_workers(url, workers, reminders=reminders)
     last = time.perf_counter()
     while (left := pending(db)) > 0:
         if time.perf_counter() - last > 10:
@@ -244,7 +250,10 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=1_000_000)
     parser.add_argument("--trickle", type=int, default=600)
     parser.add_argument("--spacing-ms", type=float, default=20.0)
-    parser.add_argument("--skip", default="", help="comma list of: pg, idle, trickle")
+    parser.add_argument("--skip", default="", help="comma list of: pg, idle, trickle, reminders")
+    parser.add_argument(
+        "--forecast", type=int, default=1_000_000, help="pending deadlines for (e); 0 skips"
+    )
     parser.add_argument(
         "--dbos-python",
         default=os.environ.get("ESCROWFLOW_DBOS_PYTHON"),
@@ -255,6 +264,11 @@ def main() -> None:
     skip = set(args.skip.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         sqlite_rate = drain(f"sqlite:///{tmp}/drain.db", args.drain, 1, "sqlite, 1 worker")
+        if "reminders" not in skip:  # NT2: the same drain with reminders off, side by side
+            off = drain(
+                f"sqlite:///{tmp}/off.db", args.drain, 1, "sqlite, reminders off", reminders=False
+            )
+            print(f"    drain sqlite reminders on / off: {sqlite_rate / off:.2f}", flush=True)
         if "idle" not in skip:
             idle_sweep(f"sqlite:///{tmp}/idle.db", args.pending)
         if "trickle" not in skip:
@@ -270,6 +284,15 @@ def main() -> None:
             print(f"    postgresql 4 workers / 1 worker: {four / one:.2f}", flush=True)
         finally:
             cluster.stop()
+    if args.forecast:
+        from bench.backends import on_backends
+        from bench.forecast import measure as forecast_time
+
+        for name, seconds in on_backends(
+            ["sqlite"] + ([] if "pg" in skip else ["postgresql"]),
+            lambda name, url: forecast_time(name, url, args.forecast),
+        ).items():
+            print(f"(e) forecast {name} {args.forecast} pending deadlines: {seconds:.3f} s")
     dbos_rate = dbos_drain(args.dbos_python, args.dbos)
     ratio = f"{sqlite_rate / dbos_rate:.1f}" if dbos_rate else "n/a"
     dbos_text = f"{dbos_rate:.0f}" if dbos_rate else "n/a"

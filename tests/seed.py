@@ -106,6 +106,8 @@ def seed_due_auto_approvals(
                         "status": "pending",
                         "created_at": at,
                         "attempts": 0,
+                        "amount": amount,
+                        "currency": "USD",
                     }
                 )
             for table, values in (

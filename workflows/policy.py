@@ -269,3 +269,14 @@ def approved_amount(milestone: Mapping[str, Any] | Any) -> int:
     milestone holds if that is less (an increase never deposited is not paid). What is
     held beyond the amount (after an accepted decrease, CR3) stays for the client (MS9)."""
     return int(min(milestone["amount"], milestone["escrow"]))
+
+
+def moved_by_timer(event: str, row: Mapping[str, Any]) -> int | None:
+    """What a timer moves if it fires now: an auto-approval releases the approved amount
+    to the freelancer (MS10), a default refund returns the refund's amount to the client
+    (RF2); the other timers move no money."""
+    if event == "auto_approve":
+        return approved_amount(row)
+    if event == "refund_by_default":
+        return int(row["amount"])
+    return None

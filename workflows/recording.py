@@ -15,7 +15,7 @@ from workflows import reminders
 from workflows.actors import Actor, Role
 from workflows.lifecycle import Timer
 from workflows.machines import MACHINES, timer_of
-from workflows.policy import Policy
+from workflows.policy import Policy, moved_by_timer
 from workflows.step import Step
 
 
@@ -79,8 +79,9 @@ class Recorder:
             if step.event in entered.restart_on:  # e.g. CR2: an edit restarts the lifetime
                 deadlines.cancel_pending(self.writes, entity, entity_id, firing, self.now)
                 self._schedule(step, contract, entered)
-            else:  # keep the running deadline, and the version it may fire on
-                deadlines.carry_pending(self.writes, entity, entity_id, firing, step.version)
+            else:  # keep the running deadline, the version it may fire on, what it moves
+                moves = moved_by_timer(entered.event, step.record.values)
+                deadlines.carry_pending(self.writes, entity, entity_id, firing, step.version, moves)
             return
         firing_this = self.deadline is not None and (
             self.deadline["entity"],
@@ -104,7 +105,11 @@ class Recorder:
             "due_at": self.now + self.policy.duration(timer.policy),
             "state_version": step.version,
         }
-        deadlines.schedule(self.writes, deadline, self.now)
+        moves = {
+            "amount": moved_by_timer(timer.event, step.record.values),
+            "currency": contract["currency"],
+        }
+        deadlines.schedule(self.writes, {**deadline, **moves}, self.now)
         reminders.schedule(self.writes, self.policy, timer, deadline, self.now)
 
     def publish(self, step: Step, contract: Row, recipients: list[str] | None = None) -> None:

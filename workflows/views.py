@@ -17,7 +17,7 @@ from workflows.actors import Role
 from workflows.describe import describe_item
 from workflows.lifecycle import Timer
 from workflows.machines import MACHINES, events_from, timer_of
-from workflows.policy import approved_amount, format_money
+from workflows.policy import approved_amount, format_money, moved_by_timer
 from workflows.reminders import iso_duration
 
 ESCROW_COLUMNS = ("deposited", "released", "refunded", "held", "credit")
@@ -161,11 +161,13 @@ def _timers(entity: str) -> list[Timer]:
 
 
 def _money_moved(event: str, entity: Any) -> tuple[str, int] | None:
-    if event == "auto_approve":  # MS10: as an approval without an amount
-        return ("released to the freelancer", approved_amount(entity))
-    if event == "refund_by_default":
-        return ("refunded to the client", entity["amount"])
-    return None
+    amount = moved_by_timer(event, entity)
+    if amount is None:
+        return None
+    return (
+        "released to the freelancer" if event == "auto_approve" else "refunded to the client",
+        amount,
+    )
 
 
 def _kept_for_client(event: str, entity: Any) -> int:

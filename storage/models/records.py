@@ -66,7 +66,17 @@ class Deadline(Leased, table=True):
     __tablename__ = "deadlines"
     __table_args__ = (
         one_of("ck_deadlines_status", "status", "pending", "fired", "cancelled", "stale"),
-        sa.Index("ix_deadlines_due_pending", "due_at", **pending_only("status", "pending")),
+        # The sweep's work list, in due order; its other columns let the forecast read
+        # the index alone (what falls due when, and what it moves).
+        sa.Index(
+            "ix_deadlines_due_pending",
+            "due_at",
+            "event",
+            "paused",
+            "currency",
+            "amount",
+            **pending_only("status", "pending"),
+        ),
         # Failed firings waiting for their retry: few rows, found without a scan.
         sa.Index(
             "ix_deadlines_retry_pending",
@@ -99,6 +109,10 @@ class Deadline(Leased, table=True):
     paused: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     # A failed firing is retried, with backoff, from this time on.
     next_attempt_at: datetime | None = when(default=None)
+    # What it moves if it fires now (MS10: an auto-approval's release; RF2: a default
+    # refund), kept up to date with its entity, so the forecast reads this table alone.
+    amount: int | None = Field(default=None, sa_type=sa.BigInteger)
+    currency: str | None = Field(default=None, max_length=3)
 
 
 class Worker(SQLModel, table=True):

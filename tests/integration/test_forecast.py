@@ -33,7 +33,7 @@ def _seed(sc: Scenario, contracts: int, seed: int = 13) -> list[int]:
         created = sc.engine.create_contract(CLIENT, payload)
         contract, milestone = created["id"], created["created"][0]["id"]
         made.append(contract)
-        kind = rng.choice(["offer", "review", "review", "changes", "refund", "released"])
+        kind = rng.choice(["offer", "review", "review", "changes", "topped", "refund", "released"])
         if kind == "offer":
             continue
         sc.fire("contract", contract, "accept", FREELANCER)
@@ -48,6 +48,13 @@ def _seed(sc: Scenario, contracts: int, seed: int = 13) -> list[int]:
             change = result["created"][0]["id"]
             sc.fire("change_request", change, "accept", FREELANCER)
             sc.fire("milestone", milestone, "submit", FREELANCER)
+        elif kind == "topped":  # a larger amount accepted, submitted, then deposited (CR3)
+            larger = {"amount": amount * 2}
+            result = sc.fire("milestone", milestone, "open_change_request", CLIENT, larger)
+            sc.fire("change_request", result["created"][0]["id"], "accept", FREELANCER)
+            sc.fire("milestone", milestone, "submit", FREELANCER)
+            if rng.random() < 0.5:
+                sc.fire("milestone", milestone, "deposit", CLIENT)
         else:
             sc.fire("contract", contract, "end", CLIENT)
             sc.fire("contract", contract, "request_refund", CLIENT, {"reason": "late"})
