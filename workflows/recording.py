@@ -89,8 +89,9 @@ class Recorder:
         ) == (entity, entity_id)
         # An entity has at most one pending deadline (one timer per state, a unique index
         # per event): when it is the one firing, there is nothing else to cancel.
-        # With reminders (NT2), one may still be pending (late, or failing): dropped too.
-        if left is not None and (not firing_this or self.policy.reminders.get(left.policy)):
+        # Its reminders (NT2) fell due before it and were sent; one still pending (in a
+        # retry's backoff) finds the entity moved on when it is swept, and goes stale.
+        if left is not None and not firing_this:
             deadlines.cancel_pending(self.writes, entity, entity_id, firing, self.now)
         if entered is not None:
             self._schedule(step, contract, entered)

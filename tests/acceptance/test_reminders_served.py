@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine as DBEngine
 
+from tests.integration.test_cli_admin import cli
 from tests.receivers import Receiver
 from tests.served import START, Caller, Server, until
 
@@ -33,10 +34,39 @@ def test_nt2_reminders_reach_the_feed_and_a_webhook_once_each_before_the_auto_ap
             "/v1/webhooks", json={"url": receiver.url, "event_types": ["milestone.*"]}
         )
         assert subscribed.status_code == 201, subscribed.text
-        contract, m = caller.offer()
-        act("freelancer:ada", f"/v1/contracts/{contract}/events/accept")
-        act("client:acme", f"/v1/milestones/{m}/events/fund")
-        act("freelancer:ada", f"/v1/milestones/{m}/events/submit")
+
+        def under_review() -> int:
+            contract, milestone = caller.offer()
+            act("freelancer:ada", f"/v1/contracts/{contract}/events/accept")
+            act("client:acme", f"/v1/milestones/{milestone}/events/fund")
+            act("freelancer:ada", f"/v1/milestones/{milestone}/events/submit")
+            return milestone
+
+        m, changed, paused = under_review(), under_review(), under_review()
+        # Paused by the dispute team on day 1 (the CLI, on the server's clock).
+        server.set_clock(START + timedelta(days=1))
+        listed = http.get(
+            "/v1/deadlines",
+            params={"event": "auto_approve"},
+            headers={"Escrowflow-Actor": "client:acme"},
+        ).json()["items"]
+        (deadline,) = [d for d in listed if d["entity_id"] == paused]
+        env = {"ESCROWFLOW_TEST_CLOCK_FILE": str(server.clock_file)}
+        done = cli(
+            db,
+            "deadlines",
+            "pause",
+            str(deadline["id"]),
+            "--as",
+            "admin:disputes",
+            "--reason",
+            "a complaint to check",
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        # Changes asked for on day 5, before the first reminder (day 11).
+        server.set_clock(START + timedelta(days=5))
+        act("client:acme", f"/v1/milestones/{changed}/events/request_changes")
 
         def received(kind: str) -> list[dict[str, Any]]:
             return [e for e in receiver.events() if e["type"] == kind]
@@ -53,6 +83,8 @@ def test_nt2_reminders_reach_the_feed_and_a_webhook_once_each_before_the_auto_ap
         until(lambda: len(received("milestone.auto_approve")) == 1, "the auto-approval")
 
         reminders = received("milestone.reminder")
+        assert {r["entity_id"] for r in reminders} == {m}  # none for the other two
+        assert http.get(f"/v1/milestones/{paused}").json()["state"] == "in_review"
         assert [r["data"]["party"] for r in reminders] == [{"role": "client", "id": "acme"}] * 2
         assert {r["data"]["due_at"] for r in reminders} == {
             (START + timedelta(days=14)).isoformat()

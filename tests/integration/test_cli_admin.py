@@ -15,8 +15,12 @@ from sqlalchemy.engine import Engine as DBEngine
 from escrowflow import tokens
 
 
-def cli(db: DBEngine, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ESCROWFLOW_DATABASE_URL": db.url.render_as_string(hide_password=False)}
+def cli(
+    db: DBEngine, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`escrowflow ARGS` on the test's database (`env`: more settings)."""
+    url = db.url.render_as_string(hide_password=False)
+    env = {**os.environ, "ESCROWFLOW_DATABASE_URL": url, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "escrowflow", *args], env=env, capture_output=True, text=True
     )
