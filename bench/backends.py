@@ -26,17 +26,39 @@ def on_backends(backends: list[str], measure: Callable[[str, str], float]) -> di
     return results
 
 
-def ratio_main(
-    doc: str, option: str, default: int, measure: Callable[[str, str, int], float], label: str
-) -> None:
-    """A ratio benchmark's command line: `--<option> N --backends ...`; prints
-    `<label> <backend>: R` last, one line a backend."""
+def run_main(
+    doc: str, option: str, default: int, measure: Callable[[str, str, int], float]
+) -> tuple[int, dict[str, float]]:
+    """A benchmark's command line, `--<option> N --backends ...`: N and the results of
+    `measure(name, url, N)` by backend."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument(f"--{option}", type=int, default=default)
     parser.add_argument("--backends", default="postgresql,sqlite")
     args = parser.parse_args()
     count = getattr(args, option)
-    ratios = on_backends(args.backends.split(","), lambda name, url: measure(name, url, count))
+    return count, on_backends(args.backends.split(","), lambda n, url: measure(n, url, count))
+
+
+def timing_main(
+    doc: str,
+    option: str,
+    default: int,
+    measure: Callable[[str, str, int], float],
+    line: Callable[[str, int, float], str],
+) -> None:
+    """A timing benchmark's command line; prints `line(backend, N, result)` last, one
+    line a backend."""
+    count, results = run_main(doc, option, default, measure)
+    for name, value in results.items():
+        print(line(name, count, value))
+
+
+def ratio_main(
+    doc: str, option: str, default: int, measure: Callable[[str, str, int], float], label: str
+) -> None:
+    """A ratio benchmark's command line; prints `<label> <backend>: R` last, one line a
+    backend."""
+    _count, ratios = run_main(doc, option, default, measure)
     for name, ratio in ratios.items():
         print(f"{label} {name}: {ratio:.2f}")
 

@@ -9,13 +9,12 @@ Prints `forecast <backend> <N> pending deadlines: S s` last, one line a backend.
 
 from __future__ import annotations
 
-import argparse
 import time
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from bench.backends import on_backends
+from bench.backends import timing_main
 from escrowflow.settings import Settings
 from storage.db import make_engine
 from storage.models import metadata
@@ -113,15 +112,13 @@ def measure(name: str, url: str, count: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--deadlines", type=int, default=1_000_000)
-    parser.add_argument("--backends", default="postgresql,sqlite")
-    args = parser.parse_args()
-    results = on_backends(
-        args.backends.split(","), lambda name, url: measure(name, url, args.deadlines)
+    timing_main(
+        __doc__ or "",
+        "deadlines",
+        1_000_000,
+        measure,
+        lambda name, n, seconds: f"forecast {name} {n} pending deadlines: {seconds:.3f} s",
     )
-    for name, seconds in results.items():
-        print(f"forecast {name} {args.deadlines} pending deadlines: {seconds:.3f} s")
 
 
 if __name__ == "__main__":

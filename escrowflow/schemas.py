@@ -240,6 +240,7 @@ class NextOut(BaseModel):
     entity_id: int
     event: str
     due_at: str
+    paused: bool = Field(default=False, description="An admin paused it: it waits.")
     money: MoneyOut | None
     reminds: dict[str, str] | None = Field(
         default=None,

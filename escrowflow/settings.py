@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Webhooks may target loopback and private addresses: tests, internal deployments.
     webhook_allow_private: bool = False
+    # The operator console (/console): how long a sign-in lasts, in seconds.
+    console_session_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 86400)
 
     # Test-only: read "now" from this file (an ISO 8601 time) instead of the wall clock,
     # so an end-to-end test can move a real server's time. There is no endpoint for it.

@@ -314,3 +314,23 @@ def gauges(conn: Connection, now: datetime) -> tuple[int, int, datetime | None]:
     overdue = conn.execute(sa.select(sa.func.count()).where(live, c.due_at <= now))
     oldest = conn.execute(sa.select(sa.func.min(c.due_at)).where(live, c.due_at <= now))
     return pending_count.scalar_one(), overdue.scalar_one(), oldest.scalar()
+
+
+def ids_of_contract(conn: Connection, contract_id: int) -> list[int]:
+    """Every deadline of a contract (an admin's pauses are recorded against them)."""
+    query = sa.select(_d.c.id).where(_d.c.contract_id == contract_id).order_by(_d.c.id)
+    return list(conn.execute(query).scalars())
+
+
+def board(conn: Connection, now: datetime, limit: int = 200) -> dict[str, list[dict[str, Any]]]:
+    """The console's deadlines page: overdue, failing and paused ones (oldest first)."""
+    c = _d.c
+    pending = sa.select(_d).where(c.status == "pending").order_by(c.due_at, c.id).limit(limit)
+    return {
+        name: [dict(row) for row in conn.execute(pending.where(condition)).mappings()]
+        for name, condition in (
+            ("overdue", sa.and_(c.due_at <= now, c.paused.is_(False))),
+            ("failing", c.attempts > 0),
+            ("paused", c.paused.is_(True)),
+        )
+    }

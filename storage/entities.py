@@ -157,3 +157,13 @@ def page(
             mine = sa.select(_contracts.c.id).where(_contracts.c[column] == who)
             query = query.where(table.c.contract_id.in_(mine))
     return paging.page(conn, query, list_order(entity), after, limit)
+
+
+def ids_of_contract(conn: Connection, contract_id: int) -> dict[str, list[int]]:
+    """The ids of every entity of a contract, by kind (the contract's own included)."""
+    found: dict[str, list[int]] = {"contract": [contract_id]}
+    for name, table in TABLES.items():
+        if name != "contract":
+            query = sa.select(table.c.id).where(table.c.contract_id == contract_id)
+            found[name] = list(conn.execute(query.order_by(table.c.id)).scalars())
+    return found

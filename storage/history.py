@@ -33,3 +33,16 @@ def of_entity(conn: Connection, entity: str, entity_id: int) -> list[dict[str, A
     """An entity's transitions, oldest first."""
     query = sa.select(_h).where(_h.c.entity == entity, _h.c.entity_id == entity_id)
     return [dict(row) for row in conn.execute(query.order_by(_h.c.id)).mappings()]
+
+
+def of_entities(conn: Connection, ids: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """The transitions of several entities (by kind), oldest first (ix_history_entity)."""
+    wanted = [
+        sa.and_(_h.c.entity == entity, _h.c.entity_id.in_(entity_ids))
+        for entity, entity_ids in ids.items()
+        if entity_ids
+    ]
+    if not wanted:
+        return []
+    query = sa.select(_h).where(sa.or_(*wanted)).order_by(_h.c.id)
+    return [dict(row) for row in conn.execute(query).mappings()]

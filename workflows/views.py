@@ -120,6 +120,7 @@ def what_next(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
                     "entity_id": d["entity_id"],
                     "event": d["event"],
                     "due_at": d["due_at"].isoformat(),
+                    "paused": bool(d["paused"]),
                     "money": {
                         "to": money[0],
                         "amount": money[1],
@@ -148,6 +149,7 @@ def _reminder_next(
         "entity_id": d["entity_id"],
         "event": d["event"],
         "due_at": d["due_at"].isoformat(),
+        "paused": bool(d["paused"]),
         "money": None,
         "reminds": {"role": role, "id": party, "of": event, "before": iso_duration(before)},
         "summary": f"{d['due_at'].isoformat()}: reminder to {role} {party}: {d['entity']} "

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from escrowflow import tokens
 from escrowflow.api import docs, lists, ops, reads, webhooks, writes
+from escrowflow.console import routes as console
 from escrowflow.daemon import build_worker
 from escrowflow.error_codes import http_status
 from escrowflow.limits import BodyLimit
@@ -83,6 +84,7 @@ def create_app(
     app.include_router(lists.router())
     app.include_router(reads.router())
     app.include_router(ops.router())
+    console.install(app, settings)
     app.add_middleware(_Timing, metrics=metrics)
     return app
 

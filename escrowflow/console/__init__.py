@@ -1,0 +1,1 @@
+"""The operator console: server-rendered pages for people (see routes.py)."""

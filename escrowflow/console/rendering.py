@@ -1,0 +1,57 @@
+"""How console pages are rendered: Jinja2 templates with every value escaped, and the
+headers every page carries (a strict Content-Security-Policy, no framing, no caching)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from workflows.engine import Engine
+from workflows.policy import format_money
+
+if TYPE_CHECKING:
+    from escrowflow.console.routes import Viewer
+
+HERE = Path(__file__).resolve().parent
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
+    )
+    env.filters["money"] = lambda amount, currency: (
+        "—" if amount is None else format_money(int(amount), currency)
+    )
+    env.filters["when"] = _when
+    return env
+
+
+def _when(value: Any) -> str:
+    if value is None:
+        return "—"
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+_TEMPLATES = _environment()
+
+
+def render_page(
+    request: Request, name: str, viewer: Viewer | None, status: int = 200, **context: Any
+) -> HTMLResponse:
+    engine: Engine = request.app.state.engine
+    html = _TEMPLATES.get_template(name).render(
+        viewer=viewer, csrf=viewer.session.csrf if viewer else "", now=engine.clock.now(), **context
+    )
+    return HTMLResponse(html, status_code=status, headers=HEADERS)

@@ -1,0 +1,363 @@
+"""The operator console's pages under /console: sign-in, contracts, the contract
+inspector, deadlines, disputes, webhooks and workers. Server-rendered (Jinja2, every
+value escaped), plain forms with a CSRF token, our own small script for countdowns; the
+pages name no other host (`Content-Security-Policy: default-src 'self'`).
+
+`read` and `act:admin` tokens may sign in and see everything; the forms that act
+(pause, resume, extend a deadline, resolve a dispute, replay a dead letter) need
+`act:admin` and go through the same engine calls as the API.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pydantic
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool as offload
+
+from escrowflow import diagrams, tokens
+from escrowflow.console.rendering import HEADERS, HERE, render_page
+from escrowflow.console.sessions import COOKIE, Session, Sessions, same_csrf
+from escrowflow.settings import Settings
+from storage.deliveries import DeliveryFilter
+from storage.errors import EscrowflowError, NotFound, Unauthenticated
+from workflows import deadline_admin, feed, forecast, inspector, lists
+from workflows.actors import Actor, Role
+from workflows.engine import Engine
+
+_DURATION = pydantic.TypeAdapter(timedelta)
+ENTITIES = ("contract", "milestone", "change_request", "proposal", "refund")
+
+
+class Viewer:
+    """A signed-in person: the session, and the token's caller."""
+
+    def __init__(self, session_id: str, session: Session, caller: tokens.Caller) -> None:
+        self.session_id = session_id
+        self.session = session
+        self.caller = caller
+        self.can_act = Role.ADMIN in caller.roles
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    app.state.console_sessions = Sessions(timedelta(seconds=settings.console_session_seconds))
+    app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
+    app.include_router(_router())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)  # sessions last in real time, whatever the engine's clock
+
+
+async def _viewer(request: Request) -> Viewer | None:
+    sessions: Sessions = request.app.state.console_sessions
+    session_id = request.cookies.get(COOKIE)
+    session = sessions.find(session_id, _now())
+    if session is None or session_id is None:
+        return None
+    cache: tokens.TokenCache = request.app.state.token_cache
+    try:
+        caller = await offload(cache.authenticate, _engine(request).db, f"Bearer {session.token}")
+    except Unauthenticated:  # revoked since: the session ends with it
+        sessions.end(session_id)
+        return None
+    return Viewer(session_id, session, caller)
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _to_login(message: str = "") -> RedirectResponse:
+    target = "/console/login" + ("?expired=1" if message else "")
+    return RedirectResponse(target, status_code=303)
+
+
+def _router() -> APIRouter:
+    router = APIRouter(prefix="/console", include_in_schema=False)
+
+    @router.get("")
+    async def home() -> Response:
+        return RedirectResponse("/console/contracts", status_code=303)
+
+    @router.get("/login")
+    async def login_form(request: Request, expired: int = 0) -> Response:
+        message = "Your session ended: sign in again." if expired else ""
+        return render_page(request, "login.html", None, message=message)
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        token = str(form.get("token") or "").strip()
+        cache: tokens.TokenCache = request.app.state.token_cache
+        try:
+            caller = await offload(cache.authenticate, _engine(request).db, f"Bearer {token}")
+        except Unauthenticated:
+            message = (
+                "That token is not valid (mistyped or revoked): paste a token from "
+                "`escrowflow tokens create`."
+            )
+            return render_page(request, "login.html", None, status=401, message=message)
+        if "read" not in caller.scopes and Role.ADMIN not in caller.roles:
+            message = (
+                f"Token of {caller.service} cannot use the console: it needs the scope read "
+                "or act:admin."
+            )
+            return render_page(request, "login.html", None, status=403, message=message)
+        sessions: Sessions = request.app.state.console_sessions
+        session_id = sessions.start(token, _now())
+        response = RedirectResponse("/console/contracts", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            session_id,
+            max_age=int(sessions.lifetime.total_seconds()),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/console",
+        )
+        return response
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        viewer = await _viewer(request)
+        form = await request.form()
+        if viewer is not None and same_csrf(viewer.session, str(form.get("csrf") or "")):
+            request.app.state.console_sessions.end(viewer.session_id)
+        response = RedirectResponse("/console/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/console")
+        return response
+
+    @router.get("/contracts")
+    async def contracts(
+        request: Request,
+        client: str = "",
+        freelancer: str = "",
+        state: str = "",
+        cursor: str | None = None,
+    ) -> Response:
+        viewer = await _viewer(request)
+        if viewer is None:
+            return _to_login()
+        filters = {"client_id": client, "freelancer_id": freelancer, "state": state}
+        chosen = {k: v.strip() for k, v in filters.items() if v.strip()}
+        try:
+            page = await offload(
+                lists.entity_page, _engine(request).db, "contract", chosen, None, 50, cursor
+            )
+        except EscrowflowError as exc:
+            page, error = {"items": [], "next_cursor": None}, exc.message
+        else:
+            error = ""
+        return render_page(
+            request, "contracts.html", viewer, page=page, filters=filters, error=error
+        )
+
+    @router.get("/contracts/{contract_id}")
+    async def inspect(request: Request, contract_id: int) -> Response:
+        viewer = await _viewer(request)
+        if viewer is None:
+            return _to_login()
+        try:
+            found = await offload(inspector.contract_page, _engine(request).db, contract_id)
+        except NotFound as exc:
+            return render_page(request, "error.html", viewer, status=404, message=exc.message)
+        return render_page(request, "contract.html", viewer, **found)
+
+    @router.get("/diagram/{entity}/{entity_id}.svg")
+    async def diagram(request: Request, entity: str, entity_id: int) -> Response:
+        viewer = await _viewer(request)
+        if viewer is None or entity not in ENTITIES:
+            return Response(status_code=404)
+        engine = _engine(request)
+        try:
+            drawn = await offload(
+                diagrams.instance, engine.db, engine.policy, entity, entity_id, "svg"
+            )
+        except EscrowflowError:
+            return Response(status_code=404)
+        return Response(drawn, media_type="image/svg+xml", headers=HEADERS)
+
+    @router.get("/deadlines")
+    async def deadlines_page(request: Request, notice: str = "") -> Response:
+        viewer = await _viewer(request)
+        if viewer is None:
+            return _to_login()
+        engine = _engine(request)
+        now = engine.clock.now()
+        board = await offload(_deadline_board, engine, now)
+        return render_page(request, "deadlines.html", viewer, notice=notice, error="", **board)
+
+    @router.post("/deadlines/{deadline_id}/{action}")
+    async def adjust(request: Request, deadline_id: int, action: str) -> Response:
+        viewer, form, refused = await _acting(request)
+        if refused is not None:
+            return refused
+        assert viewer is not None
+        by = str(form.get("by") or "").strip()
+        try:
+            extend_by = _duration(by) if action == "extend" else None
+            await offload(
+                _engine(request).adjust_deadline,
+                deadline_id,
+                action,
+                Actor(Role.ADMIN, viewer.caller.service),
+                str(form.get("reason") or ""),
+                extend_by,
+            )
+        except EscrowflowError as exc:
+            return await _with_error(request, viewer, "deadlines", exc)
+        return RedirectResponse(
+            f"/console/deadlines?notice=deadline+{deadline_id}+{deadline_admin.ACTIONS[action]}",
+            status_code=303,
+        )
+
+    @router.get("/disputes")
+    async def disputes(request: Request) -> Response:
+        viewer = await _viewer(request)
+        if viewer is None:
+            return _to_login()
+        page = await offload(
+            lists.entity_page, _engine(request).db, "refund", {"state": "disputed"}, None, 200
+        )
+        return render_page(request, "disputes.html", viewer, refunds=page["items"], error="")
+
+    @router.post("/refunds/{refund_id}/resolve")
+    async def resolve(request: Request, refund_id: int) -> Response:
+        viewer, form, refused = await _acting(request)
+        if refused is not None:
+            return refused
+        assert viewer is not None
+        try:
+            payload = {
+                "to_client": _whole(form.get("to_client"), "to the client"),
+                "to_freelancer": _whole(form.get("to_freelancer"), "to the freelancer"),
+                "reason": str(form.get("reason") or "").strip() or "resolved in the console",
+            }
+            await offload(
+                _engine(request).apply,
+                "refund",
+                refund_id,
+                "resolve",
+                Actor(Role.ADMIN, viewer.caller.service),
+                payload,
+            )
+        except EscrowflowError as exc:
+            return await _with_error(request, viewer, "disputes", exc)
+        return RedirectResponse("/console/disputes", status_code=303)
+
+    @router.get("/webhooks")
+    async def webhooks(request: Request, status: str = "dead") -> Response:
+        viewer = await _viewer(request)
+        if viewer is None:
+            return _to_login()
+        db = _engine(request).db
+        subscriptions = await offload(feed.subscriptions, db)
+        chosen = status if status in ("pending", "delivered", "dead") else "dead"
+        deliveries = await offload(feed.deliveries, db, DeliveryFilter(status=chosen, limit=200))
+        return render_page(
+            request,
+            "webhooks.html",
+            viewer,
+            subscriptions=subscriptions,
+            deliveries=deliveries,
+            shown=chosen,
+        )
+
+    @router.post("/deliveries/{delivery_id}/replay")
+    async def replay(request: Request, delivery_id: int) -> Response:
+        viewer, _form, refused = await _acting(request)
+        if refused is not None:
+            return refused
+        engine = _engine(request)
+        try:
+            await offload(feed.replay, engine.db, engine.clock.now(), delivery_id=delivery_id)
+        except EscrowflowError as exc:
+            assert viewer is not None
+            return render_page(request, "error.html", viewer, status=409, message=exc.message)
+        return RedirectResponse("/console/webhooks", status_code=303)
+
+    @router.get("/workers")
+    async def workers(request: Request) -> Response:
+        viewer = await _viewer(request)
+        if viewer is None:
+            return _to_login()
+        from scheduler.worker import worker_status
+
+        report = await offload(worker_status, _engine(request))
+        return render_page(request, "workers.html", viewer, report=report)
+
+    return router
+
+
+async def _acting(request: Request) -> tuple[Viewer | None, Any, Response | None]:
+    """The signed-in admin behind a form, or the answer that refuses it."""
+    viewer = await _viewer(request)
+    if viewer is None:
+        return None, {}, _to_login("expired")
+    form = await request.form()
+    if not same_csrf(viewer.session, str(form.get("csrf") or "")):
+        message = "This form has expired or did not come from this console: reload the page."
+        return viewer, form, render_page(request, "error.html", viewer, status=403, message=message)
+    if not viewer.can_act:
+        message = f"Token of {viewer.caller.service} may only read: acting needs act:admin."
+        return viewer, form, render_page(request, "error.html", viewer, status=403, message=message)
+    return viewer, form, None
+
+
+async def _with_error(
+    request: Request, viewer: Viewer, page: str, exc: EscrowflowError
+) -> Response:
+    """The page again, with the engine's refusal on it (nothing changed)."""
+    if page == "disputes":
+        found = await offload(
+            lists.entity_page, _engine(request).db, "refund", {"state": "disputed"}, None, 200
+        )
+        return render_page(
+            request, "disputes.html", viewer, status=422, refunds=found["items"], error=exc.message
+        )
+    engine = _engine(request)
+    board = await offload(_deadline_board, engine, engine.clock.now())
+    return render_page(
+        request, "deadlines.html", viewer, status=422, error=exc.message, notice="", **board
+    )
+
+
+def _deadline_board(engine: Engine, now: datetime) -> dict[str, Any]:
+    from storage import deadlines
+    from storage.db import translated_errors
+
+    with translated_errors(), engine.db.connect() as conn:
+        board = deadlines.board(conn, now)
+    return {
+        **board,
+        "day": forecast.forecast(engine.db, now, 1),
+        "week": forecast.forecast(engine.db, now, 7),
+        "upcoming": lists.deadline_page(engine.db, due_before=now + timedelta(days=7), limit=200),
+    }
+
+
+def _whole(value: Any, what: str) -> int:
+    from storage.errors import ValidationError
+
+    text = str(value or "").strip()
+    if not text.isdigit():
+        raise ValidationError(f"the amount {what} must be whole minor units (cents), e.g. 2500")
+    return int(text)
+
+
+def _duration(text: str) -> timedelta:
+    from storage.errors import ValidationError
+
+    try:
+        length = _DURATION.validate_python(text)
+    except pydantic.ValidationError:
+        length = timedelta(0)
+    if length <= timedelta(0):
+        raise ValidationError(f"extend by {text!r}: give an ISO 8601 duration, e.g. P2D or PT12H")
+    return length

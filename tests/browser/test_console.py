@@ -1,0 +1,243 @@
+"""The operator console in Debian's chromium: sign-in, the inspector through a timer,
+disputes, deadline actions, escaping, CSRF, and the pages at 1280 and 800 px."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+from sqlalchemy.engine import Engine as DBEngine
+
+from escrowflow import tokens
+from tests.browser.conftest import screenshot
+from tests.helpers import check_invariants
+from tests.served import START, Caller, Server, until
+
+
+class Console:
+    """A person at the console in the browser, and the marketplace's backend (`caller`)
+    acting for the parties over HTTP on the same served process."""
+
+    def __init__(self, page: Page, server: Server, db: DBEngine, caller: Caller) -> None:
+        self.page, self.server, self.db, self.caller = page, server, db, caller
+
+    def sign_in(self, *scopes: str, token: str | None = None) -> None:
+        """With a new token of `scopes` (or `token` as typed)."""
+        self.go("/console/login")
+        self.page.fill(
+            "#token", token or str(tokens.create(self.db, START, "ops", scopes)["token"])
+        )
+        self.page.click("button[type=submit]")
+
+    def go(self, path: str) -> Any:
+        return self.page.goto(f"{self.server.url}{path}")
+
+    def api(self, path: str, **params: Any) -> Any:
+        return self.caller.http.get(path, params=params).json()
+
+    def dispute_before_an_admin(self) -> tuple[int, int]:
+        """A disputed refund, and an admin at the disputes queue: (contract, refund)."""
+        found = _disputed(self.caller)
+        self.sign_in("act:admin")
+        self.go("/console/disputes")
+        return found
+
+
+@pytest.fixture
+def console(page: Page, server: Server, db: DBEngine, caller: Caller) -> Console:
+    return Console(page, server, db, caller)
+
+
+def _in_review(caller: Caller, title: str = "Design") -> tuple[int, int]:
+    body = {"freelancer_id": "ada", "title": "Shop", "currency": "USD"}
+    offered = caller.act(
+        "client:acme", "/v1/contracts", {**body, "milestones": [{"title": title, "amount": 50_000}]}
+    )
+    contract = offered["id"]
+    (m,) = [c["id"] for c in offered["created"] if c["entity"] == "milestone"]
+    caller.act("freelancer:ada", f"/v1/contracts/{contract}/events/accept")
+    caller.act("client:acme", f"/v1/milestones/{m}/events/fund")
+    caller.act("freelancer:ada", f"/v1/milestones/{m}/events/submit")
+    return contract, m
+
+
+def _disputed(caller: Caller) -> tuple[int, int]:
+    contract, m = _in_review(caller)
+    caller.act("client:acme", f"/v1/milestones/{m}/events/request_changes")
+    caller.act("client:acme", f"/v1/contracts/{contract}/events/end")
+    refund = caller.act("client:acme", f"/v1/contracts/{contract}/refunds", {"reason": "late"})
+    refund_id = refund["created"][0]["id"] if refund["entity"] != "refund" else refund["id"]
+    caller.act("freelancer:ada", f"/v1/refunds/{refund_id}/events/dispute", {"reason": "done"})
+    return contract, refund_id
+
+
+def test_a_read_token_signs_in_without_admin_forms_and_a_wrong_token_is_told_so(
+    console: Console,
+) -> None:
+    page, caller = console.page, console.caller
+    console.sign_in(token="efk_not_a_token")
+    expect(page.get_by_role("alert")).to_contain_text("That token is not valid")
+    console.sign_in("read")
+    expect(page.locator("h1")).to_have_text("Contracts")
+    expect(page.locator("header .who")).to_contain_text("read only")
+    _disputed(caller)
+    console.go("/console/disputes")
+    expect(page.locator("#disputes tbody tr")).to_have_count(1)
+    expect(page.locator("form.resolve")).to_have_count(0)  # reading only: no admin form
+    console.go("/console/deadlines")
+    expect(page.locator("#upcoming tbody tr").first).to_be_visible()
+    expect(page.locator("#upcoming form")).to_have_count(0)
+    console.sign_in("act:client")
+    expect(page.get_by_role("alert")).to_contain_text("needs the scope read or act:admin")
+
+
+def test_the_inspector_follows_a_milestone_through_its_auto_approval(console: Console) -> None:
+    page, server, caller = console.page, console.server, console.caller
+    contract, m = _in_review(caller)
+    console.sign_in("read")
+    console.go(f"/console/contracts/{contract}")
+    row = page.locator(f"#milestone-{m}")
+    expect(row).to_contain_text("in_review")
+    pending = page.locator("#pending tbody")
+    expect(pending.locator("tr.deadline")).to_contain_text("auto_approve")
+    expect(pending.locator("tr.deadline")).to_contain_text("500.00 USD released to the freelancer")
+    expect(pending.locator("tr.deadline time.countdown")).to_have_text("in 14d 0h 0m")
+    expect(pending.locator("tr.reminder")).to_have_count(2)
+    expect(pending.locator("tr.reminder").first).to_contain_text("reminder to client acme")
+    diagram = page.locator(f'img[data-entity="milestone"][data-id="{m}"]')
+    expect(diagram).to_be_visible()
+    svg = page.request.get(f"{server.url}/console/diagram/milestone/{m}.svg").text()
+    assert "in_review" in svg and "#" in svg  # drawn with the current state highlighted
+    screenshot(page, "inspector")
+
+    server.set_clock(START + timedelta(days=14, minutes=1))
+
+    def released() -> bool:
+        page.reload()
+        return "released" in row.inner_text()
+
+    until(released, "the auto-approval on the page")
+    timer = page.locator("#history tr.cause-timer").filter(has_text="auto_approve")
+    expect(timer).to_have_count(1)
+    expect(timer).to_contain_text("2026-01-19 09:00 UTC")  # due: 14 days after submission
+    expect(timer.locator("td").first).to_contain_text("2026-01-19 09:01 UTC")  # fired
+    expect(page.locator("#held-now")).to_have_text("0.00 USD")
+    expect(page.locator("#ledger tbody tr").last.locator("td.balance")).to_have_text("0.00 USD")
+
+
+def test_an_admin_resolves_a_dispute_with_a_split_and_a_split_that_does_not_add_up_fails(
+    console: Console,
+) -> None:
+    page, db, caller = console.page, console.db, console.caller
+    contract, refund = console.dispute_before_an_admin()
+
+    def resolve(to_client: int, to_freelancer: int) -> None:
+        form = page.locator(f"#refund-{refund} form.resolve")
+        form.locator("input[name=to_client]").fill(str(to_client))
+        form.locator("input[name=to_freelancer]").fill(str(to_freelancer))
+        form.locator("button").click()
+
+    resolve(30_000, 30_000)  # 60,000 of a 50,000 refund
+    expect(page.get_by_role("alert")).to_contain_text("must add up")
+    assert caller.http.get(f"/v1/refunds/{refund}").json()["state"] == "disputed"
+    resolve(20_000, 30_000)
+    expect(page.locator("#disputes tbody")).to_contain_text("No dispute is waiting")
+    assert caller.http.get(f"/v1/refunds/{refund}").json()["state"] == "resolved"
+    console.go(f"/console/contracts/{contract}")
+    shown = [r.inner_text().split("\t") for r in page.locator("#ledger tbody tr").all()]
+    api = caller.http.get(f"/v1/contracts/{contract}/ledger").json()
+    assert [(s[1], s[4]) for s in shown] == [
+        (e["kind"], f"{e['amount'] // 100}.{e['amount'] % 100:02d} USD") for e in api
+    ]
+    check_invariants(db)
+
+
+def test_an_admin_pauses_and_extends_a_deadline_with_a_reason_in_the_history(
+    console: Console,
+) -> None:
+    page, caller = console.page, console.caller
+    contract, m = _in_review(caller)
+    deadlines = caller.http.get("/v1/deadlines", params={"event": "auto_approve"}).json()
+    (deadline,) = [d["id"] for d in deadlines["items"] if d["entity_id"] == m]
+    console.sign_in("act:admin")
+    console.go(f"/console/contracts/{contract}")
+    row = page.locator(f"#next-{deadline}")
+    row.locator("form").first.locator("input[name=reason]").fill("client reported fraud")
+    row.locator("form").first.locator("button").click()
+    expect(page.locator(f"#paused-{deadline}")).to_be_visible()
+    extend = page.locator(f"#paused-{deadline} form").nth(1)
+    extend.locator("input[name=by]").fill("P2D")
+    extend.locator("input[name=reason]").fill("holiday week")
+    extend.locator("button").click()
+    expect(page.get_by_role("status")).to_contain_text(f"deadline {deadline} extended")
+    console.go(f"/console/contracts/{contract}")
+    history = page.locator("#history")
+    paused_row = history.locator("tr").filter(has_text="client reported fraud")
+    expect(paused_row).to_contain_text("pending → paused")
+    expect(paused_row).to_contain_text("admin ops")
+    expect(history.locator("tr").filter(has_text="holiday week")).to_contain_text("extend")
+    moved = caller.http.get("/v1/deadlines", params={"contract_id": contract}).json()["items"]
+    assert [d["due_at"] for d in moved if d["id"] == deadline] == [
+        (START + timedelta(days=16)).isoformat()
+    ]
+
+
+def test_a_title_with_a_script_renders_as_text(console: Console) -> None:
+    page, caller = console.page, console.caller
+    contract, m = _in_review(caller, title="<script>alert(1)</script>")
+    dialogs: list[Any] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    console.sign_in("read")
+    console.go(f"/console/contracts/{contract}")
+    expect(page.locator(f"#milestone-{m}")).to_contain_text("<script>alert(1)</script>")
+    assert dialogs == []
+    assert page.locator("#milestones script").count() == 0
+
+
+def test_a_form_posted_without_its_csrf_token_is_refused_and_changes_nothing(
+    console: Console,
+) -> None:
+    page, server, caller = console.page, console.server, console.caller
+    contract, refund = console.dispute_before_an_admin()
+    forged = page.request.post(
+        f"{server.url}/console/refunds/{refund}/resolve",
+        form={"to_client": "50000", "to_freelancer": "0"},
+    )
+    assert forged.status == 403 and "did not come from this console" in forged.text()
+    wrong = page.request.post(
+        f"{server.url}/console/refunds/{refund}/resolve",
+        form={"to_client": "50000", "to_freelancer": "0", "csrf": "guessed"},
+    )
+    assert wrong.status == 403
+    assert caller.http.get(f"/v1/refunds/{refund}").json()["state"] == "disputed"
+    assert caller.http.get(f"/v1/contracts/{contract}/ledger").json()[-1]["kind"] == "deposit"
+
+
+def test_every_page_renders_at_1280_and_800_px_wide_under_a_strict_policy(console: Console) -> None:
+    page, server, caller = console.page, console.server, console.caller
+    contract, _m = _in_review(caller)
+    _disputed(caller)
+    console.sign_in("act:admin")
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    for name, path in (
+        ("contracts", "/console/contracts"),
+        ("inspector", f"/console/contracts/{contract}"),
+        ("deadlines", "/console/deadlines"),
+        ("disputes", "/console/disputes"),
+        ("webhooks", "/console/webhooks"),
+        ("workers", "/console/workers"),
+    ):
+        for width in (1280, 800):
+            page.set_viewport_size({"width": width, "height": 800})
+            answer = page.goto(f"{server.url}{path}")
+            assert answer is not None and answer.status == 200, path
+            assert "default-src 'self'" in answer.headers["content-security-policy"]
+            expect(page.locator("h1")).to_be_visible()
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, (path, width, overflow)
+            if width == 1280:
+                screenshot(page, name)
+    assert errors == []  # no script or policy error in any page
