@@ -287,9 +287,7 @@ def _router() -> APIRouter:
         viewer = await _viewer(request)
         if viewer is None:
             return _to_login()
-        from scheduler.worker import worker_status
-
-        report = await offload(worker_status, _engine(request))
+        report = await offload(_workers, _engine(request))
         return render_page(request, "workers.html", viewer, report=report)
 
     return router
@@ -340,6 +338,18 @@ def _deadline_board(engine: Engine, now: datetime) -> dict[str, Any]:
         "week": forecast.forecast(engine.db, now, 7),
         "upcoming": lists.deadline_page(engine.db, due_before=now + timedelta(days=7), limit=200),
     }
+
+
+def _workers(engine: Engine) -> dict[str, Any]:
+    """What `escrowflow status` shows, and the lag: how late the most overdue deadline is."""
+    from scheduler.worker import worker_status
+    from storage import deadlines
+    from storage.db import translated_errors
+
+    report = worker_status(engine)
+    with translated_errors(), engine.db.connect() as conn:
+        _pending, _overdue, oldest = deadlines.gauges(conn, report["now"])
+    return {**report, "lag": report["now"] - oldest if oldest else None}
 
 
 def _whole(value: Any, what: str) -> int:

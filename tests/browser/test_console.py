@@ -241,3 +241,20 @@ def test_every_page_renders_at_1280_and_800_px_wide_under_a_strict_policy(consol
             if width == 1280:
                 screenshot(page, name)
     assert errors == []  # no script or policy error in any page
+
+
+def test_signing_out_or_revoking_the_token_ends_the_session(console: Console) -> None:
+    page = console.page
+    token = tokens.create(console.db, START, "ops", ["read"])
+    console.sign_in(token=token["token"])
+    console.go("/console/workers")
+    expect(page.locator("#backlog")).to_contain_text("nothing is overdue")
+    tokens.revoke(console.db, START, token["id"])
+    console.go("/console/contracts")
+    expect(page.locator("h1")).to_have_text("Sign in")  # revoked: the session is over
+    console.sign_in("read")
+    expect(page.locator("h1")).to_have_text("Contracts")
+    page.click("header .who button")
+    expect(page.locator("h1")).to_have_text("Sign in")
+    console.go("/console/deadlines")
+    expect(page.locator("h1")).to_have_text("Sign in")
