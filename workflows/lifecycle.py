@@ -41,6 +41,11 @@ class Timer:
     reminds: Role | None = None
 
 
+def final_states(count: int) -> tuple[State, ...]:
+    """`count` final states, named by the names they are assigned to, in that order."""
+    return tuple(State(final=True) for _ in range(count))
+
+
 class TimedState(State):
     """A state that times out: it carries its :class:`Timer`."""
 

@@ -28,6 +28,7 @@ from workflows.lifecycle import (
     TimedState,
     Timer,
     events_from,
+    final_states,
     guard,
     party_events,
     party_events_from,
@@ -65,10 +66,8 @@ class ContractMachine(EscrowMachine):
     active = State()
     # Not final: refunds of what is still held can be requested after the end (RF1).
     ended = State()
-    # Ended with nothing held and nothing open: the engine closes it (X3).
-    closed = State(final=True)
-    withdrawn = State(final=True)
-    declined = State(final=True)
+    # closed: ended with nothing held and nothing open, the engine closes it (X3).
+    closed, withdrawn, declined = final_states(3)
 
     # Who may fire each event, and the rules it enforces (docs/rules.md; drawn on its edge).
     fired_by = {
@@ -118,10 +117,8 @@ class MilestoneMachine(EscrowMachine):
         timer=Timer("review_window", "auto_approve", rule="MS10", reminds=Role.CLIENT)
     )
     refund_requested = State()
-    released = State(final=True)
-    refunded = State(final=True)
-    settled = State(final=True)  # a disputed refund split between the parties (RF3)
-    deleted = State(final=True)
+    # settled: a disputed refund split between the parties (RF3).
+    released, refunded, settled, deleted = final_states(4)
 
     # Who may fire each event, and the rules it enforces (docs/rules.md; drawn on its edge).
     fired_by = {
@@ -193,11 +190,7 @@ class ChangeRequestMachine(EscrowMachine):
             reminds=Role.FREELANCER,
         ),
     )
-    accepted = State(final=True)
-    rejected = State(final=True)
-    withdrawn = State(final=True)
-    expired = State(final=True)
-    cancelled = State(final=True)
+    accepted, rejected, withdrawn, expired, cancelled = final_states(5)
 
     # Who may fire each event, and the rules it enforces (docs/rules.md; drawn on its edge).
     fired_by = {
@@ -223,10 +216,7 @@ class ProposalMachine(EscrowMachine):
     entity = "proposal"
 
     pending = State(initial=True)
-    accepted = State(final=True)
-    declined = State(final=True)
-    withdrawn = State(final=True)
-    cancelled = State(final=True)
+    accepted, declined, withdrawn, cancelled = final_states(4)
 
     # Who may fire each event, and the rules it enforces (docs/rules.md; drawn on its edge).
     fired_by = {
@@ -254,9 +244,7 @@ class RefundMachine(EscrowMachine):
         ),
     )
     disputed = State()
-    refunded = State(final=True)
-    resolved = State(final=True)
-    cancelled = State(final=True)
+    refunded, resolved, cancelled = final_states(3)
 
     # Who may fire each event, and the rules it enforces (docs/rules.md; drawn on its edge).
     fired_by = {

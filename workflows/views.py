@@ -115,12 +115,7 @@ def what_next(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
                 moves += f", {format_money(kept, currency)} stays in escrow for the client"
             rows.append(
                 {
-                    "deadline_id": d["id"],
-                    "entity": d["entity"],
-                    "entity_id": d["entity_id"],
-                    "event": d["event"],
-                    "due_at": d["due_at"].isoformat(),
-                    "paused": bool(d["paused"]),
+                    **_deadline_of(d),
                     "money": {
                         "to": money[0],
                         "amount": money[1],
@@ -136,6 +131,18 @@ def what_next(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _deadline_of(d: dict[str, Any]) -> dict[str, Any]:
+    """What `next` says of any pending deadline: which, on what, when, paused or not."""
+    return {
+        "deadline_id": d["id"],
+        "entity": d["entity"],
+        "entity_id": d["entity_id"],
+        "event": d["event"],
+        "due_at": d["due_at"].isoformat(),
+        "paused": bool(d["paused"]),
+    }
+
+
 def _reminder_next(
     d: dict[str, Any], reminder: tuple[str, timedelta], contract: dict[str, Any]
 ) -> dict[str, Any]:
@@ -144,12 +151,7 @@ def _reminder_next(
     role = timer.reminds.value if timer.reminds else "client"
     party = contract["parties"][role]
     return {
-        "deadline_id": d["id"],
-        "entity": d["entity"],
-        "entity_id": d["entity_id"],
-        "event": d["event"],
-        "due_at": d["due_at"].isoformat(),
-        "paused": bool(d["paused"]),
+        **_deadline_of(d),
         "money": None,
         "reminds": {"role": role, "id": party, "of": event, "before": iso_duration(before)},
         "summary": f"{d['due_at'].isoformat()}: reminder to {role} {party}: {d['entity']} "
