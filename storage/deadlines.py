@@ -8,7 +8,6 @@ this table. Hot-path statements are built once and run through `storage.writes`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -94,10 +93,11 @@ def load_with_contract(w: Writes, deadline_id: int) -> tuple[dict[str, Any], dic
     return contract, dict(zip(_d.c.keys(), row[cut:], strict=True))
 
 
-def schedule(w: Writes, deadline: Mapping[str, Any], now: datetime) -> int:
-    """A pending deadline: `deadline` names its contract_id, entity, entity_id, event,
-    due_at and the state_version it may fire on."""
-    return w.insert(_d, {**deadline, "status": "pending", "created_at": now})
+def schedule(w: Writes, rows: list[dict[str, Any]], now: datetime) -> None:
+    """Pending deadlines (a timer and its reminders, in one statement): each row names
+    its contract_id, entity, entity_id, event, due_at, the state_version it may fire on,
+    and what it moves (amount, currency; None for a reminder)."""
+    w.append_many(_d, [{**row, "status": "pending", "created_at": now} for row in rows])
 
 
 def _of_entity(entity: str, entity_id: int, firing: int | None) -> dict[str, Any]:

@@ -110,8 +110,8 @@ class Recorder:
             "amount": moved_by_timer(timer.event, step.record.values),
             "currency": contract["currency"],
         }
-        deadlines.schedule(self.writes, {**deadline, **moves}, self.now)
-        reminders.schedule(self.writes, self.policy, timer, deadline, self.now)
+        ahead = reminders.rows(self.policy, timer, deadline, self.now)
+        deadlines.schedule(self.writes, [{**deadline, **moves}, *ahead], self.now)
 
     def publish(self, step: Step, contract: Row, recipients: list[str] | None = None) -> None:
         """NT1: the event, for the counterparty of who acted (both, for system/admin), or

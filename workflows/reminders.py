@@ -68,14 +68,24 @@ def schedule(
     deadline: Mapping[str, Any],
     now: datetime,
 ) -> None:
-    """Schedule the timer's reminders still ahead of `now`, before `deadline` (the row
-    given to `storage.deadlines.schedule`)."""
+    """Schedule the timer's reminders still ahead of `now`, before `deadline`."""
+    deadlines.schedule(w, rows(policy, timer, deadline, now), now)
+
+
+def rows(
+    policy: Policy, timer: Timer, deadline: Mapping[str, Any], now: datetime
+) -> list[dict[str, Any]]:
+    """The deadline rows of the timer's reminders still ahead of `now` (the row given to
+    `storage.deadlines.schedule` for the timer itself is `deadline`)."""
+    found = []
     for before in policy.reminders.get(timer.policy, ()):
         due_at = deadline["due_at"] - before
         if due_at > now:
             reminder = {key: deadline[key] for key in _SAME_AS_DEADLINE}
-            reminder.update(event=event_name(timer.event, before), due_at=due_at)
-            deadlines.schedule(w, reminder, now)
+            event = event_name(timer.event, before)
+            reminder.update(event=event, due_at=due_at, amount=None, currency=None)
+            found.append(reminder)
+    return found
 
 
 def send(unit: UnitOfWork, record: Row, timer: Timer, due_at: datetime) -> Step:
