@@ -11,7 +11,10 @@ With reminders (NT2) on, as by default, and (a) again with them off, side by sid
 
     python bench/deadlines.py [--drain 100000] [--pending 1000000] [--trickle 600]
 
-Last line: `drain sqlite deadlines/s: N, dbos: M, ratio: R`.
+Its last lines: `drain postgresql 1 worker deadlines/s: N, bare: M, ratio: R` (the bare
+drain is the floor: a loop claiming and updating the same rows on the same server, in
+the same run) and `drain sqlite deadlines/s: N, dbos: M, ratio: R`. Each drain also
+prints the CPU seconds per 1,000 deadlines of its workers and PostgreSQL backends.
 """
 
 from __future__ import annotations
@@ -86,6 +89,22 @@ def pending(db: sa.Engine) -> int:
         )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a live process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_pids(db: sa.Engine) -> list[int]:
+    """The PostgreSQL server processes serving this database's other connections."""
+    with db.connect() as conn:
+        query = sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+        return list(conn.execute(query).scalars())
+
+
 def drain(url: str, count: int, workers: int, label: str, reminders: bool = True) -> float:
     db = database(url)
     print(f"(a) {label}: seeding {count} overdue auto-approvals ...", flush=True)
@@ -99,6 +118,10 @@ def drain(url: str, count: int, workers: int, label: str, reminders: bool = True
             last = time.perf_counter()
         time.sleep(0.2)
     elapsed = time.perf_counter() - started
+    worker_cpu = sum(cpu_seconds(p.pid) for p in processes)
+    server_cpu = (
+        sum(cpu_seconds(pid) for pid in backend_pids(db)) if db.dialect.name == "postgresql" else 0
+    )
     stop(processes)
     rate = count / elapsed
     print(
@@ -106,6 +129,41 @@ def drain(url: str, count: int, workers: int, label: str, reminders: bool = True
         "(including worker start-up)",
         flush=True,
     )
+    per = 1000 / count
+    print(
+        f"    {label}: CPU s per 1,000 deadlines: workers {worker_cpu * per:.2f}"
+        + (f", PostgreSQL backends {server_cpu * per:.2f}" if server_cpu else ""),
+        flush=True,
+    )
+    db.dispose()
+    return rate
+
+
+def bare_drain(url: str, count: int) -> float:
+    """The floor: the same overdue rows drained by a bare loop on the same server, no
+    engine: claim 500 due rows (FOR UPDATE SKIP LOCKED over the partial index), one
+    trivial update per row, commit."""
+    db = database(url)
+    print(f"(a) bare: seeding {count} overdue auto-approvals ...", flush=True)
+    seed_due_auto_approvals(db, count, datetime.now(UTC) - timedelta(days=1))
+    claim = sa.text(
+        "SELECT id FROM deadlines WHERE status = 'pending' AND due_at <= now() "
+        "ORDER BY due_at LIMIT 500 FOR UPDATE SKIP LOCKED"
+    )
+    fire = sa.text("UPDATE deadlines SET status = 'fired', closed_at = now() WHERE id = :id")
+    started = time.perf_counter()
+    done = 0
+    with db.connect() as conn:
+        while True:
+            with conn.begin():
+                ids = list(conn.execute(claim).scalars())
+                for deadline_id in ids:
+                    conn.execute(fire, {"id": deadline_id})
+            done += len(ids)
+            if not ids:
+                break
+    rate = done / (time.perf_counter() - started)
+    print(f"    bare: {done} fired: {rate:.0f} deadlines/s", flush=True)
     db.dispose()
     return rate
 
@@ -280,10 +338,15 @@ def main() -> None:
         cluster.start()
         try:
             one = drain(cluster.create_database("one"), args.drain, 1, "postgresql, 1 worker")
+            bare = bare_drain(cluster.create_database("bare"), args.drain)
             four = drain(cluster.create_database("four"), args.drain, 4, "postgresql, 4 workers")
             print(f"    postgresql 4 workers / 1 worker: {four / one:.2f}", flush=True)
         finally:
             cluster.stop()
+        print(
+            f"drain postgresql 1 worker deadlines/s: {one:.0f}, bare: {bare:.0f}, "
+            f"ratio: {one / bare:.2f}"
+        )
     if args.forecast:
         from bench.backends import on_backends
         from bench.forecast import measure as forecast_time
