@@ -158,7 +158,7 @@ def claim_due(
     """Lease up to `limit` due deadlines to `owner`, oldest first."""
     c = _d.c
     query = (
-        sa.select(c.id, c.contract_id, c.due_at, c.entity, c.event)
+        sa.select(c.id, c.contract_id, c.due_at, c.entity, c.entity_id, c.event)
         .where(_due(now))
         .order_by(c.due_at, c.id)
         .limit(limit)
@@ -334,3 +334,9 @@ def board(conn: Connection, now: datetime, limit: int = 200) -> dict[str, list[d
             ("paused", c.paused.is_(True)),
         )
     }
+
+
+def read_many(conn: Connection, deadline_ids: list[int]) -> list[dict[str, Any]]:
+    return [
+        dict(r) for r in conn.execute(sa.select(_d).where(_d.c.id.in_(deadline_ids))).mappings()
+    ]

@@ -167,3 +167,16 @@ def ids_of_contract(conn: Connection, contract_id: int) -> dict[str, list[int]]:
             query = sa.select(table.c.id).where(table.c.contract_id == contract_id)
             found[name] = list(conn.execute(query.order_by(table.c.id)).scalars())
     return found
+
+
+def lock_many(conn: Connection, contract_ids: list[int]) -> list[dict[str, Any]]:
+    """Lock contracts in id order (no lock cycle with another worker) and read them."""
+    query = sa.select(_contracts).where(_contracts.c.id.in_(contract_ids)).order_by(_contracts.c.id)
+    return [dict(row) for row in conn.execute(query.with_for_update()).mappings()]
+
+
+def read_many(conn: Connection, entity: str, entity_ids: list[int]) -> list[dict[str, Any]]:
+    table = TABLES[entity]
+    return [
+        dict(r) for r in conn.execute(sa.select(table).where(table.c.id.in_(entity_ids))).mappings()
+    ]

@@ -66,6 +66,10 @@ class Batch:
     def __init__(self) -> None:
         self._rows: dict[Any, tuple[Prepared, list[Mapping[str, Any]]]] = {}
         self.touched: set[int] = set()  # contracts with writes waiting here
+        # Rows read for the whole batch at once, under its contracts' locks, by
+        # (entity, id): each contract's are good for the first work on it only.
+        self.prefetched: dict[tuple[str, int], dict[str, Any]] = {}
+        self.consumed: set[int] = set()  # contracts whose prefetched rows were used
 
     def add(self, key: Any, prepared: Prepared, values: Mapping[str, Any]) -> None:
         self._rows.setdefault(key, (prepared, []))[1].append(values)

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from storage import deadlines
+from storage import deadlines, entities
 from storage.db import transaction, translated_errors
 from storage.errors import EscrowflowError
 from storage.writes import Batch, Writes
@@ -107,6 +107,8 @@ class Sweeper:
         report = SweepReport(batches=1, claimed=len(ordered))
         batch = Batch()
         with transaction(self.engine.db) as conn:
+            if conn.dialect.name == "postgresql":  # SQLite reads each in one statement
+                batch.prefetched = _prefetch(conn, ordered)
             for row in ordered:
                 report.count(fire_one(self.engine, conn, row.id, now, batch), row)
             Writes(self.engine.fast, conn, batch).write_batch()
@@ -153,6 +155,23 @@ class Sweeper:
         """When the next pending deadline (or retry) falls due, if any."""
         with translated_errors(), self.engine.db.connect() as conn:
             return deadlines.next_due(conn)
+
+
+def _prefetch(conn: Connection, ordered: Sequence[Any]) -> dict[tuple[str, int], Any]:
+    """Lock the batch's contracts (in id order) and read its deadlines and their
+    entities, a few statements for the whole batch instead of three per deadline."""
+    found: dict[tuple[str, int], Any] = {}
+    for row in entities.lock_many(conn, sorted({r.contract_id for r in ordered})):
+        found[("contract", row["id"])] = row
+    for row in deadlines.read_many(conn, [r.id for r in ordered]):
+        found[("deadline", row["id"])] = row
+    kinds: dict[str, list[int]] = {}
+    for r in ordered:
+        kinds.setdefault(r.entity, []).append(r.entity_id)
+    for entity, ids in kinds.items():
+        for row in entities.read_many(conn, entity, ids):
+            found[(entity, row["id"])] = row
+    return found
 
 
 def fire_one(

@@ -38,6 +38,7 @@ class UnitOfWork:
         self.records: dict[tuple[str, int], Row] = {}
         self.created: list[dict[str, Any]] = []
         self._contract: Row | None = None
+        self._prefetched = False  # this unit's contract was read with its batch
 
     @property
     def contract(self) -> Row:
@@ -64,6 +65,9 @@ class UnitOfWork:
 
     def lock_deadline(self, deadline_id: int) -> dict[str, Any]:
         """Lock the contract of a deadline, then read the deadline under that lock."""
+        prefetched = self._take_prefetched(deadline_id)
+        if prefetched is not None:
+            return prefetched
         if self.writes.postgresql:
             self.lock_contract_of("deadline", deadline_id)
             found = deadlines.load(self.writes, deadline_id)
@@ -80,6 +84,23 @@ class UnitOfWork:
         self._hold(Row("contract", entities.TABLES["contract"], both[0]))
         return both[1]
 
+    def _take_prefetched(self, deadline_id: int) -> dict[str, Any] | None:
+        """The deadline and its contract as the sweeper read them for the whole batch
+        (already locked), if this is the batch's first work on that contract."""
+        batch = self.writes.batch
+        if batch is None or not batch.prefetched:
+            return None
+        deadline = batch.prefetched.get(("deadline", deadline_id))
+        if deadline is None or deadline["contract_id"] in batch.consumed:
+            return None
+        contract = batch.prefetched.get(("contract", deadline["contract_id"]))
+        if contract is None:
+            return None
+        batch.consumed.add(contract["id"])
+        self._prefetched = True
+        self._hold(Row("contract", entities.TABLES["contract"], dict(contract)))
+        return dict(deadline)
+
     def firing(self, deadline: Mapping[str, Any]) -> None:
         """This transaction fires `deadline` (its history names it)."""
         self.recorder.deadline = deadline
@@ -88,7 +109,13 @@ class UnitOfWork:
         """A row of the locked contract, loaded once per transaction."""
         key = (entity, entity_id)
         if key not in self.records:
-            row = entities.load(self.writes, entity, entity_id)
+            batch = self.writes.batch
+            found = batch.prefetched.get(key) if self._prefetched and batch else None
+            row = (
+                Row(entity, entities.TABLES[entity], dict(found))
+                if found is not None
+                else entities.load(self.writes, entity, entity_id)
+            )
             if row is None or row["contract_id"] != self.contract.id:
                 raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
             self.records[key] = row
