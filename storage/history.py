@@ -14,13 +14,23 @@ _h = models.HISTORY
 
 
 def record(w: Writes, values: dict[str, Any]) -> int:
-    """Append a transition; its id (ledger entries, deadlines and events point to it)."""
-    return w.insert(_h, values)
+    """Append a transition; its id (ledger entries, deadlines and events point to it).
+    In a sweep's batch with ids taken ahead (`take_ids`), written with the batch."""
+    return w.insert_with_batch(_h, values)
 
 
 def annotate(w: Writes, history_id: int, payload: dict[str, Any]) -> None:
     """Replace a row's payload with what the transition found out (NT1: the changes)."""
-    w.update(_h, history_id, {"payload": payload})
+    w.amend(_h, history_id, {"payload": payload})
+
+
+def take_ids(conn: Connection, count: int) -> list[int]:
+    """`count` ids from the history sequence (PostgreSQL), to hand out in ascending
+    order with `list.pop()`: rows of one contract stay in the order they were written."""
+    query = sa.text(
+        "SELECT nextval(pg_get_serial_sequence('history', 'id')) FROM generate_series(1, :n)"
+    )
+    return sorted(conn.execute(query, {"n": count}).scalars(), reverse=True)
 
 
 def count_of(w: Writes, entity: str, entity_id: int) -> int:

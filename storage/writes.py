@@ -70,13 +70,34 @@ class Batch:
         # (entity, id): each contract's are good for the first work on it only.
         self.prefetched: dict[tuple[str, int], dict[str, Any]] = {}
         self.consumed: set[int] = set()  # contracts whose prefetched rows were used
+        # Ids taken from a table's sequence ahead, for rows inserted with the batch
+        # whose ids other rows need at once (history: ledger and events point to it).
+        self.ids: dict[str, list[int]] = {}
+        self._first: dict[Any, tuple[Prepared, list[Mapping[str, Any]]]] = {}
+        self._pending: dict[tuple[str, int], dict[str, Any]] = {}
 
     def add(self, key: Any, prepared: Prepared, values: Mapping[str, Any]) -> None:
         self._rows.setdefault(key, (prepared, []))[1].append(values)
 
+    def add_first(self, table: str, key: Any, prepared: Prepared, values: dict[str, Any]) -> None:
+        """A row with its id already given, written before the rest (which may point to
+        it) and amendable until then (`amend`)."""
+        self._first.setdefault(key, (prepared, []))[1].append(values)
+        self._pending[(table, values["v_id"])] = values
+
+    def amend(self, table: str, row_id: int, changes: Mapping[str, Any]) -> bool:
+        """Change a row still waiting here; whether it was here."""
+        values = self._pending.get((table, row_id))
+        if values is None:
+            return False
+        values.update({f"v_{column}": value for column, value in changes.items()})
+        return True
+
     def write(self, fast: FastPath, conn: Connection) -> None:
-        for prepared, rows in self._rows.values():
+        for prepared, rows in (*self._first.values(), *self._rows.values()):
             fast.execute_many(conn, prepared, rows)
+        self._first.clear()
+        self._pending.clear()
         self._rows.clear()
         self.touched.clear()
 
@@ -141,6 +162,26 @@ class Writes:
             self.fast.execute(self.conn, prepared, values_of(values))
         else:
             self.batch.add(key, prepared, values_of(values))
+
+    def insert_with_batch(self, table: sa.Table, values: Mapping[str, Any]) -> int:
+        """Insert a row whose id is needed at once: with the batch, under an id taken
+        ahead from its sequence when the batch has one left; otherwise now."""
+        ids = self.batch.ids.get(table.name) if self.batch is not None else None
+        if not ids or self.batch is None:
+            return self.insert(table, values)
+        row = {**values, "id": ids.pop()}
+        columns = tuple(row)
+        key = ("append", table.name, columns)
+        prepared = self.fast.prepare(
+            key, insert_statement, table, columns, self.fast.dialect, False
+        )
+        self.batch.add_first(table.name, key, prepared, values_of(row))
+        return int(row["id"])
+
+    def amend(self, table: sa.Table, pk: int, changed: Mapping[str, Any]) -> None:
+        """Set columns of row `pk`: in the batch if it waits there, otherwise now."""
+        if self.batch is None or not self.batch.amend(table.name, pk, changed):
+            self.update(table, pk, changed)
 
     def append_many(self, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert rows (all with the same columns) whose ids nobody needs, together."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from storage import deadlines, entities
+from storage import deadlines, entities, history
 from storage.db import transaction, translated_errors
 from storage.errors import EscrowflowError
 from storage.writes import Batch, Writes
@@ -109,6 +109,9 @@ class Sweeper:
         with transaction(self.engine.db) as conn:
             if conn.dialect.name == "postgresql":  # SQLite reads each in one statement
                 batch.prefetched = _prefetch(conn, ordered)
+                # History rows go with the batch under ids taken now (after the locks,
+                # so a contract's rows keep their order): no round trip per deadline.
+                batch.ids["history"] = history.take_ids(conn, 2 * len(ordered))
             for row in ordered:
                 report.count(fire_one(self.engine, conn, row.id, now, batch), row)
             Writes(self.engine.fast, conn, batch).write_batch()
