@@ -30,7 +30,9 @@ ARGS = [
 REMINDERS = json.dumps({"review_window": ["P3D", "P1D"], "refund_response_time": ["P3D"]})
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session-scoped: Playwright's sync API keeps an event loop running
+# in this thread while it is open, and later tests' `asyncio.run` would find it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     assert Path(CHROMIUM).exists(), f"no chromium at {CHROMIUM}: apt-get install chromium"
     with sync_playwright() as playwright:
