@@ -111,15 +111,26 @@ class Cluster:
             stdout=subprocess.DEVNULL,
             stderr=self._log,
         )
+        # Ready when it accepts a connection (the socket appears before it does).
         deadline = time.monotonic() + 30
-        while not (self.socket / ".s.PGSQL.5432").exists():
+        while not self._accepts_connections():
             if self.process.poll() is not None:
                 log = (self.root / "postgres.log").read_text(errors="replace")
                 raise PostgresUnavailable(f"postgres exited: {log[-2000:]}")
             if time.monotonic() > deadline:
                 raise PostgresUnavailable("postgres did not start within 30 s")
             time.sleep(0.05)
-        time.sleep(0.2)
+
+    def _accepts_connections(self) -> bool:
+        import psycopg
+
+        if not (self.socket / ".s.PGSQL.5432").exists():
+            return False
+        try:
+            psycopg.connect(host=str(self.socket), user="postgres", dbname="postgres").close()
+        except psycopg.OperationalError:
+            return False
+        return True
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@/{database}?host={self.socket}"
