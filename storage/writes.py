@@ -67,9 +67,9 @@ class Batch:
         self._rows: dict[Any, tuple[Prepared, list[Mapping[str, Any]]]] = {}
         self.touched: set[int] = set()  # contracts with writes waiting here
         # Rows read for the whole batch at once, under its contracts' locks, by
-        # (entity, id): each contract's are good for the first work on it only.
+        # (entity, id): each contract's are good for the first work on it only (that
+        # work takes the contract's row out, so later work on it reads again).
         self.prefetched: dict[tuple[str, int], dict[str, Any]] = {}
-        self.consumed: set[int] = set()  # contracts whose prefetched rows were used
         # Ids taken from a table's sequence ahead, for rows inserted with the batch
         # whose ids other rows need at once (history: ledger and events point to it).
         self.ids: dict[str, list[int]] = {}
@@ -167,8 +167,9 @@ class Writes:
         """Insert a row whose id is needed at once: with the batch, under an id taken
         ahead from its sequence when the batch has one left; otherwise now."""
         ids = self.batch.ids.get(table.name) if self.batch is not None else None
-        if not ids or self.batch is None:
+        if not ids:
             return self.insert(table, values)
+        assert self.batch is not None
         row = {**values, "id": ids.pop()}
         columns = tuple(row)
         key = ("append", table.name, columns)

@@ -25,7 +25,7 @@ def contract_page(db: DBEngine, contract_id: int) -> dict[str, Any]:
         everything = {"contract_id": contract_id}
         milestones = entities.page(conn, "milestone", everything, None, None, 10_000)
         others = {
-            name: [entities.read(conn, name, i) for i in ids[name]]
+            name: sorted(entities.read_many(conn, name, ids[name]), key=lambda r: r["id"])
             for name in ("change_request", "proposal", "refund")
         }
         rows = storage_history.of_entities(
@@ -39,7 +39,7 @@ def contract_page(db: DBEngine, contract_id: int) -> dict[str, Any]:
     return {
         "contract": contract,
         "milestones": milestones,
-        "others": {name: [r for r in found if r is not None] for name, found in others.items()},
+        "others": others,
         "next": views.what_next(db, contract_id),
         "history": rows,
         "ledger": ledger,

@@ -91,12 +91,11 @@ class UnitOfWork:
         if batch is None or not batch.prefetched:
             return None
         deadline = batch.prefetched.get(("deadline", deadline_id))
-        if deadline is None or deadline["contract_id"] in batch.consumed:
+        if deadline is None:
             return None
-        contract = batch.prefetched.get(("contract", deadline["contract_id"]))
-        if contract is None:
+        contract = batch.prefetched.pop(("contract", deadline["contract_id"]), None)
+        if contract is None:  # an earlier deadline of the batch worked on it: read again
             return None
-        batch.consumed.add(contract["id"])
         self._prefetched = True
         self._hold(Row("contract", entities.TABLES["contract"], dict(contract)))
         return dict(deadline)

@@ -23,8 +23,11 @@ from escrowflow import diagrams, tokens
 from escrowflow.console.rendering import HEADERS, HERE, render_page
 from escrowflow.console.sessions import COOKIE, Session, Sessions, same_csrf
 from escrowflow.settings import Settings
+from scheduler.worker import worker_status
+from storage import deadlines
+from storage.db import translated_errors
 from storage.deliveries import DeliveryFilter
-from storage.errors import EscrowflowError, NotFound, Unauthenticated
+from storage.errors import EscrowflowError, NotFound, Unauthenticated, ValidationError
 from workflows import deadline_admin, feed, forecast, inspector, lists
 from workflows.actors import Actor, Role
 from workflows.engine import Engine
@@ -327,9 +330,6 @@ async def _with_error(
 
 
 def _deadline_board(engine: Engine, now: datetime) -> dict[str, Any]:
-    from storage import deadlines
-    from storage.db import translated_errors
-
     with translated_errors(), engine.db.connect() as conn:
         board = deadlines.board(conn, now)
     return {
@@ -342,10 +342,6 @@ def _deadline_board(engine: Engine, now: datetime) -> dict[str, Any]:
 
 def _workers(engine: Engine) -> dict[str, Any]:
     """What `escrowflow status` shows, and the lag: how late the most overdue deadline is."""
-    from scheduler.worker import worker_status
-    from storage import deadlines
-    from storage.db import translated_errors
-
     report = worker_status(engine)
     with translated_errors(), engine.db.connect() as conn:
         _pending, _overdue, oldest = deadlines.gauges(conn, report["now"])
@@ -353,8 +349,6 @@ def _workers(engine: Engine) -> dict[str, Any]:
 
 
 def _whole(value: Any, what: str) -> int:
-    from storage.errors import ValidationError
-
     text = str(value or "").strip()
     if not text.isdigit():
         raise ValidationError(f"the amount {what} must be whole minor units (cents), e.g. 2500")
@@ -362,8 +356,6 @@ def _whole(value: Any, what: str) -> int:
 
 
 def _duration(text: str) -> timedelta:
-    from storage.errors import ValidationError
-
     try:
         length = _DURATION.validate_python(text)
     except pydantic.ValidationError:
