@@ -11,13 +11,14 @@ PostgreSQL runs at READ COMMITTED; the engine above serialises work on a contrac
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from storage.errors import ConflictError, StorageError, ValidationError
@@ -150,23 +151,41 @@ def unclaimed(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
     return sa.or_(c.claim_expires_at.is_(None), c.claim_expires_at < now)
 
 
+def id_in(
+    conn: Connection, column: sa.ColumnElement[int], ids: Sequence[int]
+) -> sa.ColumnElement[bool]:
+    """`column IN ids`; on PostgreSQL `column = ANY(:ids)`, one array parameter however
+    many ids, so a batch's statement text is the same every time (no 500-parameter
+    text for the driver to build and the server to parse and plan, each batch)."""
+    if is_postgresql(conn):
+        return column == sa.any_(sa.bindparam("ids", list(ids), type_=ARRAY(sa.Integer)))
+    return column.in_(ids)
+
+
 def claim(
     conn: Connection, query: sa.Select[Any], table: sa.Table, owner: str, until: datetime
 ) -> list[sa.Row[Any]]:
     """The rows of `query` (which selects `table.c.id`), leased to `owner` until `until`.
 
     On PostgreSQL rows another worker is claiming right now are skipped (`FOR UPDATE SKIP
-    LOCKED`), so several workers share the work without a leader; SQLite has one writer.
+    LOCKED`), so several workers share the work without a leader, and the rows are
+    picked, leased and returned by one statement (in no particular order); SQLite has
+    one writer.
     """
+    lease = {"claimed_by": owner, "claim_expires_at": until}
     if is_postgresql(conn):
-        query = query.with_for_update(skip_locked=True)
+        # ARRAY(...) runs the locking pick once, before the update (an InitPlan).
+        picked = query.with_only_columns(table.c.id).with_for_update(skip_locked=True)
+        statement = (
+            table.update()
+            .where(table.c.id == sa.any_(sa.func.array(picked.scalar_subquery())))
+            .values(lease)
+            .returning(*query.selected_columns)
+        )
+        return list(conn.execute(statement).all())
     rows = list(conn.execute(query).all())
     if rows:
-        conn.execute(
-            table.update()
-            .where(table.c.id.in_([row.id for row in rows]))
-            .values(claimed_by=owner, claim_expires_at=until)
-        )
+        conn.execute(table.update().where(table.c.id.in_([row.id for row in rows])).values(lease))
     return rows
 
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from storage import models, paging
-from storage.db import claim, unclaimed
+from storage.db import claim, id_in, unclaimed
 from storage.writes import Writes
 
 _d = models.DEADLINES
@@ -32,17 +32,6 @@ _WITH_CONTRACT = (
     sa.select(_contracts, *(c.label(f"deadline__{c.name}") for c in _d.c))
     .join_from(_d, _contracts, _contracts.c.id == _d.c.contract_id)
     .where(_d.c.id == sa.bindparam("pk"))
-)
-_CLOSE = (
-    _d.update()
-    .where(_d.c.id == sa.bindparam("pk"))
-    .values(
-        status=sa.bindparam("status"),
-        closed_at=sa.bindparam("now"),
-        history_id=sa.bindparam("history_id"),
-        claimed_by=None,
-        claim_expires_at=None,
-    )
 )
 _CANCEL = (
     _d.update()
@@ -129,8 +118,8 @@ def carry_pending(
 
 def close(w: Writes, deadline_id: int, status: str, now: datetime, history_id: int | None) -> None:
     """Mark a deadline fired or stale (with the batch, if the caller has one)."""
-    values = {"pk": deadline_id, "status": status, "now": now, "history_id": history_id}
-    w.execute(_CLOSE, values, later=True)
+    closed = {"status": status, "closed_at": now, "history_id": history_id}
+    w.update(_d, deadline_id, {**closed, "claimed_by": None, "claim_expires_at": None}, later=True)
 
 
 def adjust(w: Writes, deadline_id: int, changes: dict[str, Any]) -> None:
@@ -337,6 +326,5 @@ def board(conn: Connection, now: datetime, limit: int = 200) -> dict[str, list[d
 
 
 def read_many(conn: Connection, deadline_ids: list[int]) -> list[dict[str, Any]]:
-    return [
-        dict(r) for r in conn.execute(sa.select(_d).where(_d.c.id.in_(deadline_ids))).mappings()
-    ]
+    query = sa.select(_d).where(id_in(conn, _d.c.id, deadline_ids))
+    return [dict(row) for row in conn.execute(query).mappings()]

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from storage import deadlines, models, paging
+from storage.db import id_in
 from storage.writes import Row, Writes
 
 _contracts = models.CONTRACTS
@@ -171,12 +172,12 @@ def ids_of_contract(conn: Connection, contract_id: int) -> dict[str, list[int]]:
 
 def lock_many(conn: Connection, contract_ids: list[int]) -> list[dict[str, Any]]:
     """Lock contracts in id order (no lock cycle with another worker) and read them."""
-    query = sa.select(_contracts).where(_contracts.c.id.in_(contract_ids)).order_by(_contracts.c.id)
-    return [dict(row) for row in conn.execute(query.with_for_update()).mappings()]
+    query = sa.select(_contracts).where(id_in(conn, _contracts.c.id, contract_ids))
+    locked = query.order_by(_contracts.c.id).with_for_update()
+    return [dict(row) for row in conn.execute(locked).mappings()]
 
 
 def read_many(conn: Connection, entity: str, entity_ids: list[int]) -> list[dict[str, Any]]:
     table = TABLES[entity]
-    return [
-        dict(r) for r in conn.execute(sa.select(table).where(table.c.id.in_(entity_ids))).mappings()
-    ]
+    query = sa.select(table).where(id_in(conn, table.c.id, entity_ids))
+    return [dict(row) for row in conn.execute(query).mappings()]

@@ -208,14 +208,9 @@ class Writes:
         else:
             self.fast.execute(self.conn, prepared, values)
 
-    def execute(
-        self, statement: sa.Executable, values: Mapping[str, Any], *, later: bool = False
-    ) -> int:
-        """Run a prepared UPDATE/INSERT: now (its row count), or with the batch (0)."""
+    def execute(self, statement: sa.Executable, values: Mapping[str, Any]) -> int:
+        """Run a prepared UPDATE/INSERT now; its row count."""
         prepared = self._prepared(statement)  # type: ignore[arg-type]
-        if later and self.batch is not None:
-            self.batch.add(statement, prepared, values)
-            return 0
         return self.fast.execute(self.conn, prepared, values)
 
     def settle(self, contract_id: int) -> bool:

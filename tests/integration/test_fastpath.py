@@ -7,11 +7,19 @@ from datetime import UTC, date, datetime
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.engine import Engine as DBEngine
 
 from storage.db import transaction
 from storage.errors import ConflictError
-from storage.fastpath import FastPath, insert_statement, update_statement, values_of
+from storage.fastpath import (
+    FastPath,
+    Prepared,
+    Unnested,
+    insert_statement,
+    update_statement,
+    values_of,
+)
 from storage.models import CONTRACTS, DEADLINES, HISTORY, MILESTONES
 
 WHEN = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -106,3 +114,73 @@ def test_driver_errors_become_domain_errors(db: DBEngine) -> None:
     with db.connect() as conn:  # rolled back: nothing of it stayed
         assert conn.execute(sa.select(sa.func.count()).select_from(CONTRACTS)).scalar() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(DEADLINES)).scalar() == 0
+
+
+def _history_row(contract: int, n: int, payload: dict[str, object] | None) -> dict[str, object]:
+    return {
+        "contract_id": contract,
+        "entity": "contract",
+        "entity_id": contract,
+        "event": f"e{n}",
+        "from_state": None if n % 2 else "offer",
+        "to_state": "offer",
+        "version": n,
+        "actor_role": "client",
+        "actor_party": 'ac"me\\ {x}',
+        "cause": "request",
+        "at": WHEN,
+        "payload": payload,
+    }
+
+
+def test_many_rows_insert_in_their_order_with_nulls_text_and_json(db: DBEngine) -> None:
+    # On PostgreSQL they go as one statement over arrays (Unnested), on SQLite the driver
+    # loops: the rows stored must be the same, ids following the rows' order.
+    fast = FastPath(db.dialect)
+    payloads: list[dict[str, object] | None] = [{"reason": "ü", "n": [1, 2]}, {}, {"q": 'a"b'}]
+    with transaction(db) as conn:
+        contract = _contract(conn, fast)
+        rows = [_history_row(contract, n, payloads[n % 3]) for n in range(1, 301)]
+        prepared = fast.prepare(
+            "many", insert_statement, HISTORY, tuple(rows[0]), fast.dialect, False
+        )
+        fast.execute_many(conn, prepared, [values_of(row) for row in rows])
+        stored = conn.execute(sa.select(HISTORY).order_by(HISTORY.c.id)).mappings().all()
+    assert [s["event"] for s in stored] == [r["event"] for r in rows]
+    assert [s["from_state"] for s in stored] == [r["from_state"] for r in rows]
+    assert [s["payload"] for s in stored] == [r["payload"] for r in rows]
+    assert {s["actor_party"] for s in stored} == {'ac"me\\ {x}'}
+    assert {s["at"] for s in stored} == {WHEN}
+
+
+def test_many_rows_update_each_their_row_and_twice_the_same_row_in_order(db: DBEngine) -> None:
+    fast = FastPath(db.dialect)
+    with transaction(db) as conn:
+        ids = [_contract(conn, fast) for _ in range(5)]
+        update = fast.prepare("uv", update_statement, CONTRACTS, ("version", "title"))
+        changes = [{"pk": pk, **values_of({"version": 10 * pk, "title": f"t{pk}"})} for pk in ids]
+        fast.execute_many(conn, update, changes)
+        after_each = conn.execute(sa.select(CONTRACTS.c.id, CONTRACTS.c.version, CONTRACTS.c.title))
+        assert {row.id: (row.version, row.title) for row in after_each} == {
+            pk: (10 * pk, f"t{pk}") for pk in ids
+        }
+        # The same row twice in one call: both applied, in order (the last one stays).
+        for versions in ((1, 2), (4, 3)):
+            twice = [{"pk": ids[0], **values_of({"version": v, "title": "x"})} for v in versions]
+            fast.execute_many(conn, update, twice)
+            final = conn.execute(sa.select(CONTRACTS.c.version).where(CONTRACTS.c.id == ids[0]))
+            assert final.scalar() == versions[-1]
+
+
+def test_an_update_touching_a_row_twice_does_not_go_as_one_statement() -> None:
+    # UPDATE ... FROM unnest(...) applies one of two changes to the same row (which one,
+    # the plan decides): such rows go one statement each, in order.
+    dialect = psycopg_dialect()
+    prepared = Prepared(update_statement(CONTRACTS, ("version",)), dialect)
+    unnested = Unnested.of(prepared, dialect)
+    assert unnested is not None
+    assert unnested.takes([{"pk": 1, "v_version": 2}, {"pk": 2, "v_version": 2}])
+    assert not unnested.takes([{"pk": 1, "v_version": 2}, {"pk": 1, "v_version": 3}])
+    # Inserts that need each row's id back go one by one.
+    returning = Prepared(insert_statement(CONTRACTS, ("title",), dialect), dialect)
+    assert Unnested.of(returning, dialect) is None
