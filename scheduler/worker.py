@@ -72,6 +72,11 @@ class Worker:
         self.sweeper = Sweeper(engine, self.id, batch_size, lease, on_batch=self._log_batch)
         self.totals = SweepReport()
         self._stopping = threading.Event()
+        # APScheduler's shutdown holds its job-store lock while it waits for the running
+        # sweep, so a sweep must not move its job once shutdown has begun: the move and
+        # the start of stopping take this lock, and a sweep moves its job only if not
+        # stopping.
+        self._moving = threading.Lock()
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self.sweeps = 0
         self._unreported = SweepReport()
@@ -109,8 +114,9 @@ class Worker:
         )
 
     def stop(self) -> None:
-        """Finish the batch in hand, then stop. Safe to call from a signal handler thread."""
-        self._stopping.set()
+        """Finish the batch in hand, then stop (not from a signal handler: it waits)."""
+        with self._moving:
+            self._stopping.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
         if self.dispatcher is not None:
@@ -144,8 +150,7 @@ class Worker:
         if time.monotonic() - self._last_heartbeat >= self.interval:
             self._heartbeat(report=self._unreported)
             self._unreported = SweepReport()
-        if not self.stopping:
-            self._wake_for_next_deadline()
+        self._wake_for_next_deadline()
 
     def _dispatch(self) -> None:
         assert self.dispatcher is not None
@@ -158,13 +163,17 @@ class Worker:
             )
 
     def _wake_for_next_deadline(self) -> None:
+        if self.stopping:
+            return
         due = self.sweeper.next_due()
         if due is None:
             return
         wait = (due - self.engine.clock.now()).total_seconds()
         if wait < self.interval:
             when = datetime.now(UTC) + timedelta(seconds=max(wait, 0.0))
-            self._scheduler.modify_job(JOB_ID, next_run_time=when)
+            with self._moving:
+                if not self.stopping:
+                    self._scheduler.modify_job(JOB_ID, next_run_time=when)
 
     def _log_batch(self, report: SweepReport) -> None:
         if self.on_report is not None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
+
+import pytest
+from apscheduler.schedulers.base import STATE_STOPPED
 
 from scheduler.worker import Worker, worker_status
 from storage.db import transaction
@@ -289,3 +293,28 @@ def test_two_deadlines_of_one_contract_in_one_batch_each_see_the_others_writes(
     held = sc.row("contract", contract)
     assert (held["refunded"], held["held"], held["credit"]) == (3_000, 2_000, 0)
     check_invariants(sc.db)
+
+
+def test_sigterm_while_a_sweep_schedules_its_next_wakeup_stops_the_worker(
+    sc: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # APScheduler's shutdown holds its job-store lock while it waits for the running
+    # sweep; a sweep then moving its job to the next deadline waited on that lock for
+    # ever (a worker hung after SIGTERM). The stop and the move now exclude each other.
+    worker = Worker(sc.engine, interval=0.05)
+    asked, answer = threading.Event(), threading.Event()
+
+    def next_due() -> datetime:  # a deadline due now: the sweep moves its job
+        asked.set()
+        answer.wait(timeout=30)
+        return sc.clock.now()
+
+    monkeypatch.setattr(worker.sweeper, "next_due", next_due)
+    worker.start()
+    assert asked.wait(timeout=30), "the worker never swept"
+    stopper = threading.Thread(target=worker.stop)
+    stopper.start()
+    eventually(lambda: worker._scheduler.state == STATE_STOPPED)  # stop() is shutting down
+    answer.set()
+    stopper.join(timeout=30)
+    assert not stopper.is_alive(), "stop() hung"
