@@ -58,6 +58,27 @@ def lock_contract_of(w: Writes, entity: str, entity_id: int) -> Row | None:
     return None if found is None else Row("contract", _contracts, found)
 
 
+def lock_contract_and_load(
+    w: Writes, entity: str, entity_id: int, *also: sa.Select[Any]
+) -> tuple[Row | None, Row | None, list[dict[str, Any] | None]]:
+    """`lock_contract_of` and `load`, and the first row of each of `also`, in one round
+    trip (in a pipelined transaction): they run after the lock is granted, so they see
+    what its holder left."""
+    plain, for_update = _LOCK[entity]
+    contract, found, *more = w.fetch_ones(
+        [
+            (for_update if w.postgresql else plain, {"pk": entity_id}),
+            (_LOAD[entity], {"pk": entity_id}),
+            *((query, {}) for query in also),
+        ]
+    )
+    return (
+        None if contract is None else Row("contract", _contracts, contract),
+        None if found is None else Row(entity, TABLES[entity], found),
+        more,
+    )
+
+
 def load(w: Writes, entity: str, entity_id: int) -> Row | None:
     found = w.fetch_one(_LOAD[entity], {"pk": entity_id})
     return None if found is None else Row(entity, TABLES[entity], found)

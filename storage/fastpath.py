@@ -13,13 +13,14 @@ it maps every other.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
 Processor = Callable[[Any], Any]
+T = TypeVar("T")
 
 
 class Prepared:
@@ -164,24 +165,28 @@ class FastPath:
             prepared = self._prepared[key] = Prepared(build(*args), self.dialect)
         return prepared
 
-    def _run(self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]) -> Any:
-        params = prepared.parameters(values)
+    def _call(
+        self, conn: Connection, sql: str, params: Any, read: Callable[[Any], T], many: bool = False
+    ) -> T:
+        """Run `sql` on the connection's cursor and `read` its answer; a driver error
+        (in a pipeline it may come from an earlier statement) as SQLAlchemy's."""
         cursor = conn.connection.cursor()
         try:
-            cursor.execute(prepared.sql, params)
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+            return read(cursor)
         except self.dialect.loaded_dbapi.Error as exc:
-            cursor.close()
             raise sa.exc.DBAPIError.instance(
-                prepared.sql, params, exc, self.dialect.loaded_dbapi.Error
+                sql, params, exc, self.dialect.loaded_dbapi.Error
             ) from exc
-        return cursor
+        finally:
+            cursor.close()
 
-    def execute(self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]) -> int:
-        """Run an INSERT/UPDATE/DELETE; the number of rows it touched."""
-        cursor = self._run(conn, prepared, values)
-        count = int(cursor.rowcount)
-        cursor.close()
-        return count
+    def execute(self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]) -> None:
+        """Run an INSERT/UPDATE/DELETE (in a pipeline, without waiting for it)."""
+        self._call(conn, prepared.sql, prepared.parameters(values), _nothing)
 
     def execute_many(
         self, conn: Connection, prepared: Prepared, rows: Sequence[Mapping[str, Any]]
@@ -193,21 +198,12 @@ class FastPath:
         """
         params = [prepared.parameters(values) for values in rows]
         unnested = self._unnested(prepared) if len(params) > 1 else None
-        sql: str = prepared.sql
         if unnested is not None and unnested.takes(params):
-            sql, params = unnested.sql, [unnested.arrays(params)]
-        cursor = conn.connection.cursor()
-        try:
-            if len(params) == 1:
-                cursor.execute(sql, params[0])
-            else:
-                cursor.executemany(sql, params)
-        except self.dialect.loaded_dbapi.Error as exc:
-            raise sa.exc.DBAPIError.instance(
-                sql, params, exc, self.dialect.loaded_dbapi.Error
-            ) from exc
-        finally:
-            cursor.close()
+            self._call(conn, unnested.sql, unnested.arrays(params), _nothing)
+        elif len(params) == 1:
+            self._call(conn, prepared.sql, params[0], _nothing)
+        else:
+            self._call(conn, prepared.sql, params, _nothing, many=True)
 
     def _unnested(self, prepared: Prepared) -> Unnested | None:
         if self.dialect.name != "postgresql":
@@ -219,18 +215,54 @@ class FastPath:
 
     def insert(self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]) -> int:
         """Run an INSERT prepared with `RETURNING id` (or read SQLite's lastrowid)."""
-        cursor = self._run(conn, prepared, values)
-        new_id = cursor.lastrowid if self._lastrowid else cursor.fetchone()[0]
-        cursor.close()
-        return int(new_id)
+        read = _lastrowid if self._lastrowid else _first_value
+        return int(self._call(conn, prepared.sql, prepared.parameters(values), read))
 
     def fetch_row(
         self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]
     ) -> list[Any] | None:
         """The first row's values, converted, in the order of `prepared.keys`."""
-        cursor = self._run(conn, prepared, values)
-        row = cursor.fetchone()
-        cursor.close()
+        row = self._call(conn, prepared.sql, prepared.parameters(values), _fetchone)
+        return self._converted(prepared, row)
+
+    def fetch_rows(
+        self, conn: Connection, reads: Sequence[tuple[Prepared, Mapping[str, Any]]]
+    ) -> list[list[Any] | None]:
+        """The first row of each read, all sent before any answer is read: in a
+        pipelined transaction (`storage.db.transaction`) they cost one round trip, and
+        the server still runs them in order (a lock first, then reads under it)."""
+        cursors = []
+        try:
+            for prepared, values in reads:
+                params = prepared.parameters(values)
+                cursors.append(cursor := conn.connection.cursor())
+                self._send(cursor, prepared.sql, params)
+            return [
+                self._converted(prepared, self._receive(cursor, prepared.sql))
+                for (prepared, _), cursor in zip(reads, cursors, strict=True)
+            ]
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+    def _send(self, cursor: Any, sql: str, params: Any) -> None:
+        try:
+            cursor.execute(sql, params)
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(
+                sql, params, exc, self.dialect.loaded_dbapi.Error
+            ) from exc
+
+    def _receive(self, cursor: Any, sql: str) -> Any:
+        try:
+            return cursor.fetchone()
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(
+                sql, None, exc, self.dialect.loaded_dbapi.Error
+            ) from exc
+
+    @staticmethod
+    def _converted(prepared: Prepared, row: Any) -> list[Any] | None:
         if row is None:
             return None
         converted = list(row)
@@ -243,6 +275,22 @@ class FastPath:
     ) -> dict[str, Any] | None:
         row = self.fetch_row(conn, prepared, values)
         return None if row is None else dict(zip(prepared.keys, row, strict=True))
+
+
+def _nothing(cursor: Any) -> None:
+    return None
+
+
+def _lastrowid(cursor: Any) -> Any:
+    return cursor.lastrowid
+
+
+def _first_value(cursor: Any) -> Any:
+    return cursor.fetchone()[0]
+
+
+def _fetchone(cursor: Any) -> Any:
+    return cursor.fetchone()
 
 
 def insert_statement(

@@ -24,6 +24,10 @@ def annotate(w: Writes, history_id: int, payload: dict[str, Any]) -> None:
     w.amend(_h, history_id, {"payload": payload})
 
 
+# The next id of the history sequence (PostgreSQL), read with a request's first reads.
+NEXT_ID = sa.select(sa.func.nextval(sa.func.pg_get_serial_sequence("history", "id")).label("id"))
+
+
 def take_ids(conn: Connection, count: int) -> list[int]:
     """`count` ids from the history sequence (PostgreSQL), to hand out in ascending
     order with `list.pop()`: rows of one contract stay in the order they were written."""

@@ -113,6 +113,9 @@ class Writes:
         self.fast = fast
         self.conn = conn
         self.batch = batch
+        # Ids taken ahead from a table's sequence, for rows whose ids others need at once
+        # (history: ledger entries and events point to it), handed out by `pop()`.
+        self.ids: dict[str, list[int]] = batch.ids if batch is not None else {}
 
     @property
     def postgresql(self) -> bool:
@@ -128,6 +131,17 @@ class Writes:
     ) -> dict[str, Any] | None:
         """The first row of a prepared SELECT, as a dict."""
         return self.fast.fetch_one(self.conn, self._prepared(statement), values)
+
+    def fetch_ones(
+        self, reads: Sequence[tuple[sa.ClauseElement, Mapping[str, Any]]]
+    ) -> list[dict[str, Any] | None]:
+        """The first row of each prepared SELECT, all sent before the answers are read."""
+        prepared = [(self._prepared(statement), values) for statement, values in reads]
+        rows = self.fast.fetch_rows(self.conn, prepared)
+        return [
+            None if row is None else dict(zip(p.keys, row, strict=True))
+            for (p, _), row in zip(prepared, rows, strict=True)
+        ]
 
     def fetch_row(self, statement: sa.ClauseElement, values: Mapping[str, Any]) -> list[Any] | None:
         """The first row of a prepared SELECT, as a list in the select's column order."""
@@ -164,13 +178,16 @@ class Writes:
             self.batch.add(key, prepared, values_of(values))
 
     def insert_with_batch(self, table: sa.Table, values: Mapping[str, Any]) -> int:
-        """Insert a row whose id is needed at once: with the batch, under an id taken
-        ahead from its sequence when the batch has one left; otherwise now."""
-        ids = self.batch.ids.get(table.name) if self.batch is not None else None
+        """Insert a row whose id is needed at once. Under an id taken ahead from its
+        sequence (`ids`) while one is left: with the batch if any, otherwise now without
+        waiting for an answer (in a pipeline); with none left, now, reading its new id."""
+        ids = self.ids.get(table.name)
         if not ids:
             return self.insert(table, values)
-        assert self.batch is not None
         row = {**values, "id": ids.pop()}
+        if self.batch is None:
+            self.append(table, row)
+            return int(row["id"])
         columns = tuple(row)
         key = ("append", table.name, columns)
         prepared = self.fast.prepare(
@@ -208,10 +225,10 @@ class Writes:
         else:
             self.fast.execute(self.conn, prepared, values)
 
-    def execute(self, statement: sa.Executable, values: Mapping[str, Any]) -> int:
-        """Run a prepared UPDATE/INSERT now; its row count."""
+    def execute(self, statement: sa.Executable, values: Mapping[str, Any]) -> None:
+        """Run a prepared UPDATE/INSERT now."""
         prepared = self._prepared(statement)  # type: ignore[arg-type]
-        return self.fast.execute(self.conn, prepared, values)
+        self.fast.execute(self.conn, prepared, values)
 
     def settle(self, contract_id: int) -> bool:
         """Write the batch now if it holds writes for `contract_id` (to be read again);

