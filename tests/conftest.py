@@ -25,6 +25,7 @@ from tests.live import Api, live_server
 from tests.model.differential import edges_taken
 from tests.pg import Cluster, PostgresUnavailable
 from workflows.clock import ManualClock
+from workflows.decision import Decider
 from workflows.engine import Engine
 from workflows.policy import Policy
 
@@ -34,6 +35,11 @@ BACKENDS = [
     for b in os.environ.get("ESCROWFLOW_TEST_BACKENDS", "sqlite,postgresql").split(",")
     if b.strip()
 ]
+
+
+# Every decision the engine reads from its transition table is also asked of
+# python-statemachine, in every test that runs the engine in this process.
+Decider.cross_check = True
 
 
 def database_settings(url: str, synchronous: str = "NORMAL") -> types.SimpleNamespace:

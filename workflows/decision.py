@@ -1,14 +1,19 @@
-"""The decision: which state an event leads to, asked of python-statemachine.
+"""The decision: which state an event leads to, as the machines declare it.
 
-The only code that touches the library's internals. Machines do no I/O: they are given
-the state and a context, and answer with the new state or `TransitionNotAllowed`.
+Machines do no I/O: they are given the state and a context, and answer with the new
+state, a refusal by one of their guards, or `TransitionNotAllowed`. Where a state has
+one transition for the event and its only callbacks are our guards, the answer is read
+from a table built from the declarations once (`transition_table`); everything else is
+sent to python-statemachine. The only code that touches the library's internals.
 """
 
 from __future__ import annotations
 
 import threading
 
-from workflows.machines import MACHINES, Context, EscrowMachine, unguarded_transitions
+from storage.errors import TransitionRejected
+from workflows.lifecycle import Validator
+from workflows.machines import MACHINES, Context, EscrowMachine, transition_table
 
 
 class Carrier:
@@ -33,21 +38,32 @@ def _restart(machine: EscrowMachine) -> bool:
     return not machine.is_terminated
 
 
-_UNGUARDED = {entity: unguarded_transitions(machine) for entity, machine in MACHINES.items()}
+_TABLE = {entity: transition_table(machine) for entity, machine in MACHINES.items()}
 
 
 class Decider(threading.local):
     """One bound machine per lifecycle per thread: building one costs far more than
     sending it an event, and a machine is not safe to share between threads."""
 
+    # The test suite sets this: every decision taken from the table is also asked of the
+    # library, and they must agree (the same state, or the same refusal).
+    cross_check = False
+
     def __init__(self) -> None:
         self.bound: dict[str, tuple[EscrowMachine, Carrier]] = {}
 
     def decide(self, entity: str, state: str, event: str, ctx: Context) -> str:
         """The state `event` leads to from `state` (guards see `ctx`)."""
-        target = _UNGUARDED[entity].get((state, event))
-        if target is not None:
-            return target
+        entry = _TABLE[entity].get((state, event))
+        if entry is None:
+            return self.send(entity, state, event, ctx)
+        if self.cross_check:
+            self._agree(entity, state, event, ctx)
+        return _by_table(*entry, ctx)
+
+    def send(self, entity: str, state: str, event: str, ctx: Context) -> str:
+        """The library's answer: its machine, bound to a carrier in `state`, is sent
+        `event`."""
         bound = self.bound.get(entity)
         if bound is not None and bound[0].is_terminated and not _restart(bound[0]):
             bound = None
@@ -60,3 +76,19 @@ class Decider(threading.local):
         machine.send(event, ctx=ctx)
         assert carrier.state is not None
         return carrier.state
+
+    def _agree(self, entity: str, state: str, event: str, ctx: Context) -> None:
+        answers = []
+        for decide in (self.send, lambda *_: _by_table(*_TABLE[entity][(state, event)], ctx)):
+            try:
+                answers.append(decide(entity, state, event, ctx))
+            except TransitionRejected as refused:
+                answers.append(f"refused: {refused.code}")
+        library, table = answers
+        assert library == table, f"{entity} {state} --{event}-->: library {library}, table {table}"
+
+
+def _by_table(target: str, guards: tuple[Validator, ...], ctx: Context) -> str:
+    for check in guards:  # in their declared order: the first refusal is the answer
+        check(None, ctx)
+    return target

@@ -33,7 +33,7 @@ from workflows.lifecycle import (
     party_events,
     party_events_from,
     timer_of,
-    unguarded_transitions,
+    transition_table,
 )
 
 __all__ = [  # the building blocks are re-exported: callers need only this module
@@ -51,7 +51,7 @@ __all__ = [  # the building blocks are re-exported: callers need only this modul
     "party_events",
     "party_events_from",
     "timer_of",
-    "unguarded_transitions",
+    "transition_table",
 ]
 
 _PLANNING = ["is_fixed_price", "no_pending_proposal"]

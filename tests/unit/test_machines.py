@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from statemachine import State
 
+from storage.errors import TransitionRejected
 from workflows.actors import Actor, Role
 from workflows.decision import Decider
 from workflows.machines import MACHINES, Context, EscrowMachine, TimedState, Timer, timer_of
@@ -85,22 +86,48 @@ def test_an_engine_always_has_the_effects_of_every_event() -> None:
 
 
 def test_the_transition_table_agrees_with_the_machines() -> None:
-    """Every unguarded (state, event) the engine looks up gives what `send` gives."""
+    """Every unguarded (state, event) the engine looks up gives what `send` gives; a
+    guarded one gives the library's answer and its refusals (the whole test suite also
+    decides every event both ways: `Decider.cross_check`)."""
     from workflows.decision import Carrier
-    from workflows.machines import unguarded_transitions
+    from workflows.machines import transition_table
 
     ctx = Context("x", {}, {}, {}, Actor(Role.SYSTEM, "t"))
     checked = 0
     for machine in MACHINES.values():
-        table = unguarded_transitions(machine)
+        table = transition_table(machine)
         assert table, machine.__name__
-        for (state, event), target in table.items():
+        for (state, event), (target, guards) in table.items():
+            if guards:
+                continue
             carrier = Carrier()
             bound = machine(model=carrier, state_field="state")
             carrier.state = state
             bound.send(event, ctx=ctx)
             assert carrier.state == target, (machine.__name__, state, event)
             checked += 1
-    assert ("in_review", "auto_approve") in unguarded_transitions(MACHINES["milestone"])
-    assert ("pending", "fund") not in unguarded_transitions(MACHINES["milestone"])  # guarded
+    milestone = transition_table(MACHINES["milestone"])
+    assert milestone[("in_review", "auto_approve")] == ("released", ())
+    target, guards = milestone[("pending", "fund")]
+    assert target == "active"
+    assert [g.refuses for g in guards] == ["contract_closed", "milestone_already_active"]  # type: ignore[attr-defined]
     assert checked > 20
+
+
+def test_a_guarded_decision_by_the_table_is_the_librarys() -> None:
+    decider = Decider()
+    actor = Actor(Role.CLIENT, "a")
+    contracts = [
+        {"id": 1, "state": state, "active_milestone_id": active}
+        for state in ("offer", "active", "ended")
+        for active in (None, 7)
+    ]
+    for contract in contracts:
+        ctx = Context("milestone", {"id": 8, "escrow": 0, "amount": 5}, contract, {}, actor)
+        answers = []
+        for decide in (decider.send, decider.decide):
+            try:
+                answers.append(decide("milestone", "pending", "fund", ctx))
+            except TransitionRejected as refused:
+                answers.append(refused.code)
+        assert answers[0] == answers[1], contract
