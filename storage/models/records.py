@@ -66,11 +66,13 @@ class Deadline(Leased, table=True):
     __tablename__ = "deadlines"
     __table_args__ = (
         one_of("ck_deadlines_status", "status", "pending", "fired", "cancelled", "stale"),
-        # The sweep's work list, in due order; its other columns let the forecast read
-        # the index alone (what falls due when, and what it moves).
+        # The sweep's work list, in its claim order (due_at, id: a claim walks it and
+        # stops at its batch); its other columns let the forecast read the index alone
+        # (what falls due when, and what it moves).
         sa.Index(
             "ix_deadlines_due_pending",
             "due_at",
+            "id",
             "event",
             "paused",
             "currency",
