@@ -5,7 +5,8 @@
 (b) with M pending future deadlines: the time of one sweep that finds nothing due, and
     the worker process's peak RSS.
 (c) a steady trickle of deadlines falling due while a worker runs: fire lag p50/p99.
-Optionally (d) the same auto-approval drain on DBOS, if the `dbos` package is installed.
+Optionally (d) the same auto-approval drain on DBOS, on SQLite and on the same
+    PostgreSQL server, with an interpreter that has `dbos` (--dbos-python, or this one).
 (e) the liability forecast over 1,000,000 pending deadlines (bench/forecast.py).
 With reminders (NT2) on, as by default, and (a) again with them off, side by side.
 
@@ -13,8 +14,10 @@ With reminders (NT2) on, as by default, and (a) again with them off, side by sid
 
 Its last lines: `drain postgresql 1 worker deadlines/s: N, bare: M, ratio: R` (the bare
 drain is the floor: a loop claiming and updating the same rows on the same server, in
-the same run) and `drain sqlite deadlines/s: N, dbos: M, ratio: R`. Each drain also
-prints the CPU seconds per 1,000 deadlines of its workers and PostgreSQL backends.
+the same run), with DBOS `drain postgresql 1 worker deadlines/s: N, dbos: M, ratio: R`,
+and `drain sqlite deadlines/s: N, dbos: M, ratio: R`. Each drain also
+prints the CPU seconds per 1,000 deadlines of its workers and PostgreSQL backends after
+start-up (the imports and connections of a worker are a fixed cost, not a per-deadline one).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from escrowflow.settings import Settings
 from storage.db import make_engine
 from storage.migrate import upgrade
-from storage.models import CONTRACTS, DEADLINES, HISTORY
+from storage.models import CONTRACTS, DEADLINES, HISTORY, WORKERS
 from tests.seed import seed_due_auto_approvals
 from workflows.clock import SystemClock
 from workflows.deadlines import Sweeper
@@ -80,6 +83,17 @@ def stop(workers: list[subprocess.Popen[bytes]]) -> None:
         w.wait(timeout=120)
 
 
+def seed(db: sa.Engine, count: int) -> None:
+    """`count` overdue auto-approvals, and the planner's statistics brought up to date
+    (ANALYZE), as autovacuum would have done by the time a real backlog is drained: with
+    the empty table's statistics the planner sorts every due row for each claim."""
+    seed_due_auto_approvals(db, count, datetime.now(UTC) - timedelta(days=1))
+    if db.dialect.name == "postgresql":
+        with db.connect() as conn:
+            conn.execute(sa.text("ANALYZE"))
+            conn.commit()
+
+
 def pending(db: sa.Engine) -> int:
     with db.connect() as conn:
         return int(
@@ -105,12 +119,42 @@ def backend_pids(db: sa.Engine) -> list[int]:
         return list(conn.execute(query).scalars())
 
 
-def drain(url: str, count: int, workers: int, label: str, reminders: bool = True) -> float:
+def registered(db: sa.Engine, pids: list[int]) -> int:
+    """How many of these worker processes have started (their row in `workers`)."""
+    with db.connect() as conn:
+        query = sa.select(sa.func.count()).where(WORKERS.c.pid.in_(pids))
+        return int(conn.execute(query).scalar_one())
+
+
+def cpu_now(db: sa.Engine, pids: list[int]) -> tuple[dict[int, float], dict[int, float]]:
+    """CPU seconds so far of the worker processes and of the database's server processes."""
+    workers = {pid: cpu_seconds(pid) for pid in pids}
+    servers = (
+        {pid: cpu_seconds(pid) for pid in backend_pids(db)}
+        if db.dialect.name == "postgresql"
+        else {}
+    )
+    return workers, servers
+
+
+def spent(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def drain(
+    url: str, count: int, workers: int, label: str, reminders: bool = True
+) -> tuple[float, float]:
+    """Deadlines per second (from launching the workers), and the CPU seconds per 1,000
+    deadlines of the workers and the database's server processes after start-up."""
     db = database(url)
     print(f"(a) {label}: seeding {count} overdue auto-approvals ...", flush=True)
-    seed_due_auto_approvals(db, count, datetime.now(UTC) - timedelta(days=1))
+    seed(db, count)
     started = time.perf_counter()
     processes = start_workers(url, workers, reminders=reminders)
+    pids = [p.pid for p in processes]
+    while registered(db, pids) < workers:  # started: imports and connections done
+        time.sleep(0.01)
+    ready = cpu_now(db, pids)
     last = time.perf_counter()
     while (left := pending(db)) > 0:
         if time.perf_counter() - last > 10:
@@ -118,10 +162,8 @@ def drain(url: str, count: int, workers: int, label: str, reminders: bool = True
             last = time.perf_counter()
         time.sleep(0.2)
     elapsed = time.perf_counter() - started
-    worker_cpu = sum(cpu_seconds(p.pid) for p in processes)
-    server_cpu = (
-        sum(cpu_seconds(pid) for pid in backend_pids(db)) if db.dialect.name == "postgresql" else 0
-    )
+    done = cpu_now(db, pids)
+    worker_cpu, server_cpu = spent(ready[0], done[0]), spent(ready[1], done[1])
     stop(processes)
     rate = count / elapsed
     print(
@@ -131,12 +173,18 @@ def drain(url: str, count: int, workers: int, label: str, reminders: bool = True
     )
     per = 1000 / count
     print(
-        f"    {label}: CPU s per 1,000 deadlines: workers {worker_cpu * per:.2f}"
-        + (f", PostgreSQL backends {server_cpu * per:.2f}" if server_cpu else ""),
+        f"    {label}: CPU s per 1,000 deadlines (after start-up): workers "
+        f"{worker_cpu * per:.3f}"
+        + (
+            f", PostgreSQL backends {server_cpu * per:.3f}, "
+            f"together {(worker_cpu + server_cpu) * per:.3f}"
+            if server_cpu
+            else ""
+        ),
         flush=True,
     )
     db.dispose()
-    return rate
+    return rate, (worker_cpu + server_cpu) * per
 
 
 def bare_drain(url: str, count: int) -> float:
@@ -145,7 +193,7 @@ def bare_drain(url: str, count: int) -> float:
     trivial update per row, commit."""
     db = database(url)
     print(f"(a) bare: seeding {count} overdue auto-approvals ...", flush=True)
-    seed_due_auto_approvals(db, count, datetime.now(UTC) - timedelta(days=1))
+    seed(db, count)
     claim = sa.text(
         "SELECT id FROM deadlines WHERE status = 'pending' AND due_at <= now() "
         "ORDER BY due_at LIMIT 500 FOR UPDATE SKIP LOCKED"
@@ -266,32 +314,30 @@ def trickle(url: str, count: int, spacing_ms: float) -> None:
     db.dispose()
 
 
-def dbos_drain(python: str | None, count: int) -> float | None:
-    """(d) The same workload on DBOS, run by an interpreter that has `dbos` installed."""
-    if python is None:
-        try:
-            import dbos  # noqa: F401
+def dbos_interpreter(python: str | None) -> str | None:
+    """An interpreter with `dbos` installed: the one given, or this one if it has it."""
+    if python is not None:
+        return python
+    try:
+        import dbos  # noqa: F401
+    except ImportError:
+        print(
+            "(d) dbos: not installed here; pass --dbos-python PATH to an interpreter "
+            "with `pip install dbos`: skipped",
+            flush=True,
+        )
+        return None
+    return sys.executable
 
-            python = sys.executable
-        except ImportError:
-            print(
-                "(d) dbos: not installed here; pass --dbos-python PATH to an interpreter "
-                "with `pip install dbos`: skipped",
-                flush=True,
-            )
-            return None
+
+def dbos_drain(python: str, count: int, url: str, label: str) -> float:
+    """(d) The same workload on DBOS, its system database at `url`."""
     with tempfile.TemporaryDirectory() as tmp:
         # Starting DBOS workflows takes ~30 ms each here: give them time to all be waiting.
         until_due = 5 + count / 20
-        print(f"(d) dbos: {count} workflows waiting on recv, due together ...", flush=True)
+        print(f"(d) dbos, {label}: {count} workflows waiting on recv, due together ...", flush=True)
         done = subprocess.run(
-            [
-                python,
-                str(ROOT / "bench" / "dbos_drain.py"),
-                str(count),
-                str(until_due),
-                f"sqlite:///{tmp}/dbos.sqlite",
-            ],
+            [python, str(ROOT / "bench" / "dbos_drain.py"), str(count), str(until_due), url],
             capture_output=True,
             text=True,
             check=True,
@@ -320,10 +366,11 @@ def main() -> None:
     parser.add_argument("--dbos", type=int, default=500, help="workflows for (d)")
     args = parser.parse_args()
     skip = set(args.skip.split(","))
+    dbos_python = dbos_interpreter(args.dbos_python)
     with tempfile.TemporaryDirectory() as tmp:
-        sqlite_rate = drain(f"sqlite:///{tmp}/drain.db", args.drain, 1, "sqlite, 1 worker")
+        sqlite_rate, _ = drain(f"sqlite:///{tmp}/drain.db", args.drain, 1, "sqlite, 1 worker")
         if "reminders" not in skip:  # NT2: the same drain with reminders off, side by side
-            off = drain(
+            off, _ = drain(
                 f"sqlite:///{tmp}/off.db", args.drain, 1, "sqlite, reminders off", reminders=False
             )
             print(f"    drain sqlite reminders on / off: {sqlite_rate / off:.2f}", flush=True)
@@ -337,16 +384,40 @@ def main() -> None:
         cluster = Cluster()
         cluster.start()
         try:
-            one = drain(cluster.create_database("one"), args.drain, 1, "postgresql, 1 worker")
+            one, one_cpu = drain(
+                cluster.create_database("one"), args.drain, 1, "postgresql, 1 worker"
+            )
             bare = bare_drain(cluster.create_database("bare"), args.drain)
-            four = drain(cluster.create_database("four"), args.drain, 4, "postgresql, 4 workers")
+            four, four_cpu = drain(
+                cluster.create_database("four"), args.drain, 4, "postgresql, 4 workers"
+            )
             print(f"    postgresql 4 workers / 1 worker: {four / one:.2f}", flush=True)
+            print(
+                "    postgresql CPU per 1,000 deadlines, 4 workers / 1 worker: "
+                f"{four_cpu / one_cpu:.2f}",
+                flush=True,
+            )
+            pg_dbos = (
+                dbos_drain(
+                    dbos_python,
+                    args.dbos,
+                    cluster.create_database("dbos").replace("+psycopg", ""),
+                    "postgresql",
+                )
+                if dbos_python
+                else None
+            )
         finally:
             cluster.stop()
         print(
             f"drain postgresql 1 worker deadlines/s: {one:.0f}, bare: {bare:.0f}, "
             f"ratio: {one / bare:.2f}"
         )
+        if pg_dbos:
+            print(
+                f"drain postgresql 1 worker deadlines/s: {one:.0f}, dbos: {pg_dbos:.0f}, "
+                f"ratio: {one / pg_dbos:.1f}"
+            )
     if args.forecast:
         from bench.backends import on_backends
         from bench.forecast import measure as forecast_time
@@ -356,7 +427,10 @@ def main() -> None:
             lambda name, url: forecast_time(name, url, args.forecast),
         ).items():
             print(f"(e) forecast {name} {args.forecast} pending deadlines: {seconds:.3f} s")
-    dbos_rate = dbos_drain(args.dbos_python, args.dbos)
+    dbos_rate = None
+    if dbos_python:
+        with tempfile.TemporaryDirectory() as tmp:
+            dbos_rate = dbos_drain(dbos_python, args.dbos, f"sqlite:///{tmp}/dbos.sqlite", "sqlite")
     ratio = f"{sqlite_rate / dbos_rate:.1f}" if dbos_rate else "n/a"
     dbos_text = f"{dbos_rate:.0f}" if dbos_rate else "n/a"
     print(f"drain sqlite deadlines/s: {sqlite_rate:.0f}, dbos: {dbos_text}, ratio: {ratio}")
