@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -128,7 +128,7 @@ class Dispatcher:
         return report
 
     async def _deliver(self, report: DispatchReport, should_stop: Callable[[], bool]) -> None:
-        in_flight: dict[asyncio.Task[_Outcome], int] = {}  # task -> subscription id
+        in_flight: dict[asyncio.Task[_Outcome], Any] = {}  # task -> the delivery it sends
         limits = httpx.Limits(max_connections=self.concurrency)
         async with httpx.AsyncClient(
             follow_redirects=False, limits=limits, timeout=self.timeout
@@ -144,13 +144,16 @@ class Dispatcher:
                     )
                     sequenced = time.monotonic()
                 if free > 0 and not should_stop() and not drained:
-                    busy = Counter(in_flight.values())
+                    busy = Counter(row.subscription_id for row in in_flight.values())
+                    # Never sent again while its request is open, even if its lease ran
+                    # out meanwhile (a clock that jumped).
+                    sending = [row.delivery_id for row in in_flight.values()]
                     now = self.engine.clock.now()
                     limit = min(free, self.batch_size)
-                    rows = await asyncio.to_thread(self.claim, now, limit, busy)
+                    rows = await asyncio.to_thread(self.claim, now, limit, busy, sending)
                     for row in rows:
                         task = asyncio.create_task(self._send(client, row))
-                        in_flight[task] = row.subscription_id
+                        in_flight[task] = row
                     # Nothing more due and nobody waiting on a slow receiver: done.
                     drained = not rows and not in_flight
                 if not in_flight:
@@ -166,10 +169,15 @@ class Dispatcher:
                     drained = False
 
     def claim(
-        self, now: datetime, limit: int | None = None, busy: Mapping[int, int] | None = None
+        self,
+        now: datetime,
+        limit: int | None = None,
+        busy: Mapping[int, int] | None = None,
+        sending: Sequence[int] = (),
     ) -> list[Any]:
         """Lease up to `limit` due deliveries, oldest first, at most `per_subscription` to
-        one subscription counting the `busy` ones (subscription -> requests in flight)."""
+        one subscription counting the `busy` ones (subscription -> requests in flight),
+        none of those being `sending`."""
         with transaction(self.engine.db) as conn:
             return deliveries.claim_due(
                 conn,
@@ -179,6 +187,7 @@ class Dispatcher:
                 limit=limit or self.batch_size,
                 per_subscription=self.per_subscription,
                 busy=busy or {},
+                sending=sending,
             )
 
     async def _send(self, client: httpx.AsyncClient, row: Any) -> _Outcome:

@@ -7,7 +7,7 @@ each outcome; people list, unsubscribe and replay. Nobody else writes SQL on the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -72,12 +72,16 @@ def claim_due(
     limit: int,
     per_subscription: int,
     busy: Mapping[int, int],
+    sending: Sequence[int] = (),
 ) -> list[Any]:
     """Lease due deliveries to `owner`, oldest first, at most `per_subscription` to one
-    receiver counting the `busy` ones (subscription -> requests in flight); each with
-    what sending it needs: the receiver's URL and secret, and the event."""
+    receiver counting the `busy` ones (subscription -> requests in flight), none of those
+    `sending` (in flight here); each with what sending it needs: the receiver's URL and
+    secret, and the event."""
     d = _d.c
     due = sa.and_(d.status == "pending", d.next_attempt_at <= now, unclaimed(_d, now))
+    if sending:
+        due = sa.and_(due, d.id.not_in(sending))
     ranked = (
         sa.select(
             d.id,

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -284,3 +285,24 @@ def test_listing_deliveries_shows_no_receiver_text(sc: Scenario, receiver: Recei
     with sc.db.connect() as conn:
         errors = conn.execute(sa.select(models.WEBHOOK_DELIVERIES.c.last_error)).scalars().all()
     assert errors and set(errors) == {"HTTP 500"}
+
+
+def test_a_delivery_in_flight_is_not_sent_again_when_its_lease_runs_out_meanwhile(
+    sc: Scenario, stalling: tuple[Stalling, Stalling]
+) -> None:
+    # The dispatcher claims more while requests are in flight. A request held past its
+    # lease (a clock that jumped, or a lease shorter than the timeout) must not make the
+    # next claim take its delivery again: each delivery is sent once at a time.
+    _slow, hanging = stalling
+    feed.subscribe(sc.db, sc.clock.now(), hanging.url, allow_private=True)
+    sc.active_contract(50_000)
+    dispatcher = Dispatcher(sc.engine, "w", allow_private=True, timeout=3, per_subscription=50)
+    done = threading.Event()
+    threading.Thread(target=lambda: (dispatcher.run(), done.set()), daemon=True).start()
+    wait_for(lambda: hanging.open >= 1, "a request held")
+    sent = len(sc.rows("webhook_deliveries"))  # recorded before the first was claimed
+    assert sent >= 2
+    wait_for(lambda: hanging.open == sent, "every delivery's request held")
+    sc.clock.advance(dispatcher.lease + timedelta(seconds=1))  # every lease has run out
+    assert done.wait(60), "the dispatcher never cut the hanging receiver off"
+    assert hanging.accepted == sent, f"{hanging.accepted} requests for {sent} deliveries"
