@@ -10,8 +10,11 @@ PostgreSQL runs at READ COMMITTED; the engine above serialises work on a contrac
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -25,6 +28,10 @@ from sqlalchemy.engine import Connection, Engine
 from storage.errors import ConflictError, StorageError, ValidationError
 
 _SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+# SQLite has one writer at a time. Threads of one process wait for it here, in turn,
+# rather than in SQLite's busy handler, which sleeps and polls (1, 2, 5 ... 100 ms).
+_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_NO_LOCK = contextlib.nullcontext()
 _WRITES = "escrowflow_writes"
 
 
@@ -126,6 +133,8 @@ def _make_sqlite_engine(url: sa.URL, synchronous: str, **engine_kwargs: Any) -> 
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+    _WRITERS[engine] = threading.RLock()
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -246,7 +255,7 @@ def transaction(engine: Engine, *, pipelined: bool = False) -> Iterator[Connecti
     """
     with translated_errors(), engine.connect() as conn:
         conn = conn.execution_options(**{_WRITES: True})
-        with _pipeline(conn, pipelined), conn.begin():
+        with _WRITERS.get(engine, _NO_LOCK), _pipeline(conn, pipelined), conn.begin():
             yield conn
 
 
