@@ -12,7 +12,8 @@ it maps every other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -165,22 +166,29 @@ class FastPath:
             prepared = self._prepared[key] = Prepared(build(*args), self.dialect)
         return prepared
 
-    def _call(
-        self, conn: Connection, sql: str, params: Any, read: Callable[[Any], T], many: bool = False
-    ) -> T:
-        """Run `sql` on the connection's cursor and `read` its answer; a driver error
-        (in a pipeline it may come from an earlier statement) as SQLAlchemy's."""
-        cursor = conn.connection.cursor()
+    @contextmanager
+    def _driver_errors(self, sql: str, params: Any) -> Iterator[None]:
+        """A driver error (in a pipeline it may come from an earlier statement) raised
+        as SQLAlchemy's, so `storage.db.translated_errors` maps it as any other."""
         try:
-            if many:
-                cursor.executemany(sql, params)
-            else:
-                cursor.execute(sql, params)
-            return read(cursor)
+            yield
         except self.dialect.loaded_dbapi.Error as exc:
             raise sa.exc.DBAPIError.instance(
                 sql, params, exc, self.dialect.loaded_dbapi.Error
             ) from exc
+
+    def _call(
+        self, conn: Connection, sql: str, params: Any, read: Callable[[Any], T], many: bool = False
+    ) -> T:
+        """Run `sql` on the connection's cursor and `read` its answer."""
+        cursor = conn.connection.cursor()
+        try:
+            with self._driver_errors(sql, params):
+                if many:
+                    cursor.executemany(sql, params)
+                else:
+                    cursor.execute(sql, params)
+                return read(cursor)
         finally:
             cursor.close()
 
@@ -222,8 +230,7 @@ class FastPath:
         self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]
     ) -> list[Any] | None:
         """The first row's values, converted, in the order of `prepared.keys`."""
-        row = self._call(conn, prepared.sql, prepared.parameters(values), _fetchone)
-        return self._converted(prepared, row)
+        return self.fetch_rows(conn, [(prepared, values)])[0]
 
     def fetch_rows(
         self, conn: Connection, reads: Sequence[tuple[Prepared, Mapping[str, Any]]]
@@ -236,30 +243,16 @@ class FastPath:
             for prepared, values in reads:
                 params = prepared.parameters(values)
                 cursors.append(cursor := conn.connection.cursor())
-                self._send(cursor, prepared.sql, params)
-            return [
-                self._converted(prepared, self._receive(cursor, prepared.sql))
-                for (prepared, _), cursor in zip(reads, cursors, strict=True)
-            ]
+                with self._driver_errors(prepared.sql, params):
+                    cursor.execute(prepared.sql, params)
+            rows = []
+            for (prepared, _), cursor in zip(reads, cursors, strict=True):
+                with self._driver_errors(prepared.sql, None):
+                    rows.append(self._converted(prepared, cursor.fetchone()))
+            return rows
         finally:
             for cursor in cursors:
                 cursor.close()
-
-    def _send(self, cursor: Any, sql: str, params: Any) -> None:
-        try:
-            cursor.execute(sql, params)
-        except self.dialect.loaded_dbapi.Error as exc:
-            raise sa.exc.DBAPIError.instance(
-                sql, params, exc, self.dialect.loaded_dbapi.Error
-            ) from exc
-
-    def _receive(self, cursor: Any, sql: str) -> Any:
-        try:
-            return cursor.fetchone()
-        except self.dialect.loaded_dbapi.Error as exc:
-            raise sa.exc.DBAPIError.instance(
-                sql, None, exc, self.dialect.loaded_dbapi.Error
-            ) from exc
 
     @staticmethod
     def _converted(prepared: Prepared, row: Any) -> list[Any] | None:
@@ -287,10 +280,6 @@ def _lastrowid(cursor: Any) -> Any:
 
 def _first_value(cursor: Any) -> Any:
     return cursor.fetchone()[0]
-
-
-def _fetchone(cursor: Any) -> Any:
-    return cursor.fetchone()
 
 
 def insert_statement(
