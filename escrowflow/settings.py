@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import Engine as DBEngine
 
-from storage.db import make_engine
-from workflows.clock import Clock, FileClock, SystemClock
+from storage.db import (
+    DEFAULT_LOCK_TIMEOUT_SECONDS,
+    DEFAULT_POOL_TIMEOUT_SECONDS,
+    is_postgresql,
+    make_engine,
+)
+from storage.server_clock import ServerClock
+from workflows.clock import (
+    DEFAULT_MAX_CLOCK_SKEW,
+    Clock,
+    FileClock,
+    SkewedClock,
+    SystemClock,
+)
 from workflows.engine import Engine
 from workflows.policy import (
     DEFAULT_DURATIONS,
@@ -21,13 +36,20 @@ from workflows.policy import (
     TIMER_POLICIES,
     Policy,
 )
-from workflows.retry import WEBHOOK_MAX_ATTEMPTS, WEBHOOK_RETRY, RetryStrategy
+from workflows.retry import (
+    DEADLINE_MAX_ATTEMPTS,
+    DEADLINE_RETRY,
+    WEBHOOK_MAX_ATTEMPTS,
+    WEBHOOK_RETRY,
+    RetryStrategy,
+)
 
 DURATIONS = (
     "review_window",
     "change_request_lifetime",
     "refund_response_time",
     "worker_lease",
+    "max_clock_skew",
     "webhook_backoff_base",
     "webhook_backoff_cap",
 )
@@ -82,9 +104,25 @@ class Settings(BaseSettings):
     # The operator console (/console): how long a sign-in lasts, in seconds.
     console_session_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 86400)
 
-    # Test-only: read "now" from this file (an ISO 8601 time) instead of the wall clock,
-    # so an end-to-end test can move a real server's time. There is no endpoint for it.
+    # Bounded waits: a lock held elsewhere longer than this (seconds) answers 503
+    # `database_busy` with Retry-After; no free pooled connection within pool_timeout
+    # answers 503 `storage_busy` (PostgreSQL).
+    lock_timeout: float = Field(default=DEFAULT_LOCK_TIMEOUT_SECONDS, gt=0, le=600)
+    pool_timeout: float = Field(default=DEFAULT_POOL_TIMEOUT_SECONDS, gt=0, le=600)
+    # DL3: failed firings (not storage or lock trouble) before a deadline is failed.
+    deadline_max_attempts: int = Field(default=DEADLINE_MAX_ATTEMPTS, ge=1, le=1000)
+
+    # DL2: a process whose own clock is further than this from the database's is
+    # reported (an error line, /readyz not ready, status); it decides nothing by it.
+    max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW
+
+    # Test-only: the deployment's "now" is read from this file (an ISO 8601 time), for
+    # every process alike, instead of the database server's clock (SQLite: the host's),
+    # so an end-to-end test can move real servers' time. There is no endpoint for it.
     test_clock_file: Path | None = None
+    # Test-only: this process's own clock is this far off (e.g. P2D, -P3D), to show that
+    # no decision uses it (DL2). It shifts the host clock, or the test clock file's time.
+    test_clock_skew: timedelta | None = None
 
     @field_validator("minimum_amounts")
     @classmethod
@@ -157,9 +195,36 @@ class Settings(BaseSettings):
         )
 
     def engine(self, **engine_kwargs: Any) -> Engine:
-        """The one factory of the escrow engine: the database, the policy and the clock
+        """The one factory of the escrow engine: the database, the policy and the clocks
         from these settings (`engine_kwargs` go to SQLAlchemy, e.g. `pool_size`)."""
-        return Engine(make_engine(self, **engine_kwargs), self.policy(), self.clock())
+        if self.database_url.startswith("postgresql"):
+            engine_kwargs.setdefault("pool_timeout", self.pool_timeout)
+        db = make_engine(self, lock_timeout=self.lock_timeout, **engine_kwargs)
+        if self.test_clock_file:
+            logging.getLogger("escrowflow.clock").warning(
+                "running on a test clock: now is read from %s, not the database's clock",
+                self.test_clock_file,
+                extra={"fields": {"event": "test_clock", "file": str(self.test_clock_file)}},
+            )
+        process = self.process_clock()
+        clock = self.deployment_clock(db, process)
+        return Engine(db, self.policy(), clock, process, self.deadline_retry())
 
-    def clock(self) -> Clock:
-        return FileClock(self.test_clock_file) if self.test_clock_file else SystemClock()
+    def deadline_retry(self) -> RetryStrategy:
+        """How a failing deadline is retried (DL3), from the settings."""
+        return replace(DEADLINE_RETRY, max_attempts=self.deadline_max_attempts)
+
+    def process_clock(self) -> Clock:
+        """This host's own clock (test: the clock file's time), with the test skew."""
+        base: Clock = FileClock(self.test_clock_file) if self.test_clock_file else SystemClock()
+        return SkewedClock(base, self.test_clock_skew) if self.test_clock_skew else base
+
+    def deployment_clock(self, db: DBEngine, process: Clock) -> Clock:
+        """The one clock that decides (DL2): the test clock file's if set (shared by every
+        process of a test), the database server's on PostgreSQL, the host's on SQLite
+        (one host)."""
+        if self.test_clock_file:
+            return FileClock(self.test_clock_file)
+        if is_postgresql(db):
+            return ServerClock(db, process)
+        return process

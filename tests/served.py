@@ -22,10 +22,14 @@ START = datetime.fromisoformat("2026-01-05T09:00:00+00:00")
 
 
 class Server:
-    def __init__(self, db: DBEngine, tmp: Path, **settings: str) -> None:
-        """`settings`: more ESCROWFLOW_* variables for the served process."""
+    def __init__(
+        self, db: DBEngine, tmp: Path, *args: str, command: str = "serve", **settings: str
+    ) -> None:
+        """`settings`: more ESCROWFLOW_* variables for the served process; `args`: more
+        arguments (`--no-worker`); `command`: `worker` runs a worker alone."""
         self.clock_file = tmp / "now.txt"
-        self.set_clock(START)
+        if not self.clock_file.exists():  # processes of one test share its clock
+            self.set_clock(START)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -37,10 +41,11 @@ class Server:
             "ESCROWFLOW_REMINDERS": "[]",  # NT2 tests turn them on
             **settings,
         }
-        self.log = tmp / "server.log"
+        self.log = tmp / f"{command}-{self.port}.log"
+        where = ["--port", str(self.port)] if command == "serve" else ["--interval", "0.1"]
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "escrowflow", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "escrowflow", command, *where, *args],
                 env=env,
                 stdout=log,
                 stderr=log,
@@ -60,6 +65,21 @@ class Server:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"server did not start: {self.log.read_text()}")
+
+    def wait_started(self, db: DBEngine) -> None:
+        """A worker: its heartbeat row is written (it has started sweeping)."""
+        import sqlalchemy as sa
+
+        from storage.models import WORKERS
+
+        query = sa.select(sa.func.count()).where(WORKERS.c.pid == self.process.pid)
+
+        def started() -> bool:
+            assert self.process.poll() is None, self.log.read_text()
+            with db.connect() as conn:
+                return bool(conn.execute(query).scalar_one())
+
+        until(started, f"worker {self.process.pid} to start")
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)

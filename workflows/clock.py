@@ -7,6 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+DEFAULT_MAX_CLOCK_SKEW = timedelta(seconds=5)
+"""DL2: a process clock further than this from the deployment's is reported as an error."""
+
 
 class Clock(Protocol):
     def now(self) -> datetime:
@@ -65,3 +68,27 @@ class FileClock:
         if moment.tzinfo is None:
             raise RuntimeError(f"test clock file {self.path}: the time needs a UTC offset")
         return moment.astimezone(UTC)
+
+
+class SkewedClock:
+    """Test-only: another clock shifted by `skew`, standing for a host whose own clock is
+    wrong (ESCROWFLOW_TEST_CLOCK_SKEW). Only the skew measurement ever reads it (DL2)."""
+
+    def __init__(self, base: Clock, skew: timedelta) -> None:
+        self.base = base
+        self.skew = skew
+
+    def now(self) -> datetime:
+        return self.base.now() + self.skew
+
+
+def skew_of(deployment: Clock, process: Clock) -> timedelta:
+    """How far this process's own clock is from the deployment's (positive: ahead).
+
+    A clock that measures it itself (the database server's) says; otherwise the two are
+    read one after the other."""
+    measure = getattr(deployment, "measure_skew", None)
+    if measure is not None:
+        skew: timedelta = measure()
+        return skew
+    return process.now() - deployment.now()

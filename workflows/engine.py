@@ -32,12 +32,13 @@ from storage.fastpath import FastPath
 from storage.writes import Batch, Writes
 from workflows import access, deadline_admin, idempotency
 from workflows.actors import Actor
-from workflows.clock import Clock
+from workflows.clock import Clock, skew_of
 from workflows.decision import Decider
 from workflows.effects.contracts import offer_contract
 from workflows.machines import MACHINES, EscrowMachine, party_events
 from workflows.policy import Policy
 from workflows.recording import Recorder
+from workflows.retry import DEADLINE_RETRY, RetryStrategy
 from workflows.step import Step
 from workflows.unit_of_work import UnitOfWork
 
@@ -47,12 +48,28 @@ Result = dict[str, Any]
 class Engine:
     """Applies events to escrow lifecycles. Thread-safe; one per database."""
 
-    def __init__(self, db: DBEngine, policy: Policy, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: DBEngine,
+        policy: Policy,
+        clock: Clock,
+        process_clock: Clock | None = None,
+        deadline_retry: RetryStrategy = DEADLINE_RETRY,
+    ) -> None:
+        """`clock` is the deployment's (DL2: the database server's on PostgreSQL): it
+        decides every "now". `process_clock` is this host's own, read only to measure
+        how far it is from `clock` (`clock_skew`)."""
         self.db = db
         self.policy = policy
         self.clock = clock
+        self.process_clock = process_clock or clock
+        self.deadline_retry = deadline_retry  # DL3: how a failing deadline is retried
         self.fast = FastPath(db.dialect)
         self.decider = Decider()
+
+    def clock_skew(self) -> timedelta:
+        """How far this process's own clock is from the deployment's (positive: ahead)."""
+        return skew_of(self.clock, self.process_clock)
 
     def work(
         self,
