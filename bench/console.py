@@ -73,7 +73,9 @@ def measure(name: str, url: str, milestones: int) -> float:
         warnings.simplefilter("ignore")  # the test client's own deprecation notice
         client = TestClient(app)
     with client:
-        client.post("/console/login", data={"token": token})
+        client.get("/console/login")  # its CSRF cookie
+        csrf = client.cookies.get("escrowflow_console_login")
+        client.post("/console/login", data={"token": token, "csrf": csrf})
         for _ in range(5):
             started = time.perf_counter()
             answer = client.get(f"/console/contracts/{contract}")

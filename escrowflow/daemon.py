@@ -33,6 +33,7 @@ def build_worker(
         interval=interval or settings.worker_interval,
         batch_size=batch_size or settings.worker_batch_size,
         lease=settings.worker_lease,
+        max_clock_skew=settings.max_clock_skew,
         dispatcher=dispatcher,
         on_report=metrics.observe_sweep if metrics else None,
     )

@@ -1,5 +1,7 @@
 """Bounded requests: a body limit enforced while the body streams in, before
-authentication and before parsing, and a bound on JSON nesting.
+authentication and before parsing, a bound on JSON nesting, and text storage can keep
+(`escrowflow.text`: no lone surrogate, NUL or control character in the query string, a
+JSON body or a form).
 
 A pure ASGI middleware, outermost in the app: a `Content-Length` over the limit is
 refused before a byte of the body is read; a body without one is read only up to the
@@ -12,6 +14,9 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from escrowflow.request_ids import CURRENT
+from escrowflow.text import refused_in_json, refused_in_query
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,6 +36,10 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        where = refused_in_query(scope.get("query_string", b"").decode("latin-1"))
+        if where is not None:
+            await _refuse_text(send, where)
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
@@ -56,6 +65,10 @@ class BodyLimit:
                 {"limit": self.max_depth},
             )
             return
+        where = _refused_in_body(scope, bytes(body)) if body else None
+        if where is not None:
+            await _refuse_text(send, where)
+            return
         given = False
 
         async def replay() -> Message:
@@ -75,6 +88,26 @@ class BodyLimit:
             f"the request body is larger than {self.max_bytes} bytes: send less",
             {"limit": self.max_bytes},
         )
+
+
+def _refused_in_body(scope: Scope, body: bytes) -> str | None:
+    content_type = next(
+        (value for name, value in scope.get("headers", ()) if name == b"content-type"), b""
+    )
+    if content_type.startswith(b"application/x-www-form-urlencoded"):
+        return refused_in_query(body.decode("utf-8", "surrogateescape"))
+    return refused_in_json(body)
+
+
+async def _refuse_text(send: Send, where: str) -> None:
+    await _reply(
+        send,
+        422,
+        "invalid_text",
+        f"{where}: remove the control character, NUL or lone surrogate (text must be "
+        "printable Unicode; tab and line breaks are fine)",
+        {"field": where},
+    )
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -111,7 +144,9 @@ def _nesting(body: bytes) -> int:
 
 async def _reply(send: Send, status: int, code: str, message: str, details: dict[str, Any]) -> None:
     """Our JSON error, as every other error of the API; the connection is then closed."""
-    body = json.dumps({"code": code, "message": message, "details": details}).encode()
+    body = json.dumps(
+        {"code": code, "message": message, "details": details, "request_id": CURRENT.get()}
+    ).encode()
     await send(
         {
             "type": "http.response.start",

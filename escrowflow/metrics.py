@@ -61,8 +61,13 @@ class _DatabaseGauges(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         now = self.engine.clock.now()
         with self.engine.db.connect() as conn:
-            pending_count, overdue_count, oldest_due = deadlines.gauges(conn, now)
+            found = deadlines.gauges(conn, now)
             counts = deliveries.counts(conn)
+        pending_count, overdue_count, oldest_due = (
+            found["pending"],
+            found["overdue"],
+            found["oldest_due"],
+        )
         yield GaugeMetricFamily(
             "escrowflow_deadlines_pending", "Deadlines waiting to fire.", value=pending_count
         )
@@ -76,6 +81,22 @@ class _DatabaseGauges(Collector):
             "escrowflow_deadline_lag_seconds",
             "How late the most overdue unfired deadline is.",
             value=lag,
+        )
+        yield GaugeMetricFamily(
+            "escrowflow_deadlines_failing",
+            "Deadlines whose firing failed and is being retried with backoff.",
+            value=found["failing"],
+        )
+        yield GaugeMetricFamily(
+            "escrowflow_deadlines_failed",
+            "DL3: deadlines failed after their attempts, waiting for an admin's retry.",
+            value=found["failed"],
+        )
+        skew = self.engine.clock_skew().total_seconds()
+        yield GaugeMetricFamily(
+            "escrowflow_clock_skew_seconds",
+            "DL2: this process's clock minus the database's (positive: ahead).",
+            value=skew,
         )
         by_status = GaugeMetricFamily(
             "escrowflow_webhook_deliveries",

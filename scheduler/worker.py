@@ -29,6 +29,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from scheduler.webhooks import Dispatcher
 from storage import deadlines, models
 from storage.db import transaction, translated_errors
+from workflows.clock import DEFAULT_MAX_CLOCK_SKEW
 from workflows.deadlines import Sweeper, SweepReport
 from workflows.engine import Engine
 
@@ -52,6 +53,19 @@ class JsonLines(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class _LongRunsAreExpected(logging.Filter):
+    """A sweep draining a backlog, or a dispatch waiting on slow receivers, outlasts the
+    interval: APScheduler then skips the next run and would warn every second about
+    something that is no fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_LongRunsAreExpected())
+logging.getLogger("apscheduler.executors.default").addFilter(_LongRunsAreExpected())
+
+
 class Worker:
     def __init__(
         self,
@@ -60,6 +74,7 @@ class Worker:
         interval: float = 1.0,
         batch_size: int = 500,
         lease: timedelta = timedelta(seconds=60),
+        max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
         worker_id: str | None = None,
         dispatcher: Callable[[str], Dispatcher] | None = None,
         on_report: Callable[[SweepReport], None] | None = None,
@@ -68,6 +83,8 @@ class Worker:
         webhooks sent from here); `on_report` sees every batch (the metrics)."""
         self.engine = engine
         self.interval = interval
+        self.max_clock_skew = max_clock_skew
+        self.clock_skew: timedelta | None = None
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.sweeper = Sweeper(engine, self.id, batch_size, lease, on_batch=self._log_batch)
         self.totals = SweepReport()
@@ -190,6 +207,7 @@ class Worker:
                     "gone": report.gone,
                     "failed": report.failed,
                     "isolated": report.isolated,
+                    "waiting_on_lock": report.blocked,
                     "ms": round(report.seconds * 1000, 1),
                 }
             },
@@ -202,13 +220,38 @@ class Worker:
 
     # -- heartbeat ----------------------------------------------------------------
 
+    def _measure_skew(self) -> float | None:
+        """This host's clock against the deployment's (DL2), at start and every heartbeat;
+        beyond `max_clock_skew` an error line (it decides nothing: the deployment's
+        clock does)."""
+        try:
+            self.clock_skew = self.engine.clock_skew()
+        except Exception:
+            log.exception("clock skew not measured", extra={"fields": {"event": "skew_error"}})
+            return None
+        seconds = self.clock_skew.total_seconds()
+        if abs(self.clock_skew) > self.max_clock_skew:
+            log.error(
+                "this host's clock is off the database's: fix its time (NTP)",
+                extra={
+                    "fields": {
+                        "event": "clock_skew",
+                        "worker": self.id,
+                        "skew_s": round(seconds, 3),
+                        "max_s": self.max_clock_skew.total_seconds(),
+                    }
+                },
+            )
+        return seconds
+
     def _heartbeat(
         self, *, started: bool = False, stopped: bool = False, report: SweepReport | None = None
     ) -> None:
-        now = self.engine.clock.now()
         self._last_heartbeat = time.monotonic()
         table = models.WORKERS
         try:
+            skew = self._measure_skew()
+            now = self.engine.clock.now()
             with transaction(self.engine.db) as conn:
                 if started:
                     conn.execute(
@@ -222,10 +265,11 @@ class Worker:
                             fired=0,
                             stale=0,
                             failed=0,
+                            clock_skew_seconds=skew,
                         )
                     )
                     return
-                values: dict[str, Any] = {"last_seen_at": now}
+                values: dict[str, Any] = {"last_seen_at": now, "clock_skew_seconds": skew}
                 if report is not None:
                     values.update(
                         last_sweep_at=now,
@@ -242,8 +286,11 @@ class Worker:
 
 
 def worker_status(engine: Engine) -> dict[str, Any]:
-    """Workers alive, their last sweeps, pending and overdue deadlines, failing ones."""
+    """Workers alive, their last sweeps and clock skews, pending and overdue deadlines,
+    failing, failed and lock-blocked ones. Alive is judged on the deployment's clock
+    (DL2), which stamped the heartbeats, never on the observer's own."""
     now = engine.clock.now()
+    skew = engine.clock_skew().total_seconds()
     with translated_errors(), engine.db.connect() as conn:
         workers = (
             conn.execute(sa.select(models.WORKERS).order_by(models.WORKERS.c.started_at))
@@ -257,6 +304,7 @@ def worker_status(engine: Engine) -> dict[str, Any]:
         alive.append({**w, "alive": w["stopped_at"] is None and now - w["last_seen_at"] <= grace})
     return {
         "now": now,
+        "clock_skew_seconds": skew,
         "workers": alive,
         **backlog,
     }

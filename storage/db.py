@@ -11,6 +11,7 @@ PostgreSQL runs at READ COMMITTED; the engine above serialises work on a contrac
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import threading
 import time
@@ -25,13 +26,40 @@ from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
-from storage.errors import ConflictError, StorageError, ValidationError
+from storage.errors import (
+    ConcurrentChange,
+    ConflictError,
+    StorageBusy,
+    StorageError,
+    ValidationError,
+)
 
 _SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+
 # SQLite has one writer at a time. Threads of one process wait for it here, in turn,
 # rather than in SQLite's busy handler, which sleeps and polls (1, 2, 5 ... 100 ms).
-_WRITERS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
-_NO_LOCK = contextlib.nullcontext()
+class _WriterTurn:
+    """A process's writers take turns here, each waiting at most `timeout` seconds."""
+
+    def __init__(self, timeout: float) -> None:
+        self._lock = threading.RLock()
+        self._timeout = timeout
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=self._timeout):
+            raise StorageBusy(
+                "the database is busy with other writes: try again in a moment",
+                code="database_busy",
+                details={"retry_after_seconds": 1},
+            )
+
+    def __exit__(self, *_exc: object) -> None:
+        self._lock.release()
+
+
+_WRITERS: weakref.WeakKeyDictionary[Engine, _WriterTurn] = weakref.WeakKeyDictionary()
+_NO_LOCK: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
 _WRITES = "escrowflow_writes"
 
 
@@ -45,15 +73,35 @@ class DatabaseSettings(Protocol):
     def sqlite_synchronous(self) -> str: ...
 
 
-def make_engine(settings: DatabaseSettings, **engine_kwargs: Any) -> Engine:
-    """Build the engine for `settings.database_url` (SQLite file or PostgreSQL)."""
+DEFAULT_LOCK_TIMEOUT_SECONDS = 5.0
+"""How long a statement waits for a lock another transaction holds (a contract row on
+PostgreSQL, the write lock on SQLite) before it gives up with `StorageBusy`."""
+DEFAULT_POOL_TIMEOUT_SECONDS = 10.0
+"""How long a request waits for a pooled connection (longer than a lock wait, so a
+connection held by a request waiting on a lock comes free within it)."""
+
+
+def make_engine(
+    settings: DatabaseSettings,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
+    **engine_kwargs: Any,
+) -> Engine:
+    """Build the engine for `settings.database_url` (SQLite file or PostgreSQL).
+
+    Every wait is bounded: a lock held elsewhere for longer than `lock_timeout` seconds,
+    or no free pooled connection within the pool timeout, is `StorageBusy`."""
     url = sa.make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
-        return _make_sqlite_engine(url, settings.sqlite_synchronous, **engine_kwargs)
+        return _make_sqlite_engine(url, settings.sqlite_synchronous, lock_timeout, **engine_kwargs)
     if url.get_backend_name() == "postgresql":
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
-        return _pipelines(_ping_when_idle(sa.create_engine(url, **engine_kwargs)))
+        engine_kwargs.setdefault("pool_timeout", DEFAULT_POOL_TIMEOUT_SECONDS)
+        options = f"-c lock_timeout={int(lock_timeout * 1000)}"
+        connect_args = {"options": options, **engine_kwargs.pop("connect_args", {})}
+        engine = sa.create_engine(url, connect_args=connect_args, **engine_kwargs)
+        return _pipelines(_ping_when_idle(engine))
     raise ValidationError(
         f"unsupported database URL {settings.database_url!r}: "
         "use sqlite:///path/to/file.db or postgresql://user@host/dbname",
@@ -105,7 +153,9 @@ def _pipelines(engine: Engine) -> Engine:
     return engine
 
 
-def _make_sqlite_engine(url: sa.URL, synchronous: str, **engine_kwargs: Any) -> Engine:
+def _make_sqlite_engine(
+    url: sa.URL, synchronous: str, lock_timeout: float, **engine_kwargs: Any
+) -> Engine:
     synchronous = synchronous.upper()
     if synchronous not in _SYNCHRONOUS:
         raise ValidationError(
@@ -120,7 +170,7 @@ def _make_sqlite_engine(url: sa.URL, synchronous: str, **engine_kwargs: Any) -> 
             code="unsupported_database",
         )
     engine = sa.create_engine(
-        url, connect_args={"timeout": 30, "check_same_thread": False}, **engine_kwargs
+        url, connect_args={"timeout": lock_timeout, "check_same_thread": False}, **engine_kwargs
     )
 
     @event.listens_for(engine, "connect")
@@ -131,10 +181,10 @@ def _make_sqlite_engine(url: sa.URL, synchronous: str, **engine_kwargs: Any) -> 
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
         cursor.close()
 
-    _WRITERS[engine] = threading.RLock()
+    _WRITERS[engine] = _WriterTurn(lock_timeout)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -151,6 +201,26 @@ def is_postgresql(engine: Engine | Connection) -> bool:
 
 
 _CONSTRAINT = re.compile(r"(ck_[a-z_]+|uq_[a-z_]+)")
+_log = logging.getLogger("escrowflow.storage")
+# SQLSTATEs that mean "wait and try again": lock_not_available (a lock_timeout ran out),
+# serialization_failure, deadlock_detected.
+_BUSY_STATES = {"55P03", "40001", "40P01"}
+
+
+def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)
+
+
+def _unavailable(exc: BaseException, code: str = "database_unavailable") -> StorageError:
+    """The driver's words go to the log, never to a client (they may name the host)."""
+    _log.warning(
+        "database error",
+        extra={"fields": {"event": "storage_error", "code": code, "error": repr(exc)[:500]}},
+    )
+    return StorageError(
+        "the database could not do this now: try again later (the server's log has the detail)",
+        code=code,
+    )
 
 
 @contextmanager
@@ -162,9 +232,8 @@ def translated_errors() -> Iterator[None]:
         found = _CONSTRAINT.search(str(exc.orig))
         name = found.group(1) if found else "integrity"
         if name.startswith("uq_") or "UNIQUE" in str(exc.orig).upper():
-            raise ConflictError(
+            raise ConcurrentChange(
                 f"a concurrent change broke the uniqueness rule {name}: re-read and try again",
-                code="concurrent_change",
                 details={"constraint": name},
             ) from exc
         raise ConflictError(
@@ -173,11 +242,26 @@ def translated_errors() -> Iterator[None]:
             details={"constraint": name},
         ) from exc
     except sa.exc.DataError as exc:
+        _log.warning(
+            "value refused", extra={"fields": {"event": "data_error", "error": repr(exc)[:500]}}
+        )
         raise ValidationError(
-            f"a value is out of range for the database: {exc.orig}", code="value_out_of_range"
+            "a value is out of range for the database", code="value_out_of_range"
+        ) from exc
+    except sa.exc.TimeoutError as exc:  # the pool: every connection in use
+        raise StorageBusy(
+            "every database connection is in use: try again in a moment",
+            details={"retry_after_seconds": 1},
         ) from exc
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
         text = str(exc.orig).lower()
+        if _sqlstate(exc) in _BUSY_STATES or "database is locked" in text:
+            raise StorageBusy(
+                "another change holds this contract (or the database) right now: try again "
+                "in a moment",
+                code="database_busy",
+                details={"retry_after_seconds": 1},
+            ) from exc
         if "no such table" in text or ("relation" in text and "does not exist" in text):
             raise StorageError(
                 "the database has no escrowflow schema yet: run `escrowflow migrate`",
@@ -189,14 +273,14 @@ def translated_errors() -> Iterator[None]:
                 "is writable, or set ESCROWFLOW_DATABASE_URL",
                 code="database_unreachable",
             ) from exc
-        if "locked" in text or "deadlock" in text or "could not serialize" in text:
-            raise ConflictError(
+        if "deadlock" in text or "could not serialize" in text:
+            raise StorageBusy(
                 "the database was busy with a concurrent change: try again",
                 code="database_busy",
             ) from exc
-        raise StorageError(f"database error: {exc.orig}") from exc
+        raise _unavailable(exc) from exc
     except sa.exc.DBAPIError as exc:
-        raise StorageError(f"database error: {exc.orig}") from exc
+        raise _unavailable(exc) from exc
 
 
 def unclaimed(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:

@@ -8,6 +8,7 @@ this table. Hot-path statements are built once and run through `storage.writes`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -135,6 +136,7 @@ def _due(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(
         c.status == "pending",
         c.paused.is_(False),
+        c.failed_at.is_(None),  # DL3: until an admin retries it
         c.due_at <= now,
         sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
         unclaimed(_d, now),
@@ -144,7 +146,8 @@ def _due(now: datetime) -> sa.ColumnElement[bool]:
 def claim_due(
     conn: Connection, owner: str, now: datetime, until: datetime, limit: int
 ) -> list[Any]:
-    """Lease up to `limit` due deadlines to `owner`, oldest first."""
+    """Lease up to `limit` due deadlines to `owner`, oldest first. `now` and `until` are
+    the deployment's clock (DL2: the database server's), never a worker's own."""
     c = _d.c
     query = (
         sa.select(c.id, c.contract_id, c.due_at, c.entity, c.entity_id, c.event)
@@ -155,20 +158,49 @@ def claim_due(
     return claim(conn, query, _d, owner, until)
 
 
-def record_failure(w: Writes, deadline_id: int, message: str, now: datetime, retry_at: Any) -> None:
-    """A firing raised: count the attempt, keep the error, retry at `retry_at(attempts)`."""
+def record_failure(
+    w: Writes,
+    deadline_id: int,
+    message: str,
+    now: datetime,
+    retry_at: Callable[[int], datetime],
+    gives_up: Callable[[int], bool],
+) -> bool:
+    """A firing raised: count the attempt, keep the error, retry at `retry_at(attempts)`,
+    or, if `gives_up(attempts)`, mark it failed (DL3). Whether it failed for good."""
     attempts = int(w.scalar(sa.select(_d.c.attempts).where(_d.c.id == deadline_id))) + 1
+    failed = gives_up(attempts)
     w.update(
         _d,
         deadline_id,
         {
             "attempts": attempts,
             "last_error": message[:2000],
-            "next_attempt_at": retry_at(attempts),
+            "next_attempt_at": None if failed else retry_at(attempts),
+            "failed_at": now if failed else None,
             "claimed_by": None,
             "claim_expires_at": None,
         },
     )
+    return failed
+
+
+_BLOCK = (
+    _d.update()
+    .where(_d.c.id == sa.bindparam("d_id"))
+    .values(
+        blocked_since=sa.func.coalesce(_d.c.blocked_since, sa.bindparam("d_now")),
+        next_attempt_at=sa.bindparam("d_retry"),
+        claimed_by=None,
+        claim_expires_at=None,
+    )
+)
+
+
+def record_blocked(w: Writes, deadline_id: int, now: datetime, retry_at: datetime) -> None:
+    """Its contract is locked by another connection: the sweep went on without it; it is
+    claimable again from `retry_at` (no attempt counted: nothing failed)."""
+    w.execute(_BLOCK, {"d_id": deadline_id, "d_now": now, "d_retry": retry_at})
 
 
 def next_due(conn: Connection) -> datetime | None:
@@ -283,26 +315,51 @@ def status(conn: Connection, now: datetime) -> dict[str, Any]:
     """What `escrowflow status` shows: pending, overdue, and the failing ones."""
     c = _d.c
     count = sa.select(sa.func.count())
+    columns = (c.id, c.entity, c.entity_id, c.event, c.attempts, c.last_error, c.next_attempt_at)
     failing = conn.execute(
-        sa.select(c.id, c.entity, c.entity_id, c.event, c.attempts, c.last_error, c.next_attempt_at)
-        .where(c.status == "pending", c.attempts > 0)
+        sa.select(*columns)
+        .where(c.status == "pending", c.attempts > 0, c.failed_at.is_(None))
+        .order_by(c.id)
+    ).mappings()
+    failed = conn.execute(
+        sa.select(*columns, c.failed_at)
+        .where(c.status == "pending", c.failed_at.is_not(None))
+        .order_by(c.id)
+    ).mappings()
+    blocked = conn.execute(
+        sa.select(c.id, c.contract_id, c.entity, c.entity_id, c.event, c.blocked_since)
+        .where(c.status == "pending", c.blocked_since.is_not(None), c.due_at <= now)
         .order_by(c.id)
     ).mappings()
     return {
         "failing": [dict(row) for row in failing],
+        "failed": [dict(row) for row in failed],
+        "waiting_on_lock": [dict(row) for row in blocked],
         "pending": conn.execute(count.where(c.status == "pending")).scalar_one(),
         "overdue": conn.execute(count.where(c.status == "pending", c.due_at <= now)).scalar_one(),
     }
 
 
-def gauges(conn: Connection, now: datetime) -> tuple[int, int, datetime | None]:
-    """For the metrics: pending, overdue (live), and the oldest overdue due time."""
+def gauges(conn: Connection, now: datetime) -> dict[str, Any]:
+    """For the metrics: pending, overdue (live), the oldest overdue due time, and how
+    many are failing (retrying) and failed (DL3)."""
     c = _d.c
-    live = sa.and_(c.status == "pending", c.paused.is_(False))
-    pending_count = conn.execute(sa.select(sa.func.count()).where(c.status == "pending"))
-    overdue = conn.execute(sa.select(sa.func.count()).where(live, c.due_at <= now))
-    oldest = conn.execute(sa.select(sa.func.min(c.due_at)).where(live, c.due_at <= now))
-    return pending_count.scalar_one(), overdue.scalar_one(), oldest.scalar()
+    pending = c.status == "pending"
+    live = sa.and_(pending, c.paused.is_(False), c.failed_at.is_(None))
+    count = sa.func.count()
+    return {
+        "pending": conn.execute(sa.select(count).where(pending)).scalar_one(),
+        "overdue": conn.execute(sa.select(count).where(live, c.due_at <= now)).scalar_one(),
+        "oldest_due": conn.execute(
+            sa.select(sa.func.min(c.due_at)).where(live, c.due_at <= now)
+        ).scalar(),
+        "failing": conn.execute(
+            sa.select(count).where(pending, c.attempts > 0, c.failed_at.is_(None))
+        ).scalar_one(),
+        "failed": conn.execute(
+            sa.select(count).where(pending, c.failed_at.is_not(None))
+        ).scalar_one(),
+    }
 
 
 def ids_of_contract(conn: Connection, contract_id: int) -> list[int]:
@@ -319,7 +376,9 @@ def board(conn: Connection, now: datetime, limit: int = 200) -> dict[str, list[d
         name: [dict(row) for row in conn.execute(pending.where(condition)).mappings()]
         for name, condition in (
             ("overdue", sa.and_(c.due_at <= now, c.paused.is_(False))),
-            ("failing", c.attempts > 0),
+            ("failing", sa.and_(c.attempts > 0, c.failed_at.is_(None))),
+            ("failed", c.failed_at.is_not(None)),  # DL3
+            ("waiting_on_lock", sa.and_(c.blocked_since.is_not(None), c.due_at <= now)),
             ("paused", c.paused.is_(True)),
         )
     }

@@ -192,9 +192,12 @@ def ids_of_contract(conn: Connection, contract_id: int) -> dict[str, list[int]]:
 
 
 def lock_many(conn: Connection, contract_ids: list[int]) -> list[dict[str, Any]]:
-    """Lock contracts in id order (no lock cycle with another worker) and read them."""
+    """Lock contracts in id order (no lock cycle with another worker) and read them.
+
+    A contract another connection holds is skipped, not waited for (`SKIP LOCKED`): no
+    row held elsewhere can stop a sweep; the caller sees which ones it did not get."""
     query = sa.select(_contracts).where(id_in(conn, _contracts.c.id, contract_ids))
-    locked = query.order_by(_contracts.c.id).with_for_update()
+    locked = query.order_by(_contracts.c.id).with_for_update(skip_locked=True)
     return [dict(row) for row in conn.execute(locked).mappings()]
 
 

@@ -20,6 +20,9 @@ class EscrowflowError(Exception):
     """Something went wrong in escrowflow."""
 
     code: ClassVar[str] = "error"
+    # Trying the same thing again later may succeed (DL3: a deadline failing so is
+    # retried for ever; any other failure gives up after a bounded number of attempts).
+    retryable: ClassVar[bool] = False
 
     def __init_subclass__(cls, code: str | None = None, **kwargs: Any) -> None:
         """Each class names its stable code where it is declared: ``class X(Y, code=...)``."""
@@ -76,6 +79,12 @@ class VersionConflict(ConflictError, code="version_conflict"):
     """The entity has changed since the version you expected: re-read it and try again."""
 
 
+class ConcurrentChange(ConflictError, code="concurrent_change"):
+    """A concurrent change got there first: re-read and try again."""
+
+    retryable = True
+
+
 class IdempotencyConflict(ConflictError, code="idempotency_key_reused"):
     """This Idempotency-Key was already used for a different request: use a new key."""
 
@@ -86,3 +95,10 @@ class ToolMissing(EscrowflowError, code="tool_missing"):
 
 class StorageError(EscrowflowError, code="storage_error"):
     """The database failed: check that it is reachable and migrated (escrowflow migrate)."""
+
+    retryable = True
+
+
+class StorageBusy(StorageError, code="storage_busy"):
+    """The database is busy (a row lock held elsewhere, or every connection in use): try
+    again in a moment."""

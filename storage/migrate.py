@@ -37,6 +37,17 @@ def current(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def probe_write(engine: Engine) -> None:
+    """Write the schema's revision row onto itself and commit: fails as a real write
+    would (a full disk, a read-only file, a standby), changes nothing."""
+    import sqlalchemy as sa
+
+    from storage.db import transaction
+
+    with transaction(engine) as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
+
+
 def head() -> str | None:
     """The newest revision the migrations know."""
     from alembic.script import ScriptDirectory

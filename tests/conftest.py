@@ -91,7 +91,10 @@ def db(backend: str, tmp_path: object, request: pytest.FixtureRequest) -> Iterat
         metadata.create_all(engine)
     else:
         url = request.getfixturevalue("pg_schema_url")
-        engine = make_engine(database_settings(url), pool_size=10, max_overflow=20)
+        # A short lock bound: the tests of held rows wait it out (2 s) several times.
+        engine = make_engine(
+            database_settings(url), lock_timeout=2.0, pool_size=10, max_overflow=20
+        )
         _truncate_all(engine)
     yield engine
     with contextlib.suppress(sa.exc.SQLAlchemyError):  # a test may leave it unusable

@@ -16,14 +16,17 @@ from workflows.machines import MACHINES, timer_of
 from workflows.step import Step
 from workflows.unit_of_work import UnitOfWork
 
-ACTIONS = {"pause": "paused", "resume": "resumed", "extend": "extended"}
+ACTIONS = {"pause": "paused", "resume": "resumed", "extend": "extended", "retry": "retried"}
+MAX_EXTENSION = timedelta(days=366)
+"""The longest one extension may add: a year and a day is a typo beyond that."""
 
 
 def check_request(action: str, reason: str, extend_by: timedelta | None) -> None:
     """Refuse a request that could not apply, before any lock is taken."""
     if action not in ACTIONS:
         raise ValidationError(
-            f"unknown deadline action {action!r}: pause, resume or extend", code="unknown_event"
+            f"unknown deadline action {action!r}: pause, resume, extend or retry",
+            code="unknown_event",
         )
     if not reason or not reason.strip():
         raise ValidationError(
@@ -35,6 +38,12 @@ def check_request(action: str, reason: str, extend_by: timedelta | None) -> None
         raise ValidationError(
             "extend needs a positive duration, e.g. --by P2D", code="invalid_duration"
         )
+    if action == "extend" and extend_by is not None and extend_by > MAX_EXTENSION:
+        raise ValidationError(
+            f"an extension is at most {MAX_EXTENSION.days} days: extend again later if needed",
+            code="extension_too_long",
+            details={"field": "by", "max_days": MAX_EXTENSION.days},
+        )
 
 
 def adjust(
@@ -43,11 +52,12 @@ def adjust(
     """Apply the action to a deadline whose contract `unit` has locked."""
     row = deadlines.load(unit.writes, deadline_id)
     assert row is not None  # its contract was locked through it
-    status = "paused" if row["paused"] else "pending"
+    status = "paused" if row["paused"] else "failed" if row["failed_at"] else "pending"
     refused = (
         row["status"] != "pending"
         or (action == "pause" and row["paused"])
         or (action == "resume" and not row["paused"])
+        or (action == "retry" and row["failed_at"] is None)  # DL3: only a failed one
     )
     if refused:
         shown = row["status"] if row["status"] != "pending" else status
@@ -65,13 +75,16 @@ def adjust(
     if action == "extend":
         assert extend_by is not None
         changes["due_at"] = row["due_at"] + extend_by
+    elif action == "retry":  # DL3: mended, so it fires on the next sweep, afresh
+        changes.update(failed_at=None, attempts=0, next_attempt_at=None)
     else:
         changes["paused"] = action == "pause"
     deadlines.adjust(unit.writes, deadline_id, changes)
     _move_reminders(unit, {**row, **changes})
     version = 1 + history.count_of(unit.writes, "deadline", deadline_id)
     record = Row("deadline", DEADLINES, {**row, **changes})
-    new_status = "paused" if changes.get("paused", row["paused"]) else "pending"
+    after = {**row, **changes}
+    new_status = "paused" if after["paused"] else "failed" if after["failed_at"] else "pending"
     due_at = changes.get("due_at", row["due_at"])
     payload = {
         "reason": reason.strip(),
@@ -80,6 +93,8 @@ def adjust(
         "entity_id": row["entity_id"],
         "due_at": str(due_at),
     }
+    if action == "retry":
+        payload["last_error"] = row["last_error"]
     step = Step(unit, "deadline", record, action, payload, status, new_status, version, 0)
     step.history_id = unit.recorder.history(step, unit.contract, None)
     unit.recorder.publish(step, unit.contract)

@@ -24,13 +24,13 @@ from sqlalchemy.engine import Connection
 
 from storage import deadlines, entities, history
 from storage.db import transaction, translated_errors
-from storage.errors import EscrowflowError
+from storage.errors import EscrowflowError, StorageBusy
 from storage.writes import Batch, Writes
 from workflows import reminders
 from workflows.actors import SYSTEM
 from workflows.engine import Engine
 from workflows.machines import MACHINES, timer_of
-from workflows.retry import DEADLINE_RETRY
+from workflows.retry import LOCK_RETRY
 
 
 @dataclass
@@ -45,13 +45,15 @@ class SweepReport:
     stale: int = 0
     gone: int = 0
     failed: int = 0
+    # Left for a later sweep: their contract was locked by another connection.
+    blocked: int = 0
     # A batch fired a second time one deadline at a time, because the first try raised.
     isolated: bool = False
     # Fired deadlines by (entity, event), for the metrics.
     fired_events: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, other: SweepReport) -> None:
-        for name in ("batches", "claimed", "fired", "stale", "gone", "failed"):
+        for name in ("batches", "claimed", "fired", "stale", "gone", "failed", "blocked"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.extend(other.errors)
         self.fired_events.update(other.fired_events)
@@ -107,37 +109,75 @@ class Sweeper:
         report = SweepReport(batches=1, claimed=len(ordered))
         batch = Batch()
         with transaction(self.engine.db) as conn:
+            writes = Writes(self.engine.fast, conn, batch)
             if conn.dialect.name == "postgresql":  # SQLite reads each in one statement
                 batch.prefetched = _prefetch(conn, ordered)
+                ordered = self._without_held(writes, ordered, batch.prefetched, now, report)
                 # History rows go with the batch under ids taken now (after the locks,
                 # so a contract's rows keep their order): no round trip per deadline.
                 batch.ids["history"] = history.take_ids(conn, 2 * len(ordered))
             for row in ordered:
                 report.count(fire_one(self.engine, conn, row.id, now, batch), row)
-            Writes(self.engine.fast, conn, batch).write_batch()
+            writes.write_batch()
         return report
 
     def _fire_apart(self, ordered: Sequence[Any], now: datetime) -> SweepReport:
         report = SweepReport(batches=1, claimed=len(ordered), isolated=True)
         failures: list[tuple[int, str]] = []
         engine = self.engine
+        retry = engine.deadline_retry
         with transaction(engine.db) as conn:
             writes = Writes(engine.fast, conn)
+            if conn.dialect.name == "postgresql":
+                locked = {("contract", r["id"]): r for r in _lock_contracts(conn, ordered)}
+                ordered = self._without_held(writes, ordered, locked, now, report)
             for row in ordered:
                 try:
                     with translated_errors(), writes.savepoint():
                         outcome = fire_one(engine, conn, row.id, now)
                 except Exception as exc:  # one deadline's failure stays its own
+                    if isinstance(exc, StorageBusy):  # a lock held elsewhere: not a failure
+                        deadlines.record_blocked(writes, row.id, now, now + LOCK_RETRY)
+                        report.blocked += 1
+                        continue
                     message = exc.message if isinstance(exc, EscrowflowError) else repr(exc)
-                    failures.append((row.id, message))
-                    deadlines.record_failure(
-                        writes, row.id, message, now, lambda n: now + DEADLINE_RETRY.wait(n)
+                    # DL3: storage or lock trouble is retried for ever; anything else
+                    # gives up after the set attempts and the deadline is failed.
+                    mendable = isinstance(exc, EscrowflowError) and exc.retryable
+                    given_up = deadlines.record_failure(
+                        writes,
+                        row.id,
+                        message,
+                        now,
+                        lambda n: now + retry.wait(n),
+                        (lambda n: False) if mendable else retry.gives_up,
                     )
+                    failures.append((row.id, ("failed for good: " if given_up else "") + message))
                     continue
                 report.count(outcome, row)
         report.failed = len(failures)
         report.errors = [f"deadline {i}: {m}" for i, m in failures]
         return report
+
+    @staticmethod
+    def _without_held(
+        writes: Writes,
+        ordered: Sequence[Any],
+        locked: dict[tuple[str, int], Any],
+        now: datetime,
+        report: SweepReport,
+    ) -> list[Any]:
+        """The deadlines whose contract this sweep holds; the others' contracts are
+        locked by another connection: no waiting for them (nothing else stops because
+        one row is held), they are tried again from `LOCK_RETRY` on."""
+        kept = []
+        for row in ordered:
+            if ("contract", row.contract_id) in locked:
+                kept.append(row)
+            else:
+                deadlines.record_blocked(writes, row.id, now, now + LOCK_RETRY)
+                report.blocked += 1
+        return kept
 
     def sweep(
         self, now: datetime | None = None, should_stop: Callable[[], bool] = lambda: False
@@ -160,11 +200,17 @@ class Sweeper:
             return deadlines.next_due(conn)
 
 
+def _lock_contracts(conn: Connection, ordered: Sequence[Any]) -> list[dict[str, Any]]:
+    """The batch's contracts, locked in id order, but those another connection holds."""
+    return entities.lock_many(conn, sorted({r.contract_id for r in ordered}))
+
+
 def _prefetch(conn: Connection, ordered: Sequence[Any]) -> dict[tuple[str, int], Any]:
-    """Lock the batch's contracts (in id order) and read its deadlines and their
-    entities, a few statements for the whole batch instead of three per deadline."""
+    """Lock the batch's contracts (in id order, skipping those held elsewhere) and read
+    its deadlines and their entities, a few statements for the whole batch instead of
+    three per deadline."""
     found: dict[tuple[str, int], Any] = {}
-    for row in entities.lock_many(conn, sorted({r.contract_id for r in ordered})):
+    for row in _lock_contracts(conn, ordered):
         found[("contract", row["id"])] = row
     for row in deadlines.read_many(conn, [r.id for r in ordered]):
         found[("deadline", row["id"])] = row

@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from escrowflow import tokens
+from escrowflow import request_ids, tokens
 from escrowflow.api import docs, lists, ops, reads, webhooks, writes
 from escrowflow.console import routes as console
 from escrowflow.daemon import build_worker
@@ -32,12 +32,24 @@ from escrowflow.error_codes import http_status
 from escrowflow.limits import BodyLimit
 from escrowflow.metrics import Metrics
 from escrowflow.settings import Settings
+from escrowflow.text import encodable
 from storage.errors import (
     EscrowflowError,
     StorageError,
 )
 from storage.migrate import head
 from workflows.engine import Engine
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON, even for text stored before the boundary refused lone surrogates (they are
+    sent as U+FFFD): no stored row can make a page answer 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return super().render(encodable(content))
 
 
 def create_app(
@@ -66,6 +78,7 @@ def create_app(
         summary="Escrow lifecycles of fixed-price contracts, applied exactly once.",
         description=__doc__,
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
         docs_url=None,  # served from this process, without a CDN: escrowflow/api/docs.py
         redoc_url=None,
     )
@@ -93,7 +106,12 @@ _log = logging.getLogger("escrowflow.api")
 
 
 def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Any:
-    body = {"code": code, "message": message, "details": details or {}}
+    body = {
+        "code": code,
+        "message": message,
+        "details": details or {},
+        "request_id": request_ids.CURRENT.get(),
+    }
     return JSONResponse(body, status_code=status)
 
 
@@ -102,6 +120,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: EscrowflowError) -> Any:
         headers = {"Retry-After": "1"} if isinstance(exc, StorageError) else None
         status = http_status(exc)
+        if status >= 500:
+            _log.warning(
+                "request failed",
+                extra={"fields": {"event": "request_failed", "code": exc.code, "status": status}},
+            )
         response = _error(status, exc.code, exc.message, exc.details)
         if headers:
             response.headers.update(headers)
@@ -142,7 +165,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 class _Timing:
-    """Pure ASGI middleware: request durations by route template and status."""
+    """Pure ASGI middleware, outermost: the request's id (`escrowflow.request_ids`), and
+    request durations by route template and status."""
 
     def __init__(self, app: Any, metrics: Metrics) -> None:
         self.app = app
@@ -159,16 +183,25 @@ class _Timing:
             return
         started = time.perf_counter()
         status = 500
+        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
+        request_id = request_ids.accept(given.decode("latin-1") if given else None)
+        token = request_ids.CURRENT.set(request_id)
 
         async def sending(message: Any) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
             await self.app(scope, receive, sending)
         finally:
+            request_ids.CURRENT.reset(token)
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.request_seconds.labels(scope["method"], route, str(status)).observe(
                 time.perf_counter() - started

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -13,9 +15,21 @@ from escrowflow import schemas
 from escrowflow.api.deps import (
     EngineDep,
 )
-from storage.migrate import current
+from storage.migrate import current, probe_write
+from workflows.engine import Engine
 
 _log = logging.getLogger("escrowflow.api")
+
+
+READY_WITHIN_SECONDS = 1.0
+"""/readyz answers within this, whatever the database does."""
+
+
+def _probe(engine: Engine, head: str | None) -> tuple[str | None, timedelta]:
+    revision = current(engine.db)
+    if revision == head:
+        probe_write(engine.db)
+    return revision, engine.clock_skew()
 
 
 def router() -> APIRouter:
@@ -31,22 +45,39 @@ def router() -> APIRouter:
         responses={503: {"model": schemas.Health}},
     )
     async def readyz(request: Request, engine: EngineDep) -> Any:
+        """Ready: the database answers within a second, is migrated, takes a write (a
+        full disk or a read-only file is not ready), and this host's clock is within
+        ESCROWFLOW_MAX_CLOCK_SKEW of the database's (DL2)."""
+        max_skew = request.app.state.settings.max_clock_skew
         try:
-            revision = await offload(current, engine.db)
+            revision, skew = await asyncio.wait_for(
+                offload(_probe, engine, request.app.state.head), READY_WITHIN_SECONDS
+            )
         except Exception as exc:  # any failure to reach the database means not ready
             # The driver's words go to the log, never to an unauthenticated caller.
             _log.warning(
                 "readiness check failed",
                 extra={"fields": {"event": "not_ready", "error": f"{type(exc).__name__}: {exc}"}},
             )
-            detail = "the database cannot be reached or read: see the server's log"
+            detail = (
+                "the database cannot be reached, read or written within "
+                f"{READY_WITHIN_SECONDS:g} s: see the server's log"
+            )
             return JSONResponse({"status": "database_unavailable", "detail": detail}, 503)
         if revision != request.app.state.head:
             detail = (
                 f"schema at {revision}, expected {request.app.state.head}: run escrowflow migrate"
             )
             return JSONResponse({"status": "not_migrated", "detail": detail}, 503)
-        return schemas.Health(status="ready")
+        body = {"status": "ready", "clock_skew_seconds": round(skew.total_seconds(), 3)}
+        if abs(skew) > max_skew:
+            body["status"] = "clock_skew"
+            body["detail"] = (
+                f"this host's clock is {skew.total_seconds():+.1f} s off the database's "
+                f"(at most {max_skew.total_seconds():g} s): fix its time (NTP)"
+            )
+            return JSONResponse(body, 503)
+        return JSONResponse(body)
 
     @router.get(
         "/metrics",

@@ -44,10 +44,12 @@ def worker(
 
 
 def _json_handler() -> logging.Handler:
+    from escrowflow.request_ids import InLogs
     from scheduler.worker import JsonLines
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
+    handler.addFilter(InLogs())  # each line written while serving a request names it
     return handler
 
 
@@ -62,13 +64,35 @@ def status(as_json: AsJson = False) -> None:
     emit(report, as_json, _describe_status)
 
 
+def _skew(seconds: float | None) -> str:
+    return "clock skew unknown" if seconds is None else f"clock skew {seconds:+.3f} s"
+
+
 def _describe_status(report: dict[str, Any]) -> str:
-    lines = [f"deadlines: {report['pending']} pending, {report['overdue']} overdue"]
+    lines = [
+        f"now (the database's clock): {report['now'].isoformat()}; this host's "
+        f"{_skew(report['clock_skew_seconds'])}",
+        f"deadlines: {report['pending']} pending, {report['overdue']} overdue, "
+        f"{len(report['failed'])} failed, {len(report['waiting_on_lock'])} waiting on a lock",
+    ]
     for w in report["workers"]:
         state = "alive" if w["alive"] else ("stopped" if w["stopped_at"] else "silent")
         lines.append(
-            f"worker {w['id']}: {state}, last sweep {w['last_sweep_at'] or 'never'}, "
-            f"fired {w['fired']}, stale {w['stale']}, failed {w['failed']}"
+            f"worker {w['id']}: {state}, last seen {w['last_seen_at']}, last sweep "
+            f"{w['last_sweep_at'] or 'never'}, fired {w['fired']}, stale {w['stale']}, "
+            f"failed {w['failed']}, {_skew(w['clock_skew_seconds'])}"
+        )
+    for b in report["waiting_on_lock"]:
+        lines.append(
+            f"waiting on a lock: deadline {b['id']} ({b['entity']} {b['entity_id']} "
+            f"{b['event']}): contract {b['contract_id']} held by another connection since "
+            f"{b['blocked_since']}"
+        )
+    for f in report["failed"]:
+        lines.append(
+            f"failed: deadline {f['id']} ({f['entity']} {f['entity_id']} {f['event']}) after "
+            f"{f['attempts']} attempts: {f['last_error']} (mend it, then `escrowflow "
+            f"deadlines retry {f['id']}`)"
         )
     for f in report["failing"]:
         lines.append(
@@ -80,7 +104,7 @@ def _describe_status(report: dict[str, Any]) -> str:
 
 
 deadlines_app = typer.Typer(
-    help="Deadlines are data: list, pause, resume, extend.", no_args_is_help=True
+    help="Deadlines are data: list, pause, resume, extend, retry.", no_args_is_help=True
 )
 app.add_typer(deadlines_app, name="deadlines")
 
@@ -100,6 +124,7 @@ def deadlines_list(
         lambda r: (
             f"{r['due_at']}  deadline {r['id']}: {r['event']} {r['entity']} {r['entity_id']} "
             f"(contract {r['contract_id']}){' [paused]' if r['paused'] else ''}"
+            f"{' [failed]' if r.get('failed_at') else ''}"
         ),
         "no pending deadlines",
     )
@@ -110,7 +135,7 @@ def _adjust(deadline: int, action: str, actor: str, reason: str, by: str | None)
     if by is not None:
         try:
             extend_by = pydantic.TypeAdapter(timedelta).validate_python(by)
-        except pydantic.ValidationError:
+        except (pydantic.ValidationError, OverflowError):
             fail(f"--by {by!r} is not a duration: use ISO 8601 such as P2D or PT12H", 2)
     engine = load_engine()
     with errors():
@@ -142,6 +167,12 @@ def deadlines_extend(
 ) -> None:
     """Move a deadline later (dispute team)."""
     _adjust(deadline, "extend", actor, reason, by)
+
+
+@deadlines_app.command("retry")
+def deadlines_retry(deadline: Id, actor: As, reason: Reason) -> None:
+    """Fire a failed deadline again, once its cause is mended (DL3, dispute team)."""
+    _adjust(deadline, "retry", actor, reason, None)
 
 
 @app.command("fire-due")

@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from escrowflow.text import printable
 from workflows.engine import Engine
 from workflows.policy import format_money
 
@@ -54,4 +55,5 @@ def render_page(
     html = _TEMPLATES.get_template(name).render(
         viewer=viewer, csrf=viewer.session.csrf if viewer else "", now=engine.clock.now(), **context
     )
-    return HTMLResponse(html, status_code=status, headers=HEADERS)
+    # Text stored before the boundary refused lone surrogates still renders (as U+FFFD).
+    return HTMLResponse(printable(html), status_code=status, headers=HEADERS)

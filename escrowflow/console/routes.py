@@ -10,6 +10,8 @@ pages name no other host (`Content-Security-Policy: default-src 'self'`).
 
 from __future__ import annotations
 
+import re
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,6 +83,27 @@ def _to_login(message: str = "") -> RedirectResponse:
     return RedirectResponse(target, status_code=303)
 
 
+LOGIN_COOKIE = "escrowflow_console_login"
+
+
+def _login_page(request: Request, message: str, status: int = 200) -> Response:
+    """The sign-in form with a fresh CSRF token, also set as a SameSite=Strict cookie."""
+    csrf = secrets.token_urlsafe(32)
+    response = render_page(
+        request, "login.html", None, status=status, message=message, login_csrf=csrf
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        csrf,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/console/login",
+    )
+    return response
+
+
 def _router() -> APIRouter:
     router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -91,11 +114,18 @@ def _router() -> APIRouter:
     @router.get("/login")
     async def login_form(request: Request, expired: int = 0) -> Response:
         message = "Your session ended: sign in again." if expired else ""
-        return render_page(request, "login.html", None, message=message)
+        return _login_page(request, message)
 
     @router.post("/login")
     async def login(request: Request) -> Response:
         form = await request.form()
+        # Login CSRF: the form's token must match the SameSite=Strict cookie set with
+        # the form, which a cross-site page's submission does not carry.
+        given = str(form.get("csrf") or "")
+        expected = request.cookies.get(LOGIN_COOKIE, "")
+        if not expected or not secrets.compare_digest(given.encode(), expected.encode()):
+            message = "The sign-in form expired or did not come from this console: try again."
+            return _login_page(request, message, status=403)
         token = str(form.get("token") or "").strip()
         cache: tokens.TokenCache = request.app.state.token_cache
         try:
@@ -105,13 +135,13 @@ def _router() -> APIRouter:
                 "That token is not valid (mistyped or revoked): paste a token from "
                 "`escrowflow tokens create`."
             )
-            return render_page(request, "login.html", None, status=401, message=message)
+            return _login_page(request, message, status=401)
         if "read" not in caller.scopes and Role.ADMIN not in caller.roles:
             message = (
                 f"Token of {caller.service} cannot use the console: it needs the scope read "
                 "or act:admin."
             )
-            return render_page(request, "login.html", None, status=403, message=message)
+            return _login_page(request, message, status=403)
         sessions: Sessions = request.app.state.console_sessions
         session_id = sessions.start(token, _now())
         response = RedirectResponse("/console/contracts", status_code=303)
@@ -124,6 +154,7 @@ def _router() -> APIRouter:
             secure=request.url.scheme == "https",
             path="/console",
         )
+        response.delete_cookie(LOGIN_COOKIE, path="/console/login")
         return response
 
     @router.post("/logout")
@@ -344,21 +375,31 @@ def _workers(engine: Engine) -> dict[str, Any]:
     """What `escrowflow status` shows, and the lag: how late the most overdue deadline is."""
     report = worker_status(engine)
     with translated_errors(), engine.db.connect() as conn:
-        _pending, _overdue, oldest = deadlines.gauges(conn, report["now"])
+        oldest = deadlines.gauges(conn, report["now"])["oldest_due"]
     return {**report, "lag": report["now"] - oldest if oldest else None}
 
 
+_MAX_AMOUNT = 10**15  # minor units: a quadrillion cents is no typo we pay
+_ASCII_DIGITS = re.compile(r"[0-9]{1,16}")
+
+
 def _whole(value: Any, what: str) -> int:
+    """ASCII digits only (no `²`, no Arabic-Indic digits), within bounds."""
     text = str(value or "").strip()
-    if not text.isdigit():
-        raise ValidationError(f"the amount {what} must be whole minor units (cents), e.g. 2500")
+    if not _ASCII_DIGITS.fullmatch(text) or int(text) > _MAX_AMOUNT:
+        raise ValidationError(
+            f"the amount {what} must be whole minor units (cents) in ASCII digits, at most "
+            f"{_MAX_AMOUNT}, e.g. 2500"
+        )
     return int(text)
 
 
 def _duration(text: str) -> timedelta:
     try:
-        length = _DURATION.validate_python(text)
-    except pydantic.ValidationError:
+        length = _DURATION.validate_python(text) if text.isascii() and len(text) <= 40 else None
+    except (pydantic.ValidationError, OverflowError):
+        length = None
+    if length is None:
         length = timedelta(0)
     if length <= timedelta(0):
         raise ValidationError(f"extend by {text!r}: give an ISO 8601 duration, e.g. P2D or PT12H")

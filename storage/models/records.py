@@ -115,6 +115,12 @@ class Deadline(Leased, table=True):
     # refund), kept up to date with its entity, so the forecast reads this table alone.
     amount: int | None = Field(default=None, sa_type=sa.BigInteger)
     currency: str | None = Field(default=None, max_length=3)
+    # A sweep found its contract locked by another connection at this time and went on
+    # without it; it fires on a later sweep (status and the console show it waiting).
+    blocked_since: datetime | None = when(default=None)
+    # DL3: its firing failed for a reason retrying cannot mend, attempt after attempt;
+    # sweeps skip it from this time on (like a pause) until an admin retries it.
+    failed_at: datetime | None = when(default=None)
 
 
 class Worker(SQLModel, table=True):
@@ -133,6 +139,8 @@ class Worker(SQLModel, table=True):
     stale: int = 0
     failed: int = 0
     stopped_at: datetime | None = when(default=None)
+    # DL2: this host's clock minus the database's at the last heartbeat, in seconds.
+    clock_skew_seconds: float | None = None
 
 
 class OutboxEvent(SQLModel, table=True):

@@ -11,7 +11,7 @@ from workflows.machines import MACHINES
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "rules.md"
-RULE = r"(?:CT|MS|CR|FP|RF|ES|PA|NT|X)\d+"
+RULE = r"(?:CT|MS|CR|FP|RF|ES|PA|NT|TM|DL|X)\d+"
 CODE = ("storage", "workflows", "scheduler", "escrowflow")
 
 

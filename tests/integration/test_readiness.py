@@ -1,0 +1,111 @@
+"""Bounded waits at the edges: /readyz answers within a second and says not ready when
+writes fail; an exhausted pool is a JSON 503, never a plain-text 500."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine as DBEngine
+
+from escrowflow.settings import Settings
+from storage.db import make_engine
+from storage.migrate import upgrade
+from tests.conftest import database_settings
+from tests.live import live_server
+from workflows.clock import ManualClock
+from workflows.engine import Engine
+from workflows.policy import Policy
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB file system of the test's own (tmpfs), so it can be filled."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"this test mounts a tmpfs (as root): {mounted.stderr.decode()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_readyz_is_not_ready_on_a_full_disk_and_ready_again_once_there_is_room(
+    small_disk: Path,
+) -> None:
+    db = make_engine(database_settings(f"sqlite:///{small_disk}/escrowflow.db", "FULL"))
+    upgrade(db)
+    engine = Engine(db, Policy(reminders={}), ManualClock())
+    with live_server(engine, Settings(api_token_cache_seconds=0)) as url:
+        assert httpx.get(f"{url}/readyz").json()["status"] == "ready"
+        filler = small_disk / "filler"
+        with open(filler, "wb") as out:  # fill what is left of the disk
+            try:
+                while True:
+                    out.write(b"\0" * 65536)
+                    out.flush()
+            except OSError:
+                pass
+        full = httpx.get(f"{url}/readyz", timeout=10)
+        assert full.status_code == 503, full.text
+        assert full.json()["status"] == "database_unavailable"
+        assert "disk" not in full.text.lower()  # the driver's words stay in the log
+        filler.unlink()
+        assert httpx.get(f"{url}/readyz").json()["status"] == "ready"
+    db.dispose()
+
+
+@pytest.mark.postgresql_only
+def test_readyz_answers_while_the_database_holds_its_lock(db: DBEngine, backend: str) -> None:
+    """A lock taken on the schema's revision row: readiness answers while it is still
+    held (its probe gives up after a second), though statements here wait 60 s."""
+    url = db.url.render_as_string(hide_password=False)
+    patient = make_engine(database_settings(url), lock_timeout=60)
+    upgrade_probe = Engine(patient, Policy(reminders={}), ManualClock())
+    with patient.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS alembic_version (version_num text)")
+    holder = db.connect()
+    transaction = holder.begin()
+    holder.exec_driver_sql("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+    try:
+        with live_server(upgrade_probe, Settings(api_token_cache_seconds=0)) as base:
+            answer = httpx.get(f"{base}/readyz", timeout=30)
+            assert answer.status_code == 503
+            assert answer.json()["status"] == "database_unavailable"
+    finally:
+        transaction.rollback()
+        holder.close()
+        with patient.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE alembic_version")
+        patient.dispose()
+    del backend
+
+
+@pytest.mark.postgresql_only
+def test_an_exhausted_pool_is_a_json_503_never_a_500(db: DBEngine) -> None:
+    url = db.url.render_as_string(hide_password=False)
+    tiny = make_engine(database_settings(url), pool_size=1, max_overflow=0, pool_timeout=0.5)
+    engine = Engine(tiny, Policy(reminders={}), ManualClock())
+    from escrowflow import tokens
+
+    token = tokens.create(tiny, engine.clock.now(), "web", ["read"])["token"]
+    with live_server(engine, Settings(api_token_cache_seconds=60)) as base:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/v1/contracts", headers=headers).status_code == 200
+        with tiny.connect() as held:  # the pool's one connection, held
+            held.execute(sa.text("SELECT 1"))
+            answer = httpx.get(f"{base}/v1/contracts", headers=headers, timeout=30)
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.json()["code"] == "storage_busy"
+        assert answer.headers["Retry-After"] == "1"
+        assert httpx.get(f"{base}/v1/contracts", headers=headers).status_code == 200
+    tiny.dispose()
