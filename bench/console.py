@@ -22,13 +22,13 @@ from storage.models import metadata
 from workflows import inspector
 from workflows.actors import Actor, Role
 from workflows.clock import ManualClock
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 from workflows.policy import Policy
 
 CLIENT, FREELANCER = Actor(Role.CLIENT, "acme"), Actor(Role.FREELANCER, "ada")
 
 
-def _contract(engine: Engine, milestones: int) -> tuple[int, int]:
+def _contract(engine: EscrowEngine, milestones: int) -> tuple[int, int]:
     payload = {
         "freelancer_id": "ada",
         "title": "Large",
@@ -57,7 +57,7 @@ def measure(name: str, url: str, milestones: int) -> float:
     db = make_engine(settings)
     metadata.create_all(db)
     clock = ManualClock()
-    engine = Engine(db, Policy(), clock)
+    engine = EscrowEngine(db, Policy(), clock)
     started = time.perf_counter()
     contract, history = _contract(engine, milestones)
     print(f"{name}: seeded {history} transitions in {time.perf_counter() - started:.1f} s")

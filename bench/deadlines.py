@@ -48,8 +48,8 @@ from storage.migrate import upgrade
 from storage.models import CONTRACTS, DEADLINES, HISTORY, WORKERS
 from tests.seed import seed_due_auto_approvals
 from workflows.clock import SystemClock
-from workflows.deadlines import Sweeper
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
+from workflows.sweeper import Sweeper
 
 
 def database(url: str) -> sa.Engine:
@@ -258,7 +258,7 @@ def idle_sweep(url: str, count: int) -> None:
                     for i in range(min(chunk, count - start))
                 ],
             )
-    sweeper = Sweeper(Engine(db, Settings().policy(), SystemClock()), "bench")
+    sweeper = Sweeper(EscrowEngine(db, Settings().policy(), SystemClock()), "bench")
     timings = []
     for _ in range(20):
         t = time.perf_counter()

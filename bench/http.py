@@ -1,11 +1,11 @@
-"""Benchmark: triggers per second over HTTP against in-process `Engine.apply()`.
+"""Benchmark: triggers per second over HTTP against in-process `EscrowEngine.apply()`.
 
 The same realistic mix on both sides, from several concurrent clients (threads): per
 contract, an offer with one milestone, accept, fund, submit, request changes, resubmit,
 release, with an Idempotency-Key on every mutation, and one read of the milestone. Over
 HTTP it runs against `escrowflow serve --no-worker` as its own process on 127.0.0.1
 (the clients' CPU shares this machine with the server's). In-process, the threads call
-`Engine.apply()` on the same kind of database. Not a test: it prints figures.
+`EscrowEngine.apply()` on the same kind of database. Not a test: it prints figures.
 
     python bench/http.py [--contracts 200] [--clients 8] [--backend sqlite|postgresql]
 
@@ -44,7 +44,7 @@ from storage.migrate import upgrade
 from tests.live import free_port
 from workflows.actors import Actor
 from workflows.clock import SystemClock
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 
 CLIENT, FREELANCER = "client:acme", "freelancer:ada"
 OFFER = {
@@ -89,7 +89,9 @@ def run_clients(clients: int, contracts: int, one: Callable[[], None]) -> float:
 
 def in_process(url: str, contracts: int, clients: int) -> float:
     settings = Settings(database_url=url)
-    engine = Engine(make_engine(settings, pool_size=clients), settings.policy(), SystemClock())
+    engine = EscrowEngine(
+        make_engine(settings, pool_size=clients), settings.policy(), SystemClock()
+    )
     client, freelancer = Actor.parse(CLIENT), Actor.parse(FREELANCER)
 
     def one() -> None:

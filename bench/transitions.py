@@ -1,4 +1,4 @@
-"""Benchmark: persisted transitions per second through `Engine.apply()`.
+"""Benchmark: persisted transitions per second through `EscrowEngine.apply()`.
 
 A realistic mix per milestone (fund, submit, request changes, resubmit, release), against
 a baseline on the same database and settings: SQLAlchemy Core doing only "select the
@@ -29,7 +29,7 @@ from storage.db import make_engine
 from storage.migrate import upgrade
 from workflows.actors import Actor, Role
 from workflows.clock import ManualClock
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 
 CLIENT = Actor(Role.CLIENT, "acme")
 FREELANCER = Actor(Role.FREELANCER, "ada")
@@ -44,7 +44,7 @@ MIX = [
 
 def engine_rate(db: sa.Engine, milestones: int) -> float:
     settings = Settings()
-    engine = Engine(db, settings.policy(), ManualClock())
+    engine = EscrowEngine(db, settings.policy(), ManualClock())
     ids = []
     for _ in range(milestones):
         result = engine.create_contract(

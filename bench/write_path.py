@@ -1,7 +1,7 @@
 """Benchmark: the write path, chosen by measurement (docs/architecture.md).
 
 The statements one transition writes (a history row, an update of the entity, an event),
-issued through SQLAlchemy Core's `Connection.execute` and through `storage.writes.Writes`
+issued through SQLAlchemy Core's `Connection.execute` and through `storage.statements.Writes`
 (the same statements, compiled once, run on the DBAPI cursor), side by side on the same
 database, one transaction per "transition". Not a test: it prints figures.
 
@@ -32,7 +32,7 @@ from storage.db import make_engine, transaction
 from storage.fastpath import FastPath
 from storage.migrate import upgrade
 from storage.models import CONTRACTS, HISTORY, OUTBOX
-from storage.writes import Writes
+from storage.statements import Statements
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -102,7 +102,7 @@ def writes_rate(db: sa.Engine, contract_id: int, transitions: int) -> float:
     started = time.perf_counter()
     for n in range(transitions):
         with transaction(db) as conn:
-            w = Writes(fast, conn)
+            w = Statements(fast, conn)
             history_id = w.insert(HISTORY, _history(contract_id, n))
             w.update(CONTRACTS, contract_id, {"version": n})
             w.append(OUTBOX, {**_event(contract_id, n), "history_id": history_id})

@@ -6,12 +6,12 @@ from escrowflow.metrics import Metrics
 from escrowflow.settings import Settings
 from scheduler.webhooks import Dispatcher
 from scheduler.worker import Worker
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 
 
 def build_worker(
     settings: Settings,
-    engine: Engine,
+    engine: EscrowEngine,
     metrics: Metrics | None = None,
     *,
     interval: float | None = None,

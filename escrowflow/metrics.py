@@ -16,12 +16,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from storage import deadlines, deliveries
-from workflows.deadlines import SweepReport
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
+from workflows.sweeper import SweepReport
 
 
 class Metrics:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EscrowEngine) -> None:
         self.registry = CollectorRegistry()
         self.transitions = Counter(
             "escrowflow_transitions",
@@ -55,7 +55,7 @@ class Metrics:
 
 
 class _DatabaseGauges(Collector):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EscrowEngine) -> None:
         self.engine = engine
 
     def collect(self) -> Iterator[GaugeMetricFamily]:

@@ -15,10 +15,9 @@ from sqlalchemy.engine import Engine as DBEngine
 from storage.db import (
     DEFAULT_LOCK_TIMEOUT_SECONDS,
     DEFAULT_POOL_TIMEOUT_SECONDS,
-    is_postgresql,
     make_engine,
 )
-from storage.server_clock import ServerClock
+from storage.server_clock import server_clock
 from workflows.clock import (
     DEFAULT_MAX_CLOCK_SKEW,
     Clock,
@@ -26,7 +25,8 @@ from workflows.clock import (
     SkewedClock,
     SystemClock,
 )
-from workflows.engine import Engine
+from workflows.defaults import BATCH_SIZE, LEASE, WEBHOOK_TIMEOUT_SECONDS, WORKER_INTERVAL_SECONDS
+from workflows.engine import EscrowEngine
 from workflows.policy import (
     DEFAULT_DURATIONS,
     DEFAULT_MAX_MILESTONES,
@@ -80,9 +80,9 @@ class Settings(BaseSettings):
     )
 
     # The daemon.
-    worker_interval: float = Field(default=1.0, gt=0)  # seconds between idle sweeps
-    worker_batch_size: int = Field(default=500, ge=1, le=10_000)
-    worker_lease: timedelta = timedelta(seconds=60)  # a crashed worker's claims expire
+    worker_interval: float = Field(default=WORKER_INTERVAL_SECONDS, gt=0)
+    worker_batch_size: int = Field(default=BATCH_SIZE, ge=1, le=10_000)
+    worker_lease: timedelta = LEASE  # a crashed worker's claims expire
 
     # The HTTP API (`escrowflow serve`).
     api_host: str = "127.0.0.1"
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=WEBHOOK_MAX_ATTEMPTS, ge=1, le=100)
     webhook_backoff_base: timedelta = WEBHOOK_RETRY.base
     webhook_backoff_cap: timedelta = WEBHOOK_RETRY.cap
-    webhook_timeout: float = Field(default=10.0, gt=0, le=120)
+    webhook_timeout: float = Field(default=WEBHOOK_TIMEOUT_SECONDS, gt=0, le=120)
     # Largest request body accepted (413 beyond), checked before authentication.
     api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Webhooks may target loopback and private addresses: tests, internal deployments.
@@ -194,11 +194,10 @@ class Settings(BaseSettings):
             },
         )
 
-    def engine(self, **engine_kwargs: Any) -> Engine:
+    def engine(self, **engine_kwargs: Any) -> EscrowEngine:
         """The one factory of the escrow engine: the database, the policy and the clocks
         from these settings (`engine_kwargs` go to SQLAlchemy, e.g. `pool_size`)."""
-        if self.database_url.startswith("postgresql"):
-            engine_kwargs.setdefault("pool_timeout", self.pool_timeout)
+        engine_kwargs.setdefault("pool_timeout", self.pool_timeout)
         db = make_engine(self, lock_timeout=self.lock_timeout, **engine_kwargs)
         if self.test_clock_file:
             logging.getLogger("escrowflow.clock").warning(
@@ -208,7 +207,7 @@ class Settings(BaseSettings):
             )
         process = self.process_clock()
         clock = self.deployment_clock(db, process)
-        return Engine(db, self.policy(), clock, process, self.deadline_retry())
+        return EscrowEngine(db, self.policy(), clock, process, self.deadline_retry())
 
     def deadline_retry(self) -> RetryStrategy:
         """How a failing deadline is retried (DL3), from the settings."""
@@ -225,6 +224,4 @@ class Settings(BaseSettings):
         (one host)."""
         if self.test_clock_file:
             return FileClock(self.test_clock_file)
-        if is_postgresql(db):
-            return ServerClock(db, process)
-        return process
+        return server_clock(db, process) or process

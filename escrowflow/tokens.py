@@ -22,15 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine as DBEngine
 
-from storage import models
-from storage.db import transaction, translated_errors
+from storage import api_tokens
 from storage.errors import NotFound, Unauthenticated, ValidationError
 from workflows.actors import Role
-
-_tokens = models.API_TOKENS
 
 ACTING_SCOPES: dict[str, Role] = {
     "act:client": Role.CLIENT,
@@ -86,38 +82,17 @@ def create(db: DBEngine, now: datetime, service: str, scopes: Iterable[str]) -> 
         "prefix": token[:12],
         "created_at": now,
     }
-    with transaction(db) as conn:
-        token_id = conn.execute(_tokens.insert().values(**values)).inserted_primary_key[0]  # type: ignore[index]
+    token_id = api_tokens.insert(db, values)
     return {"id": token_id, "service": service, "scopes": chosen, "token": token}
 
 
 def listing(db: DBEngine) -> list[dict[str, Any]]:
-    query = sa.select(
-        _tokens.c.id,
-        _tokens.c.service,
-        _tokens.c.scopes,
-        _tokens.c.prefix,
-        _tokens.c.created_at,
-        _tokens.c.revoked_at,
-    ).order_by(_tokens.c.id)
-    with translated_errors(), db.connect() as conn:
-        return [dict(row) for row in conn.execute(query).mappings()]
+    return api_tokens.listing(db)
 
 
 def revoke(db: DBEngine, now: datetime, token_id: int) -> None:
-    with transaction(db) as conn:
-        done = conn.execute(
-            _tokens.update()
-            .where(_tokens.c.id == token_id, _tokens.c.revoked_at.is_(None))
-            .values(revoked_at=now)
-        ).rowcount
-    if not done:
+    if not api_tokens.revoke(db, now, token_id):
         raise NotFound(f"no live token with id {token_id}", code="token_not_found")
-
-
-_LOOKUP = sa.select(_tokens.c.id, _tokens.c.service, _tokens.c.scopes).where(
-    _tokens.c.token_hash == sa.bindparam("token_hash"), _tokens.c.revoked_at.is_(None)
-)
 
 
 class TokenCache:
@@ -164,8 +139,7 @@ def authenticate(db: DBEngine, authorization: str | None) -> Caller:
         raise Unauthenticated(
             "the Authorization header must be `Bearer <token>`", code="unauthenticated"
         )
-    with translated_errors(), db.connect() as conn:
-        row = conn.execute(_LOOKUP, {"token_hash": digest(token.strip())}).first()
+    row = api_tokens.live(db, digest(token.strip()))
     if row is None:
         raise Unauthenticated("the token is unknown or revoked", code="invalid_token")
     return Caller(row.id, row.service, frozenset(row.scopes))

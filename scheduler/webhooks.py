@@ -37,7 +37,8 @@ import httpx
 from storage import deliveries
 from storage.db import transaction, translated_errors
 from storage.errors import ValidationError
-from workflows.engine import Engine
+from workflows.defaults import LEASE, WEBHOOK_BATCH_SIZE, WEBHOOK_TIMEOUT_SECONDS
+from workflows.engine import EscrowEngine
 from workflows.feed import public_event, sequence_events
 from workflows.outbound import BlockedAddress, Resolver, resolve_public, system_resolver
 from workflows.retry import WEBHOOK_RETRY, RetryStrategy
@@ -87,13 +88,13 @@ class _Outcome:
 class Dispatcher:
     """Delivers the outbox's events to webhook subscribers (see :meth:`run`)."""
 
-    engine: Engine
+    engine: EscrowEngine
     worker_id: str
     _: KW_ONLY
     retry: RetryStrategy = WEBHOOK_RETRY
-    timeout: float = 10.0
-    batch_size: int = 100
-    lease: timedelta = timedelta(seconds=60)
+    timeout: float = WEBHOOK_TIMEOUT_SECONDS
+    batch_size: int = WEBHOOK_BATCH_SIZE
+    lease: timedelta = LEASE
     concurrency: int = 16
     per_subscription: int = 4
     poll: float = 0.05

@@ -22,16 +22,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from scheduler.webhooks import Dispatcher
-from storage import deadlines, models
-from storage.db import transaction, translated_errors
+from storage import deadlines, workers
+from storage.db import translated_errors
 from workflows.clock import DEFAULT_MAX_CLOCK_SKEW
-from workflows.deadlines import Sweeper, SweepReport
-from workflows.engine import Engine
+from workflows.defaults import BATCH_SIZE, LEASE, WORKER_INTERVAL_SECONDS
+from workflows.engine import EscrowEngine
+from workflows.sweeper import Sweeper, SweepReport
 
 JOB_ID = "escrowflow-sweep"
 WEBHOOKS_JOB_ID = "escrowflow-webhooks"
@@ -69,11 +69,11 @@ logging.getLogger("apscheduler.executors.default").addFilter(_LongRunsAreExpecte
 class Worker:
     def __init__(
         self,
-        engine: Engine,
+        engine: EscrowEngine,
         *,
-        interval: float = 1.0,
-        batch_size: int = 500,
-        lease: timedelta = timedelta(seconds=60),
+        interval: float = WORKER_INTERVAL_SECONDS,
+        batch_size: int = BATCH_SIZE,
+        lease: timedelta = LEASE,
         max_clock_skew: timedelta = DEFAULT_MAX_CLOCK_SKEW,
         worker_id: str | None = None,
         dispatcher: Callable[[str], Dispatcher] | None = None,
@@ -248,58 +248,48 @@ class Worker:
         self, *, started: bool = False, stopped: bool = False, report: SweepReport | None = None
     ) -> None:
         self._last_heartbeat = time.monotonic()
-        table = models.WORKERS
         try:
             skew = self._measure_skew()
             now = self.engine.clock.now()
-            with transaction(self.engine.db) as conn:
-                if started:
-                    conn.execute(
-                        table.insert().values(
-                            id=self.id,
-                            host=socket.gethostname(),
-                            pid=os.getpid(),
-                            interval_seconds=self.interval,
-                            started_at=now,
-                            last_seen_at=now,
-                            fired=0,
-                            stale=0,
-                            failed=0,
-                            clock_skew_seconds=skew,
-                        )
-                    )
-                    return
-                values: dict[str, Any] = {"last_seen_at": now, "clock_skew_seconds": skew}
-                if report is not None:
-                    values.update(
-                        last_sweep_at=now,
-                        fired=table.c.fired + report.fired,
-                        stale=table.c.stale + report.stale,
-                        failed=table.c.failed + report.failed,
-                    )
-                if stopped:
-                    values["stopped_at"] = now
-                conn.execute(table.update().where(table.c.id == self.id).values(**values))
+            if started:
+                workers.started(
+                    self.engine.db,
+                    {
+                        "id": self.id,
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "interval_seconds": self.interval,
+                        "started_at": now,
+                        "last_seen_at": now,
+                        "clock_skew_seconds": skew,
+                    },
+                )
+                return
+            swept = None if report is None else (report.fired, report.stale, report.failed)
+            workers.seen(
+                self.engine.db,
+                self.id,
+                now,
+                clock_skew_seconds=skew,
+                swept=swept,
+                stopped=stopped,
+            )
         except Exception:
             # A missed heartbeat must not stop the deadlines from firing.
             log.exception("heartbeat failed", extra={"fields": {"event": "heartbeat_error"}})
 
 
-def worker_status(engine: Engine) -> dict[str, Any]:
+def worker_status(engine: EscrowEngine) -> dict[str, Any]:
     """Workers alive, their last sweeps and clock skews, pending and overdue deadlines,
     failing, failed and lock-blocked ones. Alive is judged on the deployment's clock
     (DL2), which stamped the heartbeats, never on the observer's own."""
     now = engine.clock.now()
     skew = engine.clock_skew().total_seconds()
     with translated_errors(), engine.db.connect() as conn:
-        workers = (
-            conn.execute(sa.select(models.WORKERS).order_by(models.WORKERS.c.started_at))
-            .mappings()
-            .all()
-        )
+        found = workers.every(conn)
         backlog = deadlines.status(conn, now)
     alive = []
-    for w in workers:
+    for w in found:
         grace = timedelta(seconds=max(3 * w["interval_seconds"], 10))
         alive.append({**w, "alive": w["stopped_at"] is None and now - w["last_seen_at"] <= grace})
     return {

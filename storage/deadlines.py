@@ -3,7 +3,7 @@
 A deadline is a timer's moment as data: scheduled when a timed state is entered, fired
 by a worker's sweep, closed as fired, stale or cancelled. The engine, the sweeper, the
 views, the worker's status and the metrics all come here; nobody else writes SQL on
-this table. Hot-path statements are built once and run through `storage.writes`.
+this table. Hot-path statements are built once and run through `storage.statements`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from storage import models, paging
 from storage.db import claim, id_in, unclaimed
-from storage.writes import Writes
+from storage.statements import Statements
 
 _d = models.DEADLINES
 _contracts = models.CONTRACTS
@@ -69,13 +69,15 @@ def contract_id_of() -> sa.ScalarSelect[Any]:
 # -- the engine's hot path --------------------------------------------------------
 
 
-def load(w: Writes, deadline_id: int) -> dict[str, Any] | None:
-    return w.fetch_one(_LOAD, {"pk": deadline_id})
+def load(tx: Statements, deadline_id: int) -> dict[str, Any] | None:
+    return tx.fetch_one(_LOAD, {"pk": deadline_id})
 
 
-def load_with_contract(w: Writes, deadline_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def load_with_contract(
+    tx: Statements, deadline_id: int
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """A deadline and its contract in one statement (SQLite: the write lock is held)."""
-    row = w.fetch_row(_WITH_CONTRACT, {"pk": deadline_id})
+    row = tx.fetch_row(_WITH_CONTRACT, {"pk": deadline_id})
     if row is None:
         return None
     cut = len(_contracts.c)
@@ -83,11 +85,11 @@ def load_with_contract(w: Writes, deadline_id: int) -> tuple[dict[str, Any], dic
     return contract, dict(zip(_d.c.keys(), row[cut:], strict=True))
 
 
-def schedule(w: Writes, rows: list[dict[str, Any]], now: datetime) -> None:
+def schedule(tx: Statements, rows: list[dict[str, Any]], now: datetime) -> None:
     """Pending deadlines (a timer and its reminders, in one statement): each row names
     its contract_id, entity, entity_id, event, due_at, the state_version it may fire on,
     and what it moves (amount, currency; None for a reminder)."""
-    w.append_many(_d, [{**row, "status": "pending", "created_at": now} for row in rows])
+    tx.append_many(_d, [{**row, "status": "pending", "created_at": now} for row in rows])
 
 
 def _of_entity(entity: str, entity_id: int, firing: int | None) -> dict[str, Any]:
@@ -95,37 +97,46 @@ def _of_entity(entity: str, entity_id: int, firing: int | None) -> dict[str, Any
 
 
 def cancel_pending(
-    w: Writes, entity: str, entity_id: int, firing: int | None, now: datetime
+    tx: Statements, entity: str, entity_id: int, firing: int | None, now: datetime
 ) -> None:
     """Cancel the entity's pending deadlines (but the one firing now)."""
-    w.execute(_CANCEL, {**_of_entity(entity, entity_id, firing), "d_now": now})
+    tx.execute(_CANCEL, {**_of_entity(entity, entity_id, firing), "d_now": now})
 
 
-def cancel_reminders(w: Writes, entity: str, entity_id: int, prefix: str, now: datetime) -> None:
+def cancel_reminders(
+    tx: Statements, entity: str, entity_id: int, prefix: str, now: datetime
+) -> None:
     """Cancel the entity's pending deadlines whose event starts with `prefix` (NT2: a
     paused or extended deadline's reminders)."""
     values = {"d_entity": entity, "d_entity_id": entity_id, "d_now": now}
-    w.execute(_CANCEL_PREFIXED, {**values, "d_prefix": prefix, "d_length": len(prefix)})
+    tx.execute(_CANCEL_PREFIXED, {**values, "d_prefix": prefix, "d_length": len(prefix)})
 
 
 def carry_pending(
-    w: Writes, entity: str, entity_id: int, firing: int | None, version: int, amount: int | None
+    tx: Statements,
+    entity: str,
+    entity_id: int,
+    firing: int | None,
+    version: int,
+    amount: int | None,
 ) -> None:
     """Keep the entity's running deadline: it fires on the entity's new version and
     moves `amount` (e.g. after a deposit, CR3)."""
     values = {"d_version": version, "d_amount": amount}
-    w.execute(_CARRY, {**_of_entity(entity, entity_id, firing), **values})
+    tx.execute(_CARRY, {**_of_entity(entity, entity_id, firing), **values})
 
 
-def close(w: Writes, deadline_id: int, status: str, now: datetime, history_id: int | None) -> None:
+def close(
+    tx: Statements, deadline_id: int, status: str, now: datetime, history_id: int | None
+) -> None:
     """Mark a deadline fired or stale (with the batch, if the caller has one)."""
     closed = {"status": status, "closed_at": now, "history_id": history_id}
-    w.update(_d, deadline_id, {**closed, "claimed_by": None, "claim_expires_at": None}, later=True)
+    tx.update(_d, deadline_id, {**closed, "claimed_by": None, "claim_expires_at": None}, later=True)
 
 
-def adjust(w: Writes, deadline_id: int, changes: dict[str, Any]) -> None:
+def adjust(tx: Statements, deadline_id: int, changes: dict[str, Any]) -> None:
     """An admin's pause, resume or extension."""
-    w.update(_d, deadline_id, changes)
+    tx.update(_d, deadline_id, changes)
 
 
 # -- the sweep ----------------------------------------------------------------------
@@ -159,7 +170,7 @@ def claim_due(
 
 
 def record_failure(
-    w: Writes,
+    tx: Statements,
     deadline_id: int,
     message: str,
     now: datetime,
@@ -168,9 +179,9 @@ def record_failure(
 ) -> bool:
     """A firing raised: count the attempt, keep the error, retry at `retry_at(attempts)`,
     or, if `gives_up(attempts)`, mark it failed (DL3). Whether it failed for good."""
-    attempts = int(w.scalar(sa.select(_d.c.attempts).where(_d.c.id == deadline_id))) + 1
+    attempts = int(tx.scalar(sa.select(_d.c.attempts).where(_d.c.id == deadline_id))) + 1
     failed = gives_up(attempts)
-    w.update(
+    tx.update(
         _d,
         deadline_id,
         {
@@ -197,10 +208,10 @@ _BLOCK = (
 )
 
 
-def record_blocked(w: Writes, deadline_id: int, now: datetime, retry_at: datetime) -> None:
+def record_blocked(tx: Statements, deadline_id: int, now: datetime, retry_at: datetime) -> None:
     """Its contract is locked by another connection: the sweep went on without it; it is
     claimable again from `retry_at` (no attempt counted: nothing failed)."""
-    w.execute(_BLOCK, {"d_id": deadline_id, "d_now": now, "d_retry": retry_at})
+    tx.execute(_BLOCK, {"d_id": deadline_id, "d_now": now, "d_retry": retry_at})
 
 
 def next_due(conn: Connection) -> datetime | None:

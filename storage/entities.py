@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from storage import deadlines, models, paging
 from storage.db import id_in
-from storage.writes import Row, Writes
+from storage.statements import Row, Statements
 
 _contracts = models.CONTRACTS
 _milestones = models.MILESTONES
@@ -50,24 +50,24 @@ _LOAD = {name: sa.select(t).where(t.c.id == sa.bindparam("pk")) for name, t in T
 # -- the engine -------------------------------------------------------------------------
 
 
-def lock_contract_of(w: Writes, entity: str, entity_id: int) -> Row | None:
+def lock_contract_of(tx: Statements, entity: str, entity_id: int) -> Row | None:
     """Lock (on PostgreSQL; SQLite's write transaction already excludes other writers)
     and read the contract that entity `entity_id` belongs to."""
     plain, for_update = _LOCK[entity]
-    found = w.fetch_one(for_update if w.postgresql else plain, {"pk": entity_id})
+    found = tx.fetch_one(for_update if tx.postgresql else plain, {"pk": entity_id})
     return None if found is None else Row("contract", _contracts, found)
 
 
 def lock_contract_and_load(
-    w: Writes, entity: str, entity_id: int, *also: sa.Select[Any]
+    tx: Statements, entity: str, entity_id: int, *also: sa.Select[Any]
 ) -> tuple[Row | None, Row | None, list[dict[str, Any] | None]]:
     """`lock_contract_of` and `load`, and the first row of each of `also`, in one round
     trip (in a pipelined transaction): they run after the lock is granted, so they see
     what its holder left."""
     plain, for_update = _LOCK[entity]
-    contract, found, *more = w.fetch_ones(
+    contract, found, *more = tx.fetch_ones(
         [
-            (for_update if w.postgresql else plain, {"pk": entity_id}),
+            (for_update if tx.postgresql else plain, {"pk": entity_id}),
             (_LOAD[entity], {"pk": entity_id}),
             *((query, {}) for query in also),
         ]
@@ -79,43 +79,43 @@ def lock_contract_and_load(
     )
 
 
-def load(w: Writes, entity: str, entity_id: int) -> Row | None:
-    found = w.fetch_one(_LOAD[entity], {"pk": entity_id})
+def load(tx: Statements, entity: str, entity_id: int) -> Row | None:
+    found = tx.fetch_one(_LOAD[entity], {"pk": entity_id})
     return None if found is None else Row(entity, TABLES[entity], found)
 
 
-def insert(w: Writes, entity: str, values: dict[str, Any]) -> Row:
+def insert(tx: Statements, entity: str, values: dict[str, Any]) -> Row:
     """A new entity row; its id is set in the returned row."""
     row = dict(values)
-    row["id"] = w.insert(TABLES[entity], row)
+    row["id"] = tx.insert(TABLES[entity], row)
     return Row(entity, TABLES[entity], row)
 
 
-def write(w: Writes, row: Row, *, later: bool = False) -> None:
+def write(tx: Statements, row: Row, *, later: bool = False) -> None:
     """Write what changed in `row` (with the batch if `later` and there is one)."""
-    w.write_row(row, later=later)
+    tx.write_row(row, later=later)
 
 
-def last_position(w: Writes, contract_id: int) -> int:
+def last_position(tx: Statements, contract_id: int) -> int:
     """The highest milestone position in a contract (0 for none)."""
     query = sa.select(sa.func.max(_milestones.c.position)).where(
         _milestones.c.contract_id == contract_id
     )
-    return int(w.scalar(query) or 0)
+    return int(tx.scalar(query) or 0)
 
 
-def not_started(w: Writes, contract_id: int) -> list[Any]:
+def not_started(tx: Statements, contract_id: int) -> list[Any]:
     """The milestones not started yet (id, position), in contract order (MS3)."""
     m = _milestones.c
-    return w.fetch_all(
+    return tx.fetch_all(
         sa.select(m.id, m.position)
         .where(m.contract_id == contract_id, m.state == "pending")
         .order_by(m.position)
     )
 
 
-def add_proposal_items(w: Writes, rows: list[dict[str, Any]]) -> None:
-    w.append_many(_items, rows)
+def add_proposal_items(tx: Statements, rows: list[dict[str, Any]]) -> None:
+    tx.append_many(_items, rows)
 
 
 def proposal_items(conn: Connection, proposal_id: int) -> list[dict[str, Any]]:
@@ -124,12 +124,12 @@ def proposal_items(conn: Connection, proposal_id: int) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(query.order_by(_items.c.ordinal)).mappings()]
 
 
-def proposal_names(w: Writes, proposal_id: int, milestone_id: int) -> bool:
+def proposal_names(tx: Statements, proposal_id: int, milestone_id: int) -> bool:
     """Whether a proposal has an item for the milestone (FP2)."""
     query = sa.select(sa.func.count()).where(
         _items.c.proposal_id == proposal_id, _items.c.milestone_id == milestone_id
     )
-    return bool(w.scalar(query))
+    return bool(tx.scalar(query))
 
 
 # -- the views ------------------------------------------------------------------------

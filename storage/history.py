@@ -8,20 +8,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from storage import models
-from storage.writes import Writes
+from storage.statements import Statements
 
 _h = models.HISTORY
 
 
-def record(w: Writes, values: dict[str, Any]) -> int:
+def record(tx: Statements, values: dict[str, Any]) -> int:
     """Append a transition; its id (ledger entries, deadlines and events point to it).
     In a sweep's batch with ids taken ahead (`take_ids`), written with the batch."""
-    return w.insert_with_batch(_h, values)
+    return tx.insert_with_batch(_h, values)
 
 
-def annotate(w: Writes, history_id: int, payload: dict[str, Any]) -> None:
+def annotate(tx: Statements, history_id: int, payload: dict[str, Any]) -> None:
     """Replace a row's payload with what the transition found out (NT1: the changes)."""
-    w.amend(_h, history_id, {"payload": payload})
+    tx.amend(_h, history_id, {"payload": payload})
 
 
 # The next id of the history sequence (PostgreSQL), read with a request's first reads.
@@ -37,10 +37,10 @@ def take_ids(conn: Connection, count: int) -> list[int]:
     return sorted(conn.execute(query, {"n": count}).scalars(), reverse=True)
 
 
-def count_of(w: Writes, entity: str, entity_id: int) -> int:
+def count_of(tx: Statements, entity: str, entity_id: int) -> int:
     """How many transitions an entity has had (a deadline's version)."""
     query = sa.select(sa.func.count()).where(_h.c.entity == entity, _h.c.entity_id == entity_id)
-    return int(w.scalar(query))
+    return int(tx.scalar(query))
 
 
 def of_entity(conn: Connection, entity: str, entity_id: int) -> list[dict[str, Any]]:

@@ -8,14 +8,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from storage import models
-from storage.writes import Writes
+from storage.statements import Statements
 
 _l = models.LEDGER
 
 
-def append(w: Writes, values: dict[str, Any]) -> None:
+def append(tx: Statements, values: dict[str, Any]) -> None:
     """One deposit, release or refund (with the batch, if the caller has one)."""
-    w.append(_l, values)
+    tx.append(_l, values)
 
 
 def of_contract(conn: Connection, contract_id: int) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from storage import models
 from storage.db import is_postgresql
-from storage.writes import Writes
+from storage.statements import Statements
 
 _o = models.OUTBOX
 _feed = models.FEED_STATE
@@ -24,9 +24,9 @@ _SET_POSITION = (
 )
 
 
-def append(w: Writes, values: dict[str, Any]) -> None:
+def append(tx: Statements, values: dict[str, Any]) -> None:
     """Publish an event (with the batch, if the caller has one)."""
-    w.append(_o, values)
+    tx.append(_o, values)
 
 
 def has_unsequenced(conn: Connection) -> bool:

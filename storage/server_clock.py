@@ -40,6 +40,13 @@ class _Clock(Protocol):
     def now(self) -> datetime: ...
 
 
+def server_clock(db: Engine, process: _Clock) -> ServerClock | None:
+    """The database server's clock where processes on several hosts share one server
+    (PostgreSQL); None where the database is a file on one host (SQLite: its clock is
+    the host's)."""
+    return ServerClock(db, process) if db.dialect.name == "postgresql" else None
+
+
 class ServerClock:
     """`now()` on the database server's clock; `measure_skew()` against `process`."""
 

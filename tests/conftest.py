@@ -19,14 +19,14 @@ from sqlalchemy.engine import Engine as DBEngine
 
 from storage.db import make_engine
 from storage.models import metadata
-from tests.edges import save_suite_counts
+from tests.edges import merge_suite_counts, save_suite_counts
 from tests.helpers import Scenario
 from tests.live import Api, live_server
 from tests.model.differential import edges_taken
 from tests.pg import Cluster, PostgresUnavailable
 from workflows.clock import ManualClock
 from workflows.decision import Decider
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 from workflows.policy import Policy
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -103,8 +103,12 @@ def db(backend: str, tmp_path: object, request: pytest.FixtureRequest) -> Iterat
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if SUITE_EDGES:
-        save_suite_counts(SUITE_EDGES)
+    worker = getattr(session.config, "workerinput", {}).get("workerid")
+    if worker is not None:  # a pytest-xdist worker: its share, merged by the controller
+        if SUITE_EDGES:
+            save_suite_counts(SUITE_EDGES, part=worker)
+        return
+    merge_suite_counts(SUITE_EDGES)
 
 
 @pytest.fixture
@@ -118,12 +122,12 @@ def policy() -> Policy:
 
 
 @pytest.fixture
-def engine(db: DBEngine, policy: Policy, clock: ManualClock) -> Engine:
-    return Engine(db, policy, clock)
+def engine(db: DBEngine, policy: Policy, clock: ManualClock) -> EscrowEngine:
+    return EscrowEngine(db, policy, clock)
 
 
 @pytest.fixture
-def sc(engine: Engine, clock: ManualClock) -> Scenario:
+def sc(engine: EscrowEngine, clock: ManualClock) -> Scenario:
     return Scenario(engine, clock)
 
 
@@ -136,7 +140,7 @@ def table_counts(db: DBEngine) -> dict[str, int]:
 
 
 @pytest.fixture
-def api(engine: Engine) -> Iterator[Api]:
+def api(engine: EscrowEngine) -> Iterator[Api]:
     """The HTTP API around the test's engine, on a real server on 127.0.0.1."""
     with live_server(engine) as url:
         client = Api(url, engine)

@@ -32,8 +32,22 @@ def suite_counts() -> Counter[tuple[str, str, str, str]]:
     return Counter({tuple(row[:4]): row[4] for row in rows})
 
 
-def save_suite_counts(counts: Counter[tuple[str, str, str, str]]) -> None:
-    SUITE_COUNTS.write_text(json.dumps([[*edge, n] for edge, n in sorted(counts.items())]))
+def save_suite_counts(counts: Counter[tuple[str, str, str, str]], part: str | None = None) -> None:
+    """Write the run's counts; `part`: one pytest-xdist worker's share, merged by
+    `merge_suite_counts` at the end of the run."""
+    path = SUITE_COUNTS if part is None else SUITE_COUNTS.with_suffix(f".{part}.json")
+    path.write_text(json.dumps([[*edge, n] for edge, n in sorted(counts.items())]))
+
+
+def merge_suite_counts(counts: Counter[tuple[str, str, str, str]]) -> None:
+    """This process's counts and every worker's share, as the run's counts."""
+    total = Counter(counts)
+    for part in SUITE_COUNTS.parent.glob(f"{SUITE_COUNTS.stem}.*.json"):
+        rows = json.loads(part.read_text())
+        total.update({tuple(row[:4]): row[4] for row in rows})
+        part.unlink()
+    if total:
+        save_suite_counts(total)
 
 
 def main(argv: list[str] | None = None) -> int:

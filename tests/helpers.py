@@ -14,9 +14,9 @@ from storage.errors import EscrowflowError
 from storage.models import metadata
 from workflows.actors import Actor, Role
 from workflows.clock import ManualClock
-from workflows.deadlines import SweepReport, fire_due
-from workflows.engine import Engine, Result
+from workflows.engine import EscrowEngine, Result
 from workflows.machines import MACHINES, timer_of
+from workflows.sweeper import SweepReport, fire_due
 
 CLIENT = Actor(Role.CLIENT, "acme")
 FREELANCER = Actor(Role.FREELANCER, "ada")
@@ -25,7 +25,7 @@ STRANGER = Actor(Role.CLIENT, "mallory")
 
 
 class Scenario:
-    def __init__(self, engine: Engine, clock: ManualClock) -> None:
+    def __init__(self, engine: EscrowEngine, clock: ManualClock) -> None:
         self.engine = engine
         self.clock = clock
         self.db = engine.db

@@ -15,7 +15,7 @@ import uvicorn
 from escrowflow import tokens
 from escrowflow.api import create_app
 from escrowflow.settings import Settings
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 
 
 def free_port() -> int:
@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(engine: Engine, settings: Settings | None = None) -> Iterator[str]:
+def live_server(engine: EscrowEngine, settings: Settings | None = None) -> Iterator[str]:
     """Serve the API for `engine` over real HTTP; yields the base URL."""
     # No token cache: a test that revokes a token sees it refused at once.
     app = create_app(settings or Settings(api_token_cache_seconds=0), engine=engine)
@@ -49,7 +49,7 @@ def live_server(engine: Engine, settings: Settings | None = None) -> Iterator[st
 class Api:
     """Speaks to the API as a service with a token; `as_` names the acting party."""
 
-    def __init__(self, base_url: str, engine: Engine) -> None:
+    def __init__(self, base_url: str, engine: EscrowEngine) -> None:
         self.base_url = base_url
         self.engine = engine
         self.http = httpx.Client(base_url=base_url, timeout=30)

@@ -10,10 +10,9 @@ from typing import Any
 from storage import deadlines, history
 from storage.errors import TransitionRejected, ValidationError
 from storage.models import DEADLINES
-from storage.writes import Row
+from storage.statements import Row
 from workflows import reminders
 from workflows.machines import MACHINES, timer_of
-from workflows.step import Step
 from workflows.unit_of_work import UnitOfWork
 
 ACTIONS = {"pause": "paused", "resume": "resumed", "extend": "extended", "retry": "retried"}
@@ -50,7 +49,7 @@ def adjust(
     unit: UnitOfWork, deadline_id: int, action: str, reason: str, extend_by: timedelta | None
 ) -> dict[str, Any]:
     """Apply the action to a deadline whose contract `unit` has locked."""
-    row = deadlines.load(unit.writes, deadline_id)
+    row = deadlines.load(unit.tx, deadline_id)
     assert row is not None  # its contract was locked through it
     status = "paused" if row["paused"] else "failed" if row["failed_at"] else "pending"
     refused = (
@@ -79,9 +78,9 @@ def adjust(
         changes.update(failed_at=None, attempts=0, next_attempt_at=None)
     else:
         changes["paused"] = action == "pause"
-    deadlines.adjust(unit.writes, deadline_id, changes)
+    deadlines.adjust(unit.tx, deadline_id, changes)
     _move_reminders(unit, {**row, **changes})
-    version = 1 + history.count_of(unit.writes, "deadline", deadline_id)
+    version = 1 + history.count_of(unit.tx, "deadline", deadline_id)
     record = Row("deadline", DEADLINES, {**row, **changes})
     after = {**row, **changes}
     new_status = "paused" if after["paused"] else "failed" if after["failed_at"] else "pending"
@@ -95,9 +94,7 @@ def adjust(
     }
     if action == "retry":
         payload["last_error"] = row["last_error"]
-    step = Step(unit, "deadline", record, action, payload, status, new_status, version, 0)
-    step.history_id = unit.recorder.history(step, unit.contract, None)
-    unit.recorder.publish(step, unit.contract)
+    step = unit.note(record, action, payload, states=(status, new_status), version=version)
     return {
         "entity": "deadline",
         "id": deadline_id,
@@ -114,10 +111,10 @@ def adjust(
 def _move_reminders(unit: UnitOfWork, deadline: dict[str, Any]) -> None:
     """NT2: a paused or extended deadline's reminders are dropped; a running one's are
     scheduled from its (new) due time, those still ahead of now."""
-    reminders.drop(unit.writes, deadline, unit.now)
+    reminders.drop(unit.tx, deadline, unit.now)
     if deadline["paused"]:
         return
     record = unit.load(deadline["entity"], deadline["entity_id"])
     timer = timer_of(MACHINES[record.entity], record["state"])
     if timer is not None and timer.event == deadline["event"]:
-        reminders.schedule(unit.writes, unit.policy, timer, deadline, unit.now)
+        reminders.schedule(unit.tx, unit.policy, timer, deadline, unit.now)

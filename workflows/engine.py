@@ -1,6 +1,6 @@
 """The engine: applies one event to one entity in one transaction (a façade).
 
-`Engine.apply()`: lock the contract row (every entity belongs to one contract, so all
+`EscrowEngine.apply()`: lock the contract row (every entity belongs to one contract, so all
 work on a contract is serialised and lock order is always the same), honour the
 idempotency key (ES3), check role and party (PA1, PA2), check the expected version, let
 the machine decide, then write in the same transaction the new state and version, a
@@ -12,7 +12,7 @@ The work is done by small modules, each with one job: `unit_of_work` (the transa
 `decision` (the machines), `access` (PA1, PA2, X10), `idempotency` (ES3), `recording`
 (history, deadlines, events), `effects/` (what events do), `deadline_admin`; all SQL is
 in `storage/`, one module per table. Firing deadlines is the sweeper's job
-(`workflows/deadlines.py`), which uses this engine; the engine does not import it.
+(`workflows/sweeper.py`), which uses this engine; the engine does not import it.
 """
 
 from __future__ import annotations
@@ -26,16 +26,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as DBEngine
 
 import workflows.effects  # noqa: F401  (registers what every event does)
+from storage import deadlines
 from storage.db import transaction
 from storage.errors import NotFound, VersionConflict
 from storage.fastpath import FastPath
-from storage.writes import Batch, Writes
-from workflows import access, deadline_admin, idempotency
-from workflows.actors import Actor
+from storage.statements import Batch, Row, Statements
+from workflows import access, deadline_admin, idempotency, reminders
+from workflows.actors import SYSTEM, Actor
 from workflows.clock import Clock, skew_of
 from workflows.decision import Decider
 from workflows.effects.contracts import offer_contract
-from workflows.machines import MACHINES, EscrowMachine, party_events
+from workflows.machines import MACHINES, EscrowMachine, party_events, timer_of
 from workflows.policy import Policy
 from workflows.recording import Recorder
 from workflows.retry import DEADLINE_RETRY, RetryStrategy
@@ -45,7 +46,7 @@ from workflows.unit_of_work import UnitOfWork
 Result = dict[str, Any]
 
 
-class Engine:
+class EscrowEngine:
     """Applies events to escrow lifecycles. Thread-safe; one per database."""
 
     def __init__(
@@ -80,7 +81,7 @@ class Engine:
         batch: Batch | None = None,
     ) -> UnitOfWork:
         """A unit of work inside the caller's transaction (the sweeper's way in)."""
-        recorder = Recorder(Writes(self.fast, conn, batch), actor, cause, now, self.policy)
+        recorder = Recorder(Statements(self.fast, conn, batch), actor, cause, now, self.policy)
         return UnitOfWork(recorder, self.decider)
 
     @contextmanager
@@ -121,7 +122,7 @@ class Engine:
         with self._unit(actor) as unit:
             record = unit.lock_and_load(entity, entity_id)
             if idempotency_key is not None:
-                replay = idempotency.replay(unit.writes, idempotency_key, request)
+                replay = idempotency.replay(unit.tx, idempotency_key, request)
                 if replay is not None:
                     return replay
             access.check_actor(entity, event, actor, unit.contract.values)
@@ -131,9 +132,54 @@ class Engine:
                     f"not {expected_version}: re-read it and decide again",
                     details={"version": record["version"], "state": record["state"]},
                 )
-            step = unit.transition(record, event, payload)
-            unit.close_if_settled(step)
+            step = self._move(unit, record, event, payload)
             return self._answer(unit, step, idempotency_key, request)
+
+    def fire(
+        self, conn: Connection, deadline_id: int, now: datetime, batch: Batch | None = None
+    ) -> str:
+        """Fire one deadline inside the caller's transaction (the sweeper's): "fired",
+        "stale" or "gone". With `batch`, its append-only rows wait there for the caller.
+
+        A deadline fires only if its entity still has the version it was scheduled for;
+        otherwise the entity has moved on (a party acted first) and it is marked stale. A
+        reminder (NT2) fires the same way, but writes only its history row and feed
+        event; one whose timer is already due is stale (too late to remind).
+        "gone": already fired or cancelled (another worker, or a party, got there first).
+        """
+        unit = self.work(conn, SYSTEM, "timer", now, batch)
+        deadline = unit.lock_deadline(deadline_id)
+        if deadline["status"] != "pending":
+            return "gone"
+        unit.firing(deadline)
+        record = unit.load(deadline["entity"], deadline["entity_id"])
+        timer = timer_of(MACHINES[record.entity], record["state"])
+        reminder = reminders.parse(deadline["event"])
+        event, before = reminder or (deadline["event"], timedelta(0))
+        timer_due = deadline["due_at"] + before
+        if (
+            record["version"] != deadline["state_version"]
+            or timer is None
+            or timer.event != event
+            or (reminder is not None and timer_due <= now)  # NT2: too late to remind
+        ):
+            deadlines.close(unit.tx, deadline_id, "stale", now, None)
+            return "stale"
+        if reminder is not None:  # NT2: tell the party who can act; nothing moves
+            party, details = reminders.notice(unit.contract, record, timer, timer_due)
+            step = unit.note(record, "reminder", {}, details=details, recipients=[party])
+        else:
+            step = self._move(unit, record, deadline["event"], {})
+            unit.flush()
+        deadlines.close(unit.tx, deadline_id, "fired", now, step.history_id)
+        return "fired"
+
+    @staticmethod
+    def _move(unit: UnitOfWork, record: Row, event: str, payload: Mapping[str, Any]) -> Step:
+        """The machine's transition and what follows it (X3: a settled contract closes)."""
+        step = unit.transition(record, event, payload)
+        unit.close_if_settled(step)
+        return step
 
     def create_contract(
         self, actor: Actor, payload: Mapping[str, Any], idempotency_key: str | None = None
@@ -149,7 +195,7 @@ class Engine:
         access.require_client(actor)
         with self._unit(actor) as unit:
             if idempotency_key is not None:
-                replay = idempotency.replay(unit.writes, idempotency_key, request)
+                replay = idempotency.replay(unit.tx, idempotency_key, request)
                 if replay is not None:
                     return replay
             step = offer_contract(unit, payload)
@@ -185,7 +231,7 @@ class Engine:
             "replayed": False,
         }
         if key is not None:
-            idempotency.remember(unit.writes, key, request, result, unit.now)
+            idempotency.remember(unit.tx, key, request, result, unit.now)
         return result
 
 

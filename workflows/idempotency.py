@@ -12,7 +12,7 @@ from typing import Any
 from storage import idempotency
 from storage.errors import IdempotencyConflict, ValidationError
 from storage.idempotency import MAX_KEY_LENGTH
-from storage.writes import Writes
+from storage.statements import Statements
 
 Result = dict[str, Any]
 
@@ -22,14 +22,14 @@ def fingerprint(request: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def replay(w: Writes, key: str, request: Mapping[str, Any]) -> Result | None:
+def replay(tx: Statements, key: str, request: Mapping[str, Any]) -> Result | None:
     """ES3: the stored result of a request already made with this key, if it was this one."""
     if not key or len(key) > MAX_KEY_LENGTH:
         raise ValidationError(
             f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
             code="invalid_idempotency_key",
         )
-    stored = idempotency.find(w, key)
+    stored = idempotency.find(tx, key)
     if stored is None:
         return None
     if stored[0] != fingerprint(request):
@@ -41,6 +41,6 @@ def replay(w: Writes, key: str, request: Mapping[str, Any]) -> Result | None:
 
 
 def remember(
-    w: Writes, key: str, request: Mapping[str, Any], result: Result, now: datetime
+    tx: Statements, key: str, request: Mapping[str, Any], result: Result, now: datetime
 ) -> None:
-    idempotency.remember(w, key, fingerprint(request), result, now)
+    idempotency.remember(tx, key, fingerprint(request), result, now)

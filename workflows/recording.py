@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from storage import deadlines, history, outbox
-from storage.writes import Row, Writes
+from storage.statements import Row, Statements
 from workflows import reminders
 from workflows.actors import Actor, Role
 from workflows.lifecycle import Timer
@@ -24,14 +24,14 @@ class Recorder:
 
     def __init__(
         self,
-        writes: Writes,
+        tx: Statements,
         actor: Actor,
         cause: str,
         now: datetime,
         policy: Policy,
         deadline: Mapping[str, Any] | None = None,
     ) -> None:
-        self.writes = writes
+        self.tx = tx
         self.actor = actor
         self.cause = cause  # "request" or "timer"
         self.now = now
@@ -43,7 +43,7 @@ class Recorder:
         cascade names the step that caused it."""
         timer = self.deadline if parent is None and self.cause == "timer" else None
         return history.record(
-            self.writes,
+            self.tx,
             {
                 "contract_id": contract.id,
                 "entity": step.entity,
@@ -65,7 +65,7 @@ class Recorder:
 
     def annotate(self, step: Step) -> None:
         """Add what the effect found out (NT1: fields before and after) to the history."""
-        history.annotate(self.writes, step.history_id, jsonable({**step.payload, **step.details}))
+        history.annotate(self.tx, step.history_id, jsonable({**step.payload, **step.details}))
 
     def reschedule(self, step: Step, contract: Row) -> None:
         """A timer runs only while its state lasts (MS10, CR6, RF2): entering a timed state
@@ -77,11 +77,11 @@ class Recorder:
         entity, entity_id = step.entity, step.record.id
         if step.from_state == step.to_state and entered is not None:
             if step.event in entered.restart_on:  # e.g. CR2: an edit restarts the lifetime
-                deadlines.cancel_pending(self.writes, entity, entity_id, firing, self.now)
+                deadlines.cancel_pending(self.tx, entity, entity_id, firing, self.now)
                 self._schedule(step, contract, entered)
             else:  # keep the running deadline, the version it may fire on, what it moves
                 moves = moved_by_timer(entered.event, step.record.values)
-                deadlines.carry_pending(self.writes, entity, entity_id, firing, step.version, moves)
+                deadlines.carry_pending(self.tx, entity, entity_id, firing, step.version, moves)
             return
         firing_this = self.deadline is not None and (
             self.deadline["entity"],
@@ -92,7 +92,7 @@ class Recorder:
         # Its reminders (NT2) fell due before it and were sent; one still pending (in a
         # retry's backoff) finds the entity moved on when it is swept, and goes stale.
         if left is not None and not firing_this:
-            deadlines.cancel_pending(self.writes, entity, entity_id, firing, self.now)
+            deadlines.cancel_pending(self.tx, entity, entity_id, firing, self.now)
         if entered is not None:
             self._schedule(step, contract, entered)
 
@@ -111,7 +111,7 @@ class Recorder:
             "currency": contract["currency"],
         }
         ahead = reminders.rows(self.policy, timer, deadline, self.now)
-        deadlines.schedule(self.writes, [{**deadline, **moves}, *ahead], self.now)
+        deadlines.schedule(self.tx, [{**deadline, **moves}, *ahead], self.now)
 
     def publish(self, step: Step, contract: Row, recipients: list[str] | None = None) -> None:
         """NT1: the event, for the counterparty of who acted (both, for system/admin), or
@@ -125,7 +125,7 @@ class Recorder:
                 else [contract["client_id"], contract["freelancer_id"]]
             )
         outbox.append(
-            self.writes,
+            self.tx,
             {
                 "event_id": str(uuid.uuid4()),
                 "contract_id": contract.id,

@@ -18,17 +18,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from storage import deadlines
-from storage.writes import Row, Writes
+from storage.statements import Row, Statements
 from workflows.actors import Role
 from workflows.lifecycle import Timer
 from workflows.policy import Policy, approved_amount
-from workflows.step import Step
-
-if TYPE_CHECKING:
-    from workflows.unit_of_work import UnitOfWork
 
 PREFIX = "remind:"
 _SAME_AS_DEADLINE = ("contract_id", "entity", "entity_id", "state_version")
@@ -62,14 +58,14 @@ def iso_duration(length: timedelta) -> str:
 
 
 def schedule(
-    w: Writes,
+    tx: Statements,
     policy: Policy,
     timer: Timer,
     deadline: Mapping[str, Any],
     now: datetime,
 ) -> None:
     """Schedule the timer's reminders still ahead of `now`, before `deadline`."""
-    deadlines.schedule(w, rows(policy, timer, deadline, now), now)
+    deadlines.schedule(tx, rows(policy, timer, deadline, now), now)
 
 
 def rows(
@@ -88,30 +84,26 @@ def rows(
     return found
 
 
-def send(unit: UnitOfWork, record: Row, timer: Timer, due_at: datetime) -> Step:
-    """Remind the party who can still act that `timer` fires at `due_at`: a history row
-    and one feed event for that party; the entity does not change."""
-    contract = unit.contract
+def notice(
+    contract: Row, record: Row, timer: Timer, due_at: datetime
+) -> tuple[str, dict[str, Any]]:
+    """Whom to remind that `timer` fires at `due_at` (the party who can still act), and
+    what the reminder says; the engine records it as a step that moves nothing."""
     role = timer.reminds or Role.CLIENT
     party = contract["client_id"] if role is Role.CLIENT else contract["freelancer_id"]
-    state, version = record["state"], record["version"]
-    step = Step(unit, record.entity, record, "reminder", {}, state, state, version, 0)
-    step.details = {
+    return party, {
         "event": timer.event,
         "due_at": due_at.isoformat(),
         "party": {"role": role.value, "id": party},
         "amount_at_stake": at_stake(record, timer.event),
         "currency": contract["currency"],
     }
-    step.history_id = unit.recorder.history(step, contract, None)
-    unit.recorder.publish(step, contract, recipients=[party])
-    return step
 
 
-def drop(w: Writes, deadline: Mapping[str, Any], now: datetime) -> None:
+def drop(tx: Statements, deadline: Mapping[str, Any], now: datetime) -> None:
     """Cancel the pending reminders of a deadline (paused, extended)."""
     prefix = f"{PREFIX}{deadline['event']}:"
-    deadlines.cancel_reminders(w, deadline["entity"], deadline["entity_id"], prefix, now)
+    deadlines.cancel_reminders(tx, deadline["entity"], deadline["entity_id"], prefix, now)
 
 
 def at_stake(record: Row, timer_event: str) -> int | None:

@@ -1,30 +1,59 @@
 """One transition being applied: what effects are given.
 
 Effects (`workflows/effects/`) receive a :class:`Step`. They read the row being moved,
-the locked contract and the payload, and act through `step.unit`, the unit of work: load
-another row of the contract, create an entity, move another one (a cascade), or move
-money. The unit of work is named here for type checking only: at run time this module
-imports nothing of it, so the import graph stays acyclic.
+the locked contract and the payload, and act through `step.unit`: load another row of
+the contract, create an entity, move another one (a cascade), or move money. `Unit` says
+what they may ask of it; `workflows.unit_of_work.UnitOfWork` is what does it. This
+module imports nothing of the unit of work, so no import circles back here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any, Protocol
 
-from storage.writes import Row
+from storage.statements import Row, Statements
 from workflows.policy import Policy
 
-if TYPE_CHECKING:
-    from workflows.unit_of_work import UnitOfWork
+
+class Unit(Protocol):
+    """The unit of work as an effect sees it."""
+
+    tx: Statements
+    policy: Policy
+    now: datetime
+
+    @property
+    def contract(self) -> Row: ...
+
+    def load(self, entity: str, entity_id: int) -> Row: ...
+
+    def cascade(
+        self, entity: str, entity_id: int, event: str, parent: Step, **payload: Any
+    ) -> Step: ...
+
+    def create(
+        self,
+        entity: str,
+        values: Mapping[str, Any],
+        parent: Step | None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Step: ...
+
+    def deposit(self, step: Step, amount: int, milestone_id: int | None) -> None: ...
+
+    def pay_out(
+        self, step: Step, kind: str, amount: int, milestone_id: int | None, refund_id: int | None
+    ) -> None: ...
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Step:
     """One transition: the row it moves, from and to which state, and its history row."""
 
-    unit: UnitOfWork
+    unit: Unit
     entity: str
     record: Row
     event: str
@@ -32,7 +61,7 @@ class Step:
     from_state: str | None
     to_state: str
     version: int
-    history_id: int
+    history_id: int = 0
     # What changed, for people (NT1): fields before and after, a proposal's items. Goes
     # into the history row and the event's data.
     details: dict[str, Any] = field(default_factory=dict)

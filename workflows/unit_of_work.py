@@ -4,7 +4,7 @@ It locks the contract first (every entity belongs to one contract, so all work o
 contract is serialised and locks are always taken in the same order), lets the machine
 decide each event, runs the event's effect, and has every step recorded (history,
 deadlines, event). Changed rows are written once, at `flush`. All writes go through one
-`storage.writes.Writes`; the SQL itself belongs to the table owners in `storage/`.
+`storage.statements.Writes`; the SQL itself belongs to the table owners in `storage/`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from statemachine.exceptions import TransitionNotAllowed
 
 from storage import deadlines, entities, history, ledger
 from storage.errors import NotFound, TransitionRejected
-from storage.writes import Row
+from storage.statements import Row
 from workflows.decision import Decider
 from workflows.machines import MACHINES, Context, party_events_from
 from workflows.payloads import only, reason
@@ -30,7 +30,7 @@ class UnitOfWork:
 
     def __init__(self, recorder: Recorder, decider: Decider) -> None:
         self.recorder = recorder  # who acts, why and when; writes the record of each step
-        self.writes = recorder.writes
+        self.tx = recorder.tx
         self.actor = recorder.actor
         self.now = recorder.now
         self.policy = recorder.policy
@@ -55,26 +55,24 @@ class UnitOfWork:
 
     def lock_contract_of(self, entity: str, entity_id: int) -> Row:
         """Lock the contract that `entity` belongs to: all work on it is serialised."""
-        contract = entities.lock_contract_of(self.writes, entity, entity_id)
+        contract = entities.lock_contract_of(self.tx, entity, entity_id)
         if contract is None:
             raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
-        if self.writes.settle(contract.id):  # its batched writes first, then read it again
-            contract = entities.lock_contract_of(self.writes, entity, entity_id)
+        if self.tx.settle(contract.id):  # its batched writes first, then read it again
+            contract = entities.lock_contract_of(self.tx, entity, entity_id)
             assert contract is not None
         return self._hold(contract)
 
     def lock_and_load(self, entity: str, entity_id: int) -> Row:
         """`lock_contract_of(entity)`, then `load` the entity: one round trip when
         nothing waits in a batch (a request's transaction)."""
-        if entity == "contract" or self.writes.batch is not None:
+        if entity == "contract" or self.tx.batch is not None:
             self.lock_contract_of(entity, entity_id)
             return self.load(entity, entity_id)
         # On PostgreSQL a history id is taken too: the step's row then needs no answer.
-        also = [history.NEXT_ID] if self.writes.postgresql else []
-        contract, record, more = entities.lock_contract_and_load(
-            self.writes, entity, entity_id, *also
-        )
-        self.writes.ids["history"] = [row["id"] for row in more if row is not None]
+        also = [] if self.tx.one_writer else [history.NEXT_ID]
+        contract, record, more = entities.lock_contract_and_load(self.tx, entity, entity_id, *also)
+        self.tx.ids["history"] = [row["id"] for row in more if row is not None]
         if contract is None:
             raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
         self._hold(contract)
@@ -88,18 +86,18 @@ class UnitOfWork:
         prefetched = self._take_prefetched(deadline_id)
         if prefetched is not None:
             return prefetched
-        if self.writes.postgresql:
+        if not self.tx.one_writer:
             self.lock_contract_of("deadline", deadline_id)
-            found = deadlines.load(self.writes, deadline_id)
+            found = deadlines.load(self.tx, deadline_id)
             assert found is not None  # the lock above found it
             return found
         # SQLite's write transaction already shuts out every other writer, so reading
         # both rows in one statement is as good as locking first (a round trip less).
-        both = deadlines.load_with_contract(self.writes, deadline_id)
+        both = deadlines.load_with_contract(self.tx, deadline_id)
         if both is None:
             raise NotFound(f"deadline {deadline_id} does not exist", code="deadline_not_found")
-        if self.writes.settle(both[0]["id"]):  # its batched writes first, then read again
-            both = deadlines.load_with_contract(self.writes, deadline_id)
+        if self.tx.settle(both[0]["id"]):  # its batched writes first, then read again
+            both = deadlines.load_with_contract(self.tx, deadline_id)
             assert both is not None
         self._hold(Row("contract", entities.TABLES["contract"], both[0]))
         return both[1]
@@ -107,7 +105,7 @@ class UnitOfWork:
     def _take_prefetched(self, deadline_id: int) -> dict[str, Any] | None:
         """The deadline and its contract as the sweeper read them for the whole batch
         (already locked), if this is the batch's first work on that contract."""
-        batch = self.writes.batch
+        batch = self.tx.batch
         if batch is None or not batch.prefetched:
             return None
         deadline = batch.prefetched.get(("deadline", deadline_id))
@@ -128,12 +126,12 @@ class UnitOfWork:
         """A row of the locked contract, loaded once per transaction."""
         key = (entity, entity_id)
         if key not in self.records:
-            batch = self.writes.batch
+            batch = self.tx.batch
             found = batch.prefetched.get(key) if self._prefetched and batch else None
             row = (
                 Row(entity, entities.TABLES[entity], dict(found))
                 if found is not None
-                else entities.load(self.writes, entity, entity_id)
+                else entities.load(self.tx, entity, entity_id)
             )
             if row is None or row["contract_id"] != self.contract.id:
                 raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
@@ -164,7 +162,16 @@ class UnitOfWork:
                 details={"state": from_state, "event": event},
             ) from None
         version = record["version"] + 1
-        step = Step(self, entity, record, event, payload, from_state, to_state, version, 0)
+        step = Step(
+            unit=self,
+            entity=entity,
+            record=record,
+            event=event,
+            payload=payload,
+            from_state=from_state,
+            to_state=to_state,
+            version=version,
+        )
         step.history_id = self.recorder.history(step, self.contract, parent)
         record.set(state=to_state, version=version, updated_at=self.now)
         if effect is not None:
@@ -198,12 +205,52 @@ class UnitOfWork:
             "created_at": self.now,
             "updated_at": self.now,
         }
-        record = self._hold(entities.insert(self.writes, entity, values))
-        step = Step(self, entity, record, "create", {}, None, initial, 1, 0, dict(details or {}))
+        record = self._hold(entities.insert(self.tx, entity, values))
+        step = Step(
+            unit=self,
+            entity=entity,
+            record=record,
+            event="create",
+            payload={},
+            from_state=None,
+            to_state=initial,
+            version=1,
+            details=dict(details or {}),
+        )
         step.history_id = self.recorder.history(step, self.contract, parent)
         self.recorder.reschedule(step, self.contract)
         self.recorder.publish(step, self.contract)
         self.created.append({"entity": entity, "id": record.id})
+        return step
+
+    def note(
+        self,
+        record: Row,
+        event: str,
+        payload: Mapping[str, Any],
+        *,
+        states: tuple[str | None, str] | None = None,
+        version: int | None = None,
+        details: Mapping[str, Any] | None = None,
+        recipients: list[str] | None = None,
+    ) -> Step:
+        """A step no machine decides and that schedules nothing (NT2's reminder, an admin's
+        deadline action): its history row and its event, recorded like any other.
+        `states` (from, to) and `version` default to the record's own."""
+        from_state, to_state = states or (record["state"], record["state"])
+        step = Step(
+            unit=self,
+            entity=record.entity,
+            record=record,
+            event=event,
+            payload=payload,
+            from_state=from_state,
+            to_state=to_state,
+            version=record["version"] if version is None else version,
+            details=dict(details or {}),
+        )
+        step.history_id = self.recorder.history(step, self.contract, None)
+        self.recorder.publish(step, self.contract, recipients=recipients)
         return step
 
     def close_if_settled(self, step: Step) -> None:
@@ -237,7 +284,7 @@ class UnitOfWork:
         self, step: Step, kind: str, amount: int, milestone_id: int | None, refund_id: int | None
     ) -> None:
         ledger.append(
-            self.writes,
+            self.tx,
             {
                 "contract_id": self.contract.id,
                 "milestone_id": milestone_id,
@@ -253,7 +300,7 @@ class UnitOfWork:
     def flush(self) -> None:
         """Write the changed rows: now, or with the transaction's batch."""
         for record in self.records.values():
-            entities.write(self.writes, record, later=True)
-        batch = self.writes.batch
+            entities.write(self.tx, record, later=True)
+        batch = self.tx.batch
         if batch is not None and self._contract is not None:
             batch.touched.add(self._contract.id)

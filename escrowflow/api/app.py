@@ -38,7 +38,7 @@ from storage.errors import (
     StorageError,
 )
 from storage.migrate import head
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 
 
 class SafeJSONResponse(JSONResponse):
@@ -53,7 +53,7 @@ class SafeJSONResponse(JSONResponse):
 
 
 def create_app(
-    settings: Settings, *, engine: Engine | None = None, run_worker: bool = False
+    settings: Settings, *, engine: EscrowEngine | None = None, run_worker: bool = False
 ) -> FastAPI:
     """The API for `settings`; with `run_worker`, the daemon's worker runs inside it."""
     if engine is None:

@@ -21,7 +21,7 @@ from storage.errors import (
 from storage.idempotency import MAX_KEY_LENGTH
 from workflows.access import refuse_system_role
 from workflows.actors import Actor
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 
 COLLECTIONS = {
     "contracts": "contract",
@@ -32,6 +32,9 @@ COLLECTIONS = {
 }
 MAX_ID = 2**31 - 1
 MAX_STORED_KEY = MAX_KEY_LENGTH  # the idempotency_keys column
+CALLER_KEY_LENGTH = 150
+"""The longest Idempotency-Key a caller sends (stored with its service's name before it:
+past MAX_STORED_KEY the two are stored as their SHA-256)."""
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": schemas.ErrorOut, "description": text}
@@ -57,7 +60,7 @@ IdempotencyKey = Annotated[
     Header(
         alias="Idempotency-Key",
         description="Makes a retry safe: the same key answers the first result. Never expires.",
-        max_length=150,
+        max_length=CALLER_KEY_LENGTH,
     ),
 ]
 IfMatch = Annotated[
@@ -82,12 +85,12 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 # cost more than the rest of a request's overhead (bench/http.py).
 
 
-async def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
+async def _engine(request: Request) -> EscrowEngine:
+    engine: EscrowEngine = request.app.state.engine
     return engine
 
 
-EngineDep = Annotated[Engine, Depends(_engine)]
+EngineDep = Annotated[EscrowEngine, Depends(_engine)]
 
 
 async def _caller(request: Request, credentials: Credentials, engine: EngineDep) -> tokens.Caller:
@@ -167,7 +170,7 @@ def scoped_key(acting: Acting, key: str | None) -> str | None:
         return None
     if not key.strip() or not key.isprintable():
         raise MalformedRequest(
-            "Idempotency-Key must be 1 to 150 printable characters",
+            f"Idempotency-Key must be 1 to {CALLER_KEY_LENGTH} printable characters",
             code="invalid_idempotency_key",
         )
     namespaced = f"{acting.caller.service}:{key}"

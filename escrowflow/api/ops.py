@@ -16,7 +16,7 @@ from escrowflow.api.deps import (
     EngineDep,
 )
 from storage.migrate import current, probe_write
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 
 _log = logging.getLogger("escrowflow.api")
 
@@ -25,7 +25,7 @@ READY_WITHIN_SECONDS = 1.0
 """/readyz answers within this, whatever the database does."""
 
 
-def _probe(engine: Engine, head: str | None) -> tuple[str | None, timedelta]:
+def _probe(engine: EscrowEngine, head: str | None) -> tuple[str | None, timedelta]:
     revision = current(engine.db)
     if revision == head:
         probe_write(engine.db)

@@ -24,7 +24,7 @@ from escrowflow.api.deps import (
     expected_version,
     scoped_key,
 )
-from workflows.engine import Engine, Result
+from workflows.engine import EscrowEngine, Result
 
 
 def _answer(
@@ -46,7 +46,7 @@ class Write:
         self,
         request: Request,
         response: Response,
-        engine: Engine,
+        engine: EscrowEngine,
         acting: Acting,
         key: str | None,
         if_match: str | None,

@@ -14,7 +14,7 @@ import typer
 from escrowflow.error_codes import exit_code
 from escrowflow.settings import Settings
 from storage.errors import EscrowflowError
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ def load_settings() -> Settings:
         return Settings()
 
 
-def load_engine() -> Engine:
+def load_engine() -> EscrowEngine:
     settings = load_settings()
     with errors():
         return settings.engine()
@@ -72,7 +72,7 @@ def json_arg(text: str | None, option: str) -> dict[str, Any]:
     return value
 
 
-def run(action: Callable[[Engine], T]) -> T:
+def run(action: Callable[[EscrowEngine], T]) -> T:
     """Do `action` with the engine; an error ends the command with one line and its exit
     code."""
     engine = load_engine()
@@ -81,7 +81,7 @@ def run(action: Callable[[Engine], T]) -> T:
 
 
 def emit_rows(
-    fetch: Callable[[Engine], list[dict[str, Any]]],
+    fetch: Callable[[EscrowEngine], list[dict[str, Any]]],
     as_json: bool,
     line: Callable[[Any], str],
     empty: str = "",

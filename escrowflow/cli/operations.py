@@ -16,7 +16,7 @@ import typer
 
 from escrowflow.cli.common import app, emit, emit_rows, errors, fail, load_engine, load_settings
 from escrowflow.cli.options import As, AsJson, Id
-from workflows import deadlines, views
+from workflows import sweeper, views
 from workflows.actors import Actor
 
 
@@ -180,7 +180,7 @@ def fire_due() -> None:
     """Fire every deadline that is due now (the daemon will do this on a schedule)."""
     engine = load_engine()
     with errors():
-        report = deadlines.fire_due(engine)
+        report = sweeper.fire_due(engine)
     typer.echo(f"fired {report.fired}, stale {report.stale}, failed {report.failed}")
     for error in report.errors:
         typer.echo(f"  {error}", err=True)

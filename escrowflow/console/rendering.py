@@ -5,18 +5,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from escrowflow.console.sessions import Viewer
 from escrowflow.text import printable
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 from workflows.policy import format_money
-
-if TYPE_CHECKING:
-    from escrowflow.console.routes import Viewer
 
 HERE = Path(__file__).resolve().parent
 HEADERS = {
@@ -51,7 +49,7 @@ _TEMPLATES = _environment()
 def render_page(
     request: Request, name: str, viewer: Viewer | None, status: int = 200, **context: Any
 ) -> HTMLResponse:
-    engine: Engine = request.app.state.engine
+    engine: EscrowEngine = request.app.state.engine
     html = _TEMPLATES.get_template(name).render(
         viewer=viewer, csrf=viewer.session.csrf if viewer else "", now=engine.clock.now(), **context
     )

@@ -23,7 +23,8 @@ from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import diagrams, tokens
 from escrowflow.console.rendering import HEADERS, HERE, render_page
-from escrowflow.console.sessions import COOKIE, Session, Sessions, same_csrf
+from escrowflow.console.sessions import COOKIE, Sessions, Viewer, same_csrf
+from escrowflow.error_codes import http_status
 from escrowflow.settings import Settings
 from scheduler.worker import worker_status
 from storage import deadlines
@@ -32,20 +33,10 @@ from storage.deliveries import DeliveryFilter
 from storage.errors import EscrowflowError, NotFound, Unauthenticated, ValidationError
 from workflows import deadline_admin, feed, forecast, inspector, lists
 from workflows.actors import Actor, Role
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 
 _DURATION = pydantic.TypeAdapter(timedelta)
 ENTITIES = ("contract", "milestone", "change_request", "proposal", "refund")
-
-
-class Viewer:
-    """A signed-in person: the session, and the token's caller."""
-
-    def __init__(self, session_id: str, session: Session, caller: tokens.Caller) -> None:
-        self.session_id = session_id
-        self.session = session
-        self.caller = caller
-        self.can_act = Role.ADMIN in caller.roles
 
 
 def install(app: FastAPI, settings: Settings) -> None:
@@ -73,8 +64,8 @@ async def _viewer(request: Request) -> Viewer | None:
     return Viewer(session_id, session, caller)
 
 
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
+def _engine(request: Request) -> EscrowEngine:
+    engine: EscrowEngine = request.app.state.engine
     return engine
 
 
@@ -200,7 +191,8 @@ def _router() -> APIRouter:
         try:
             found = await offload(inspector.contract_page, _engine(request).db, contract_id)
         except NotFound as exc:
-            return render_page(request, "error.html", viewer, status=404, message=exc.message)
+            status = http_status(exc)
+            return render_page(request, "error.html", viewer, status=status, message=exc.message)
         return render_page(request, "contract.html", viewer, **found)
 
     @router.get("/diagram/{entity}/{entity_id}.svg")
@@ -313,7 +305,8 @@ def _router() -> APIRouter:
             await offload(feed.replay, engine.db, engine.clock.now(), delivery_id=delivery_id)
         except EscrowflowError as exc:
             assert viewer is not None
-            return render_page(request, "error.html", viewer, status=409, message=exc.message)
+            status = http_status(exc)
+            return render_page(request, "error.html", viewer, status=status, message=exc.message)
         return RedirectResponse("/console/webhooks", status_code=303)
 
     @router.get("/workers")
@@ -345,22 +338,29 @@ async def _acting(request: Request) -> tuple[Viewer | None, Any, Response | None
 async def _with_error(
     request: Request, viewer: Viewer, page: str, exc: EscrowflowError
 ) -> Response:
-    """The page again, with the engine's refusal on it (nothing changed)."""
+    """The page again, with the engine's refusal on it (nothing changed), answered with
+    the status the API gives the same refusal (`error_codes`)."""
+    status = http_status(exc)
     if page == "disputes":
         found = await offload(
             lists.entity_page, _engine(request).db, "refund", {"state": "disputed"}, None, 200
         )
         return render_page(
-            request, "disputes.html", viewer, status=422, refunds=found["items"], error=exc.message
+            request,
+            "disputes.html",
+            viewer,
+            status=status,
+            refunds=found["items"],
+            error=exc.message,
         )
     engine = _engine(request)
     board = await offload(_deadline_board, engine, engine.clock.now())
     return render_page(
-        request, "deadlines.html", viewer, status=422, error=exc.message, notice="", **board
+        request, "deadlines.html", viewer, status=status, error=exc.message, notice="", **board
     )
 
 
-def _deadline_board(engine: Engine, now: datetime) -> dict[str, Any]:
+def _deadline_board(engine: EscrowEngine, now: datetime) -> dict[str, Any]:
     with translated_errors(), engine.db.connect() as conn:
         board = deadlines.board(conn, now)
     return {
@@ -371,7 +371,7 @@ def _deadline_board(engine: Engine, now: datetime) -> dict[str, Any]:
     }
 
 
-def _workers(engine: Engine) -> dict[str, Any]:
+def _workers(engine: EscrowEngine) -> dict[str, Any]:
     """What `escrowflow status` shows, and the lag: how late the most overdue deadline is."""
     report = worker_status(engine)
     with translated_errors(), engine.db.connect() as conn:

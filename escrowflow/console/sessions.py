@@ -16,6 +16,9 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from escrowflow import tokens
+from workflows.actors import Role
+
 COOKIE = "escrowflow_console"
 
 
@@ -62,3 +65,13 @@ class Sessions:
 
 def same_csrf(session: Session, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(session.csrf, given)
+
+
+class Viewer:
+    """A signed-in person: the session, and the token's caller."""
+
+    def __init__(self, session_id: str, session: Session, caller: tokens.Caller) -> None:
+        self.session_id = session_id
+        self.session = session
+        self.caller = caller
+        self.can_act = Role.ADMIN in caller.roles

@@ -232,12 +232,17 @@ class WebhookDelivery(Leased, table=True):
     delivered_at: datetime | None = when(default=None)
 
 
+IDEMPOTENCY_KEY_LENGTH = 200
+"""The longest stored key (a service's name, a colon and its key; longer ones are
+stored as their SHA-256)."""
+
+
 class IdempotencyRecord(SQLModel, table=True):
     """A used Idempotency-Key, its request's fingerprint and its result. Never expires."""
 
     __tablename__ = "idempotency_keys"
 
-    key: str = Field(primary_key=True, max_length=200)
+    key: str = Field(primary_key=True, max_length=IDEMPOTENCY_KEY_LENGTH)
     fingerprint: str = Field(max_length=64)
     result: dict[str, Any] = Field(sa_type=sa.JSON)
     created_at: datetime = when()

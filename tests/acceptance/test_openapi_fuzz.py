@@ -30,7 +30,7 @@ from tests.conftest import database_settings
 from tests.helpers import Scenario
 from tests.live import live_server
 from workflows.clock import ManualClock
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 from workflows.policy import Policy
 
 EXAMPLES = int(os.environ.get("ESCROWFLOW_FUZZ_EXAMPLES", "25"))
@@ -58,7 +58,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     db = make_engine(database_settings(f"sqlite:///{path}"))
     upgrade(db)  # migrated, as in production: /readyz is ready
     clock = ManualClock()
-    engine = Engine(db, Policy(reminders={}), clock)
+    engine = EscrowEngine(db, Policy(reminders={}), clock)
     sc = Scenario(engine, clock)
     for _ in range(3):  # something for ids 1..3 to find
         sc.in_review(50_000)

@@ -16,7 +16,7 @@ from escrowflow import tokens
 from tests.helpers import FREELANCER, Scenario, check_invariants
 from tests.served import START, Server, until
 from workflows.clock import ManualClock
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 from workflows.policy import Policy
 
 FIRE = [sys.executable, "-m", "escrowflow", "fire", "milestone"]
@@ -131,7 +131,7 @@ def test_fp2_nt1_a_proposal_is_readable_before_answering_over_http(
 
 def test_pa1_x10_the_cli_refuses_to_act_as_system_and_changes_nothing(db: DBEngine) -> None:
     clock = ManualClock()
-    sc = Scenario(Engine(db, Policy(reminders={}), clock), clock)
+    sc = Scenario(EscrowEngine(db, Policy(reminders={}), clock), clock)
     _contract, m = sc.in_review()
     before = sc.snapshot()
     env = {**os.environ, "ESCROWFLOW_DATABASE_URL": db.url.render_as_string(hide_password=False)}

@@ -30,10 +30,10 @@ from tests.helpers import (
 )
 from workflows.actors import Actor
 from workflows.clock import ManualClock
-from workflows.deadlines import fire_due
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 from workflows.machines import MilestoneMachine
 from workflows.policy import Policy
+from workflows.sweeper import fire_due
 
 EXAMPLES = int(
     os.environ.get("ESCROWFLOW_STATEFUL_EXAMPLES", "200" if os.environ.get("CI") else "40")
@@ -50,7 +50,7 @@ def test_random_lifecycles_keep_every_invariant(db: DBEngine) -> None:
             super().__init__()
             reset(db)
             self.clock = ManualClock()
-            self.sc = Scenario(Engine(db, Policy(reminders={}), self.clock), self.clock)
+            self.sc = Scenario(EscrowEngine(db, Policy(reminders={}), self.clock), self.clock)
 
         def _try(
             self,

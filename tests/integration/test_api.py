@@ -459,11 +459,11 @@ def test_readiness_names_the_failed_check_not_the_driver(tmp_path: Any) -> None:
     from tests.conftest import database_settings
     from tests.live import live_server
     from workflows.clock import ManualClock
-    from workflows.engine import Engine
+    from workflows.engine import EscrowEngine
     from workflows.policy import Policy
 
     missing = make_engine(database_settings(f"sqlite:///{tmp_path}/no/such/dir/x.db"))
-    with live_server(Engine(missing, Policy(reminders={}), ManualClock())) as url:
+    with live_server(EscrowEngine(missing, Policy(reminders={}), ManualClock())) as url:
         ready = httpx.get(f"{url}/readyz", timeout=30)
     missing.dispose()
     assert ready.status_code == 503 and ready.json()["status"] == "database_unavailable"

@@ -21,7 +21,7 @@ from tests.helpers import CLIENT, FREELANCER, Scenario
 from tests.live import Api, live_server
 from workflows.actors import Role
 from workflows.clock import ManualClock
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 from workflows.machines import MACHINES
 from workflows.policy import Policy
 
@@ -169,7 +169,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, Scen
     db = make_engine(database_settings(f"sqlite:///{path}"))
     metadata.create_all(db)
     clock = ManualClock()
-    engine = Engine(db, Policy(reminders={}), clock)
+    engine = EscrowEngine(db, Policy(reminders={}), clock)
     with live_server(engine) as url:
         api = Api(url, engine)
         yield api, Scenario(engine, clock)

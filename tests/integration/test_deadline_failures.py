@@ -18,8 +18,8 @@ from scheduler.worker import worker_status
 from storage.errors import StorageBusy, TransitionRejected
 from tests.helpers import ADMIN, CLIENT, Scenario
 from tests.live import Api
-from workflows.deadlines import fire_due
 from workflows.retry import DEADLINE_RETRY, LOCK_RETRY, RetryStrategy
+from workflows.sweeper import fire_due
 
 
 def _shift_held(db: DBEngine, contract: int, by: int) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from storage.errors import ConflictError, TransitionRejected
 from tests.helpers import CLIENT, Scenario, check_invariants, race
-from workflows.deadlines import fire_due
+from workflows.sweeper import fire_due
 
 ROUNDS = 25
 

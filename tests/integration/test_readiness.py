@@ -18,7 +18,7 @@ from storage.migrate import upgrade
 from tests.conftest import database_settings
 from tests.live import live_server
 from workflows.clock import ManualClock
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 from workflows.policy import Policy
 
 
@@ -43,7 +43,7 @@ def test_readyz_is_not_ready_on_a_full_disk_and_ready_again_once_there_is_room(
 ) -> None:
     db = make_engine(database_settings(f"sqlite:///{small_disk}/escrowflow.db", "FULL"))
     upgrade(db)
-    engine = Engine(db, Policy(reminders={}), ManualClock())
+    engine = EscrowEngine(db, Policy(reminders={}), ManualClock())
     with live_server(engine, Settings(api_token_cache_seconds=0)) as url:
         assert httpx.get(f"{url}/readyz").json()["status"] == "ready"
         filler = small_disk / "filler"
@@ -69,7 +69,7 @@ def test_readyz_answers_while_the_database_holds_its_lock(db: DBEngine, backend:
     held (its probe gives up after a second), though statements here wait 60 s."""
     url = db.url.render_as_string(hide_password=False)
     patient = make_engine(database_settings(url), lock_timeout=60)
-    upgrade_probe = Engine(patient, Policy(reminders={}), ManualClock())
+    upgrade_probe = EscrowEngine(patient, Policy(reminders={}), ManualClock())
     with patient.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS alembic_version (version_num text)")
     holder = db.connect()
@@ -93,7 +93,7 @@ def test_readyz_answers_while_the_database_holds_its_lock(db: DBEngine, backend:
 def test_an_exhausted_pool_is_a_json_503_never_a_500(db: DBEngine) -> None:
     url = db.url.render_as_string(hide_password=False)
     tiny = make_engine(database_settings(url), pool_size=1, max_overflow=0, pool_timeout=0.5)
-    engine = Engine(tiny, Policy(reminders={}), ManualClock())
+    engine = EscrowEngine(tiny, Policy(reminders={}), ManualClock())
     from escrowflow import tokens
 
     token = tokens.create(tiny, engine.clock.now(), "web", ["read"])["token"]

@@ -16,8 +16,8 @@ from scheduler.worker import Worker, worker_status
 from storage.db import transaction
 from storage.models import CONTRACTS, DEADLINES
 from tests.helpers import CLIENT, FREELANCER, Scenario, check_invariants, race
-from workflows.deadlines import Sweeper
 from workflows.retry import DEADLINE_RETRY
+from workflows.sweeper import Sweeper
 
 
 def eventually(check: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -30,10 +30,10 @@ from tests.helpers import reset
 from tests.model.escrow import FIELDS, ROLES, Model, Refused
 from workflows.actors import Actor, Role
 from workflows.clock import ManualClock
-from workflows.deadlines import fire_due
-from workflows.engine import Engine
+from workflows.engine import EscrowEngine
 from workflows.machines import MACHINES
 from workflows.policy import Policy
+from workflows.sweeper import fire_due
 
 ACTORS = {
     "client": ("client", "acme"),
@@ -90,7 +90,7 @@ class Harness:
         self.db = db
         reset(db)
         self.clock = ManualClock()
-        self.engine = Engine(db, Policy(reminders={}), self.clock)
+        self.engine = EscrowEngine(db, Policy(reminders={}), self.clock)
         self.model = Model(now=self.clock.now().replace(tzinfo=None))
         self.ids: dict[str, dict[int, int]] = {entity: {} for entity in ENTITIES}
         self.steps: list[str] = []

@@ -75,10 +75,10 @@ def test_an_engine_always_has_the_effects_of_every_event() -> None:
         "import types, sqlalchemy as sa\n"
         "from workflows.registry import EFFECTS\n"
         "assert not EFFECTS\n"
-        "from workflows.engine import Engine\n"
+        "from workflows.engine import EscrowEngine\n"
         "from workflows.clock import SystemClock\n"
         "from workflows.policy import Policy\n"
-        "Engine(sa.create_engine('sqlite://'), Policy(), SystemClock())\n"
+        "EscrowEngine(sa.create_engine('sqlite://'), Policy(), SystemClock())\n"
         "assert ('milestone', 'auto_approve') in EFFECTS, sorted(EFFECTS)\n"
         "assert ('refund', 'refund_by_default') in EFFECTS\n"
     )

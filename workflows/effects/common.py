@@ -13,9 +13,9 @@ from workflows.step import Step
 FIELDS = p.MILESTONE_FIELDS
 
 
-def check_limit(s: Step, more: int) -> None:
+def check_limit(step: Step, more: int) -> None:
     """CT3: at most the limit of milestones; deleted ones do not count."""
-    contract, limit = s.contract, s.policy.max_milestones
+    contract, limit = step.contract, step.policy.max_milestones
     if contract["milestone_count"] + more > limit:
         raise TransitionRejected(
             f"contract {contract.id} has {contract['milestone_count']} milestones and the limit "
@@ -25,10 +25,10 @@ def check_limit(s: Step, more: int) -> None:
         )
 
 
-def create_milestones(s: Step, new: list[dict[str, Any]]) -> None:
-    contract, unit = s.contract, s.unit
-    check_limit(s, len(new))
-    last = entities.last_position(unit.writes, contract.id)
+def create_milestones(step: Step, new: list[dict[str, Any]]) -> None:
+    contract, unit = step.contract, step.unit
+    check_limit(step, len(new))
+    last = entities.last_position(unit.tx, contract.id)
     for offset, fields in enumerate(new, start=1):
         unit.create(
             "milestone",
@@ -41,7 +41,7 @@ def create_milestones(s: Step, new: list[dict[str, Any]]) -> None:
                 "released_amount": 0,
                 "open_change_request_id": None,
             },
-            parent=s,
+            parent=step,
         )
     contract.add(milestone_count=len(new))
 
@@ -70,14 +70,14 @@ def require_change(current: Any, fields: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def cancel_proposal(s: Step) -> None:
-    if s.contract["open_proposal_id"] is not None:
-        s.unit.cascade("proposal", s.contract["open_proposal_id"], "cancel", s)
+def cancel_proposal(step: Step) -> None:
+    if step.contract["open_proposal_id"] is not None:
+        step.unit.cascade("proposal", step.contract["open_proposal_id"], "cancel", step)
 
 
-def cancel_change_request(s: Step, milestone: Any) -> None:
+def cancel_change_request(step: Step, milestone: Any) -> None:
     if milestone["open_change_request_id"] is not None:
-        s.unit.cascade("change_request", milestone["open_change_request_id"], "cancel", s)
+        step.unit.cascade("change_request", milestone["open_change_request_id"], "cancel", step)
 
 
 class at_index:

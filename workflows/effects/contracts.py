@@ -64,26 +64,26 @@ def offer_contract(unit: UnitOfWork, payload: Mapping[str, Any]) -> Step:
 
 
 @effect("contract", "add_milestones", takes=("milestones",))
-def add_milestones(s: Step) -> None:
+def add_milestones(step: Step) -> None:
     """MS2: several milestones in one call, all or none."""
-    items = p.listing(s.payload, "milestones", max_items=s.policy.max_milestones + 1)
+    items = p.listing(step.payload, "milestones", max_items=step.policy.max_milestones + 1)
     new = []
     for index, item in enumerate(items):
         with at_index("milestones", index):
             item = p.mapping(item, f"milestones[{index}]")
             p.only(item, FIELDS, "a milestone")
-            new.append(p.milestone_fields(item, s.contract["currency"], s.policy, new=True))
-    create_milestones(s, new)
+            new.append(p.milestone_fields(item, step.contract["currency"], step.policy, new=True))
+    create_milestones(step, new)
 
 
 @effect("contract", "reorder_milestones", takes=("order",))
-def reorder_milestones(s: Step) -> None:
+def reorder_milestones(step: Step) -> None:
     """MS3: reorder the milestones that have not started; the others keep their place."""
     order = [
         p.identifier({"order": value}, "order")
-        for value in p.listing(s.payload, "order", max_items=s.policy.max_milestones)
+        for value in p.listing(step.payload, "order", max_items=step.policy.max_milestones)
     ]
-    pending = entities.not_started(s.unit.writes, s.contract.id)
+    pending = entities.not_started(step.unit.tx, step.contract.id)
     if sorted(order) != sorted(row.id for row in pending):
         raise ValidationError(
             "order must list every milestone that has not started, each once: "
@@ -94,21 +94,21 @@ def reorder_milestones(s: Step) -> None:
     current = {row.id: row.position for row in pending}
     for milestone_id, position in zip(order, [row.position for row in pending], strict=True):
         if current[milestone_id] != position:
-            s.unit.load("milestone", milestone_id).set(position=position)
+            step.unit.load("milestone", milestone_id).set(position=position)
 
 
 @effect("contract", "propose", takes=("items",))
-def propose(s: Step) -> None:
+def propose(step: Step) -> None:
     """FP1: the freelancer proposes to add, edit or delete milestones not yet started.
 
     FP2, X12: a proposal that could not apply is refused now, not on accept: each milestone at
     most once, every edit changes something, and the result stays within CT3.
     """
-    items = p.listing(s.payload, "items", max_items=s.policy.max_milestones)
+    items = p.listing(step.payload, "items", max_items=step.policy.max_milestones)
     rows: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         with at_index("items", index):
-            row = _proposal_item(s, p.mapping(item, f"items[{index}]"))
+            row = _proposal_item(step, p.mapping(item, f"items[{index}]"))
             named = row.get("milestone_id")
             if named is not None and any(r.get("milestone_id") == named for r in rows):
                 raise ValidationError(
@@ -120,7 +120,7 @@ def propose(s: Step) -> None:
             rows.append(row)
     adds = sum(row["action"] == "add" for row in rows)
     deletes = sum(row["action"] == "delete" for row in rows)
-    check_limit(s, adds - deletes)
+    check_limit(step, adds - deletes)
     rows = [
         {
             "ordinal": ordinal,
@@ -134,34 +134,36 @@ def propose(s: Step) -> None:
         }
         for ordinal, row in enumerate(rows)
     ]
-    proposal = s.unit.create(
+    proposal = step.unit.create(
         "proposal",
-        {"contract_id": s.contract.id},
-        parent=s,
+        {"contract_id": step.contract.id},
+        parent=step,
         details={"items": [describe_item(row) for row in rows]},
     )
     entities.add_proposal_items(
-        s.unit.writes, [{"proposal_id": proposal.record.id, **row} for row in rows]
+        step.unit.tx, [{"proposal_id": proposal.record.id, **row} for row in rows]
     )
-    s.contract.set(open_proposal_id=proposal.record.id)
-    s.details["proposal_id"] = proposal.record.id
+    step.contract.set(open_proposal_id=proposal.record.id)
+    step.details["proposal_id"] = proposal.record.id
 
 
-def _proposal_item(s: Step, item: Mapping[str, Any]) -> dict[str, Any]:
+def _proposal_item(step: Step, item: Mapping[str, Any]) -> dict[str, Any]:
     action = item.get("action")
-    currency = s.contract["currency"]
+    currency = step.contract["currency"]
     if action == "add":
         p.only(item, ("action", *FIELDS), "an add item")
-        return {"action": "add", **p.milestone_fields(item, currency, s.policy, new=True)}
+        return {"action": "add", **p.milestone_fields(item, currency, step.policy, new=True)}
     if action in ("edit", "delete"):
-        milestone = s.unit.load("milestone", p.identifier(item, "milestone_id"))
+        milestone = step.unit.load("milestone", p.identifier(item, "milestone_id"))
         require_not_started(milestone)
         if action == "delete":
             p.only(item, ("action", "milestone_id"), "a delete item")
             before = {f: jsonable(milestone[f]) for f in FIELDS}
             return {"action": "delete", "milestone_id": milestone.id, "before": before}
         p.only(item, ("action", "milestone_id", *FIELDS), "an edit item")
-        fields = require_change(milestone, p.milestone_fields(item, currency, s.policy, new=False))
+        fields = require_change(
+            milestone, p.milestone_fields(item, currency, step.policy, new=False)
+        )
         before = {f: jsonable(milestone[f]) for f in fields}
         return {"action": "edit", "milestone_id": milestone.id, **fields, "before": before}
     raise ValidationError(
@@ -172,10 +174,10 @@ def _proposal_item(s: Step, item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @effect("contract", "request_refund")
-def request_refund(s: Step) -> None:
+def request_refund(step: Step) -> None:
     """RF1: a refund of the remainder of a partial release, or of what an ended contract
     still holds for its active milestone. The money is set aside until settled."""
-    contract, unit = s.contract, s.unit
+    contract, unit = step.contract, step.unit
     milestone_id = None
     if contract["credit"] > 0:
         amount = contract["credit"]
@@ -201,31 +203,31 @@ def request_refund(s: Step) -> None:
             "contract_id": contract.id,
             "milestone_id": milestone_id,
             "amount": amount,
-            "reason": p.reason(s.payload) or "",
+            "reason": p.reason(step.payload) or "",
         },
-        parent=s,
+        parent=step,
     )
     contract.set(open_refund_id=refund.record.id)
     if milestone_id is not None:
-        unit.cascade("milestone", milestone_id, "hold_for_refund", s)
+        unit.cascade("milestone", milestone_id, "hold_for_refund", step)
 
 
 @effect("contract", "decline")
 @effect("contract", "withdraw")
-def return_escrow_of_offer(s: Step) -> None:
+def return_escrow_of_offer(step: Step) -> None:
     """CT2: whatever was deposited for a withdrawn or declined offer goes back in full."""
-    contract = s.contract
+    contract = step.contract
     if contract["active_milestone_id"] is not None:
-        s.unit.cascade("milestone", contract["active_milestone_id"], "refund", s)
-    s.unit.pay_out(s, "refund", contract["credit"], None, None)
+        step.unit.cascade("milestone", contract["active_milestone_id"], "refund", step)
+    step.unit.pay_out(step, "refund", contract["credit"], None, None)
     contract.set(credit=0)
-    cancel_proposal(s)
+    cancel_proposal(step)
 
 
 @effect("contract", "end")
-def end_contract(s: Step) -> None:
+def end_contract(step: Step) -> None:
     """CT4: escrow stays held; open proposals and change requests lapse."""
-    cancel_proposal(s)
-    if s.contract["active_milestone_id"] is not None:
-        milestone = s.unit.load("milestone", s.contract["active_milestone_id"])
-        cancel_change_request(s, milestone)
+    cancel_proposal(step)
+    if step.contract["active_milestone_id"] is not None:
+        milestone = step.unit.load("milestone", step.contract["active_milestone_id"])
+        cancel_change_request(step, milestone)

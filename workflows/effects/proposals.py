@@ -9,29 +9,29 @@ from workflows.step import Step
 
 
 @effect("proposal", "accept")
-def accept_proposal(s: Step) -> None:
+def accept_proposal(step: Step) -> None:
     """FP2: every change applies, together; if one cannot, none does."""
-    s.contract.set(open_proposal_id=None)
-    items = entities.proposal_items(s.unit.writes.conn, s.record.id)
+    step.contract.set(open_proposal_id=None)
+    items = entities.proposal_items(step.unit.tx.conn, step.record.id)
     for item in items:
         if item["action"] == "delete":
-            s.unit.cascade("milestone", item["milestone_id"], "delete", s)
+            step.unit.cascade("milestone", item["milestone_id"], "delete", step)
     for item in items:
         if item["action"] == "edit":  # the fields shown as changed (FP2), even to None
             changed = item["before"] or {f: None for f in FIELDS if item[f] is not None}
             values = {f: item[f] for f in changed}
-            s.unit.cascade("milestone", item["milestone_id"], "edit", s, **values)
+            step.unit.cascade("milestone", item["milestone_id"], "edit", step, **values)
     adds = [
         {f: item[f] for f in FIELDS if item[f] is not None}
         for item in items
         if item["action"] == "add"
     ]
     if adds:
-        create_milestones(s, adds)
+        create_milestones(step, adds)
 
 
 @effect("proposal", "decline")
 @effect("proposal", "withdraw")
 @effect("proposal", "cancel")
-def close_proposal(s: Step) -> None:
-    s.contract.set(open_proposal_id=None)
+def close_proposal(step: Step) -> None:
+    step.contract.set(open_proposal_id=None)

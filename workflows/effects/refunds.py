@@ -11,17 +11,17 @@ from workflows.step import Step
 
 @effect("refund", "approve")
 @effect("refund", "refund_by_default")
-def refund_to_client(s: Step) -> None:
+def refund_to_client(step: Step) -> None:
     """RF2: approved, or not answered in time: the money returns to the client."""
-    _settle(s, to_client=s.record["amount"], to_freelancer=0)
+    _settle(step, to_client=step.record["amount"], to_freelancer=0)
 
 
 @effect("refund", "resolve", takes=("to_client", "to_freelancer"))
-def resolve_dispute(s: Step) -> None:
+def resolve_dispute(step: Step) -> None:
     """RF3: the dispute team decides: all to one party, or a split."""
-    amount, currency = s.record["amount"], s.contract["currency"]
+    amount, currency = step.record["amount"], step.contract["currency"]
     split = {
-        f: p.non_negative_amount(s.payload.get(f, 0), f) for f in ("to_client", "to_freelancer")
+        f: p.non_negative_amount(step.payload.get(f, 0), f) for f in ("to_client", "to_freelancer")
     }
     if split["to_client"] + split["to_freelancer"] != amount:
         raise ValidationError(
@@ -30,32 +30,32 @@ def resolve_dispute(s: Step) -> None:
             code="split_does_not_add_up",
             details={"amount": amount},
         )
-    _settle(s, **split)
+    _settle(step, **split)
 
 
-def _settle(s: Step, to_client: int, to_freelancer: int) -> None:
-    refund = s.record
+def _settle(step: Step, to_client: int, to_freelancer: int) -> None:
+    refund = step.record
     milestone_id = refund["milestone_id"]
-    s.unit.pay_out(s, "refund", to_client, milestone_id, refund.id)
-    s.unit.pay_out(s, "release", to_freelancer, milestone_id, refund.id)
+    step.unit.pay_out(step, "refund", to_client, milestone_id, refund.id)
+    step.unit.pay_out(step, "release", to_freelancer, milestone_id, refund.id)
     refund.set(to_client=to_client, to_freelancer=to_freelancer)
-    s.contract.set(open_refund_id=None)
+    step.contract.set(open_refund_id=None)
     if milestone_id is not None:
         if to_freelancer == 0:
-            s.unit.cascade("milestone", milestone_id, "refund", s)
+            step.unit.cascade("milestone", milestone_id, "refund", step)
         else:
             event = "award" if to_client == 0 else "split"
-            s.unit.cascade("milestone", milestone_id, event, s, amount=to_freelancer)
+            step.unit.cascade("milestone", milestone_id, event, step, amount=to_freelancer)
 
 
 @effect("refund", "cancel")
-def cancel_refund(s: Step) -> None:
+def cancel_refund(step: Step) -> None:
     """X5: the client withdraws the request; the money goes back where it was held."""
-    refund = s.record
-    s.contract.set(open_refund_id=None)
+    refund = step.record
+    step.contract.set(open_refund_id=None)
     if refund["milestone_id"] is not None:
-        s.unit.cascade(
-            "milestone", refund["milestone_id"], "release_hold", s, amount=refund["amount"]
+        step.unit.cascade(
+            "milestone", refund["milestone_id"], "release_hold", step, amount=refund["amount"]
         )
     else:
-        s.contract.add(credit=refund["amount"])
+        step.contract.add(credit=refund["amount"])

@@ -106,7 +106,7 @@ def _same(statement: sa.ClauseElement) -> sa.ClauseElement:
     return statement
 
 
-class Writes:
+class Statements:
     """Runs prepared statements in one transaction; with a batch, defers what it may."""
 
     def __init__(self, fast: FastPath, conn: Connection, batch: Batch | None = None) -> None:
@@ -119,7 +119,16 @@ class Writes:
 
     @property
     def postgresql(self) -> bool:
+        """For storage's own statements; the layers above ask `one_writer`."""
         return self.fast.dialect.name == "postgresql"
+
+    @property
+    def one_writer(self) -> bool:
+        """A write transaction shuts out every other writer (SQLite): a row read in it
+        is as good as locked, and reading two rows in one statement as locking first.
+        Otherwise (PostgreSQL) rows are locked one by one, and a history id can be
+        taken in the same round trip as the lock (`history.NEXT_ID`)."""
+        return not self.postgresql
 
     def _prepared(self, statement: sa.ClauseElement) -> Prepared:
         return self.fast.prepare(statement, _same, statement)

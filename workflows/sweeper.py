@@ -20,16 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
-from storage import deadlines, entities, history
+from storage import batches, deadlines
 from storage.db import transaction, translated_errors
 from storage.errors import EscrowflowError, StorageBusy
-from storage.writes import Batch, Writes
-from workflows import reminders
-from workflows.actors import SYSTEM
-from workflows.engine import Engine
-from workflows.machines import MACHINES, timer_of
+from storage.statements import Batch, Statements
+from workflows.defaults import BATCH_SIZE, LEASE
+from workflows.engine import EscrowEngine
 from workflows.retry import LOCK_RETRY
 
 
@@ -69,10 +65,10 @@ class SweepReport:
 class Sweeper:
     def __init__(
         self,
-        engine: Engine,
+        engine: EscrowEngine,
         worker_id: str,
-        batch_size: int = 500,
-        lease: timedelta = timedelta(seconds=60),
+        batch_size: int = BATCH_SIZE,
+        lease: timedelta = LEASE,
         on_batch: Callable[[SweepReport], None] | None = None,
     ) -> None:
         self.engine = engine
@@ -109,16 +105,17 @@ class Sweeper:
         report = SweepReport(batches=1, claimed=len(ordered))
         batch = Batch()
         with transaction(self.engine.db) as conn:
-            writes = Writes(self.engine.fast, conn, batch)
-            if conn.dialect.name == "postgresql":  # SQLite reads each in one statement
-                batch.prefetched = _prefetch(conn, ordered)
-                ordered = self._without_held(writes, ordered, batch.prefetched, now, report)
-                # History rows go with the batch under ids taken now (after the locks,
-                # so a contract's rows keep their order): no round trip per deadline.
-                batch.ids["history"] = history.take_ids(conn, 2 * len(ordered))
+            tx = Statements(self.engine.fast, conn, batch)
+            found = batches.lock_and_read(conn, ordered)
+            if found is not None:  # else each deadline is read as it fires
+                batch.prefetched = found
+                held = {key[1] for key in found if key[0] == "contract"}
+                ordered = self._without_held(tx, ordered, held, now, report)
+            # History rows go with the batch under ids taken now: no round trip each.
+            batch.ids["history"] = batches.history_ids(conn, 2 * len(ordered))
             for row in ordered:
-                report.count(fire_one(self.engine, conn, row.id, now, batch), row)
-            writes.write_batch()
+                report.count(self.engine.fire(conn, row.id, now, batch), row)
+            tx.write_batch()
         return report
 
     def _fire_apart(self, ordered: Sequence[Any], now: datetime) -> SweepReport:
@@ -127,17 +124,17 @@ class Sweeper:
         engine = self.engine
         retry = engine.deadline_retry
         with transaction(engine.db) as conn:
-            writes = Writes(engine.fast, conn)
-            if conn.dialect.name == "postgresql":
-                locked = {("contract", r["id"]): r for r in _lock_contracts(conn, ordered)}
-                ordered = self._without_held(writes, ordered, locked, now, report)
+            tx = Statements(engine.fast, conn)
+            held = batches.lock_contracts(conn, [r.contract_id for r in ordered])
+            if held is not None:
+                ordered = self._without_held(tx, ordered, held, now, report)
             for row in ordered:
                 try:
-                    with translated_errors(), writes.savepoint():
-                        outcome = fire_one(engine, conn, row.id, now)
+                    with translated_errors(), tx.savepoint():
+                        outcome = engine.fire(conn, row.id, now)
                 except Exception as exc:  # one deadline's failure stays its own
                     if isinstance(exc, StorageBusy):  # a lock held elsewhere: not a failure
-                        deadlines.record_blocked(writes, row.id, now, now + LOCK_RETRY)
+                        deadlines.record_blocked(tx, row.id, now, now + LOCK_RETRY)
                         report.blocked += 1
                         continue
                     message = exc.message if isinstance(exc, EscrowflowError) else repr(exc)
@@ -145,7 +142,7 @@ class Sweeper:
                     # gives up after the set attempts and the deadline is failed.
                     mendable = isinstance(exc, EscrowflowError) and exc.retryable
                     given_up = deadlines.record_failure(
-                        writes,
+                        tx,
                         row.id,
                         message,
                         now,
@@ -161,9 +158,9 @@ class Sweeper:
 
     @staticmethod
     def _without_held(
-        writes: Writes,
+        tx: Statements,
         ordered: Sequence[Any],
-        locked: dict[tuple[str, int], Any],
+        held: set[int],
         now: datetime,
         report: SweepReport,
     ) -> list[Any]:
@@ -172,10 +169,10 @@ class Sweeper:
         one row is held), they are tried again from `LOCK_RETRY` on."""
         kept = []
         for row in ordered:
-            if ("contract", row.contract_id) in locked:
+            if row.contract_id in held:
                 kept.append(row)
             else:
-                deadlines.record_blocked(writes, row.id, now, now + LOCK_RETRY)
+                deadlines.record_blocked(tx, row.id, now, now + LOCK_RETRY)
                 report.blocked += 1
         return kept
 
@@ -200,76 +197,9 @@ class Sweeper:
             return deadlines.next_due(conn)
 
 
-def _lock_contracts(conn: Connection, ordered: Sequence[Any]) -> list[dict[str, Any]]:
-    """The batch's contracts, locked in id order, but those another connection holds."""
-    return entities.lock_many(conn, sorted({r.contract_id for r in ordered}))
-
-
-def _prefetch(conn: Connection, ordered: Sequence[Any]) -> dict[tuple[str, int], Any]:
-    """Lock the batch's contracts (in id order, skipping those held elsewhere) and read
-    its deadlines and their entities, a few statements for the whole batch instead of
-    three per deadline."""
-    found: dict[tuple[str, int], Any] = {}
-    for row in _lock_contracts(conn, ordered):
-        found[("contract", row["id"])] = row
-    for row in deadlines.read_many(conn, [r.id for r in ordered]):
-        found[("deadline", row["id"])] = row
-    kinds: dict[str, list[int]] = {}
-    for r in ordered:
-        kinds.setdefault(r.entity, []).append(r.entity_id)
-    for entity, ids in kinds.items():
-        for row in entities.read_many(conn, entity, ids):
-            found[(entity, row["id"])] = row
-    return found
-
-
-def fire_one(
-    engine: Engine,
-    conn: Connection,
-    deadline_id: int,
-    now: datetime,
-    batch: Batch | None = None,
-) -> str:
-    """Fire one deadline inside the caller's transaction: "fired", "stale" or "gone".
-
-    With `batch`, its append-only rows wait there for the caller to write.
-
-    A deadline fires only if its entity still has the version it was scheduled for;
-    otherwise the entity has moved on (a party acted first) and it is marked stale. A
-    reminder (NT2) fires the same way, but writes only its history row and feed event;
-    one whose timer is already due is stale (too late to remind).
-    "gone": already fired or cancelled (another worker, or a party, got there first).
-    """
-    unit = engine.work(conn, SYSTEM, "timer", now, batch)
-    deadline = unit.lock_deadline(deadline_id)
-    if deadline["status"] != "pending":
-        return "gone"
-    unit.firing(deadline)
-    record = unit.load(deadline["entity"], deadline["entity_id"])
-    timer = timer_of(MACHINES[record.entity], record["state"])
-    reminder = reminders.parse(deadline["event"])
-    event, before = reminder or (deadline["event"], timedelta(0))
-    timer_due = deadline["due_at"] + before
-    if (
-        record["version"] != deadline["state_version"]
-        or timer is None
-        or timer.event != event
-        or (reminder is not None and timer_due <= now)  # NT2: too late to remind
-    ):
-        deadlines.close(unit.writes, deadline_id, "stale", now, None)
-        return "stale"
-    if reminder is not None:  # NT2: tell the party who can act; nothing moves
-        step = reminders.send(unit, record, timer, timer_due)
-        deadlines.close(unit.writes, deadline_id, "fired", now, step.history_id)
-        return "fired"
-    step = unit.transition(record, deadline["event"], {})
-    unit.close_if_settled(step)
-    unit.flush()
-    deadlines.close(unit.writes, deadline_id, "fired", now, step.history_id)
-    return "fired"
-
-
-def fire_due(engine: Engine, now: datetime | None = None, limit: int = 500) -> SweepReport:
+def fire_due(
+    engine: EscrowEngine, now: datetime | None = None, limit: int = BATCH_SIZE
+) -> SweepReport:
     """Fire every deadline due by `now`, oldest first, in batches (what the daemon does
     on a schedule), as a one-off worker."""
     return Sweeper(engine, worker_id="fire-due", batch_size=limit).sweep(now)
