@@ -207,8 +207,22 @@ _log = logging.getLogger("escrowflow.storage")
 _BUSY_STATES = {"55P03", "40001", "40P01"}
 
 
+_UNIQUE_VIOLATION = "23505"
+
+
 def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
+    """PostgreSQL's SQLSTATE of a driver error (SQLite's driver has none)."""
     return getattr(exc.orig, "sqlstate", None)
+
+
+def _constraint_of(exc: sa.exc.DBAPIError) -> str:
+    """The constraint a refused write broke: psycopg names it (`diag.constraint_name`);
+    SQLite only says it in its message (our constraints are named ck_... and uq_...)."""
+    named = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+    if named:
+        return str(named)
+    found = _CONSTRAINT.search(str(exc.orig))
+    return found.group(1) if found else "integrity"
 
 
 def _unavailable(exc: BaseException, code: str = "database_unavailable") -> StorageError:
@@ -229,9 +243,12 @@ def translated_errors() -> Iterator[None]:
     try:
         yield
     except sa.exc.IntegrityError as exc:
-        found = _CONSTRAINT.search(str(exc.orig))
-        name = found.group(1) if found else "integrity"
-        if name.startswith("uq_") or "UNIQUE" in str(exc.orig).upper():
+        name = _constraint_of(exc)
+        if (
+            _sqlstate(exc) == _UNIQUE_VIOLATION
+            or name.startswith("uq_")
+            or ("UNIQUE constraint failed" in str(exc.orig))
+        ):
             raise ConcurrentChange(
                 f"a concurrent change broke the uniqueness rule {name}: re-read and try again",
                 details={"constraint": name},

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import types
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -84,11 +86,25 @@ def backend(request: pytest.FixtureRequest) -> str:
 SUITE_EDGES: Counter[tuple[str, str, str, str]] = Counter()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with the schema, made once: each test gets a copy (a file copy, not
+    the CREATE statements again)."""
+    path = tmp_path_factory.mktemp("template") / "escrowflow.db"
+    engine = make_engine(database_settings(f"sqlite:///{path}"))
+    metadata.create_all(engine)
+    with engine.connect() as conn:  # everything in the main file, none in the WAL
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
 @pytest.fixture
-def db(backend: str, tmp_path: object, request: pytest.FixtureRequest) -> Iterator[DBEngine]:
+def db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DBEngine]:
     if backend == "sqlite":
-        engine = make_engine(database_settings(f"sqlite:///{tmp_path}/escrowflow.db"))
-        metadata.create_all(engine)
+        path = tmp_path / "escrowflow.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        engine = make_engine(database_settings(f"sqlite:///{path}"))
     else:
         url = request.getfixturevalue("pg_schema_url")
         # A short lock bound: the tests of held rows wait it out (2 s) several times.

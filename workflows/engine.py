@@ -68,6 +68,13 @@ class EscrowEngine:
         self.fast = FastPath(db.dialect)
         self.decider = Decider()
 
+    def close(self) -> None:
+        """Give back the database's connections, and the clock's own if it has one."""
+        close_clock = getattr(self.clock, "close", None)
+        if close_clock is not None:
+            close_clock()
+        self.db.dispose()
+
     def clock_skew(self) -> timedelta:
         """How far this process's own clock is from the deployment's (positive: ahead)."""
         return skew_of(self.clock, self.process_clock)

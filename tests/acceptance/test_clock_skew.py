@@ -31,7 +31,7 @@ from tests.helpers import Scenario, check_invariants
 from tests.served import START, Caller, Server, until
 from workflows.clock import ManualClock
 
-pytestmark = [pytest.mark.postgresql_only, pytest.mark.slow]
+pytestmark = pytest.mark.postgresql_only
 
 AHEAD, BEHIND, API_SKEW = "P2D", "-P3D", "-P2D"
 N = 5  # of each timed kind
@@ -229,7 +229,7 @@ def test_dl2_a_worker_days_ahead_on_the_real_server_clock_fires_nothing_early(
         if worker.poll() is None:
             worker.kill()
             worker.wait()
-        engine.db.dispose()
+        engine.close()  # its database and its server clock's own connection
 
 
 def test_dl2_a_killed_workers_claims_are_taken_over_after_one_lease_of_database_time(

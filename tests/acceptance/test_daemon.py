@@ -23,7 +23,7 @@ from tests.helpers import check_invariants
 from tests.seed import seed_due_auto_approvals, seed_due_reminders
 
 IN_CI = bool(os.environ.get("CI"))
-DRAIN = int(os.environ.get("ESCROWFLOW_DRAIN_DEADLINES", "20000" if IN_CI else "4000"))
+DRAIN = int(os.environ.get("ESCROWFLOW_DRAIN_DEADLINES", "10000" if IN_CI else "4000"))
 OVERDUE = datetime.now(UTC) - timedelta(days=3)
 
 
@@ -130,7 +130,8 @@ def assert_each_fired_once(db: DBEngine, count: int) -> None:
 
 
 # Several daemons share one database on PostgreSQL (SQLite has one writer: one daemon).
-@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.postgresql_only
+@pytest.mark.slow  # worker processes draining thousands
 def test_four_workers_drain_due_deadlines_exactly_once(
     db: DBEngine, backend: str, daemons: Daemons
 ) -> None:
@@ -145,6 +146,7 @@ def test_four_workers_drain_due_deadlines_exactly_once(
     assert len(workers) == 4 and sum(workers) == DRAIN
 
 
+@pytest.mark.slow  # worker processes draining thousands
 def test_killed_workers_leave_every_deadline_fired_exactly_once(
     db: DBEngine, backend: str, daemons: Daemons
 ) -> None:
@@ -166,10 +168,11 @@ def test_killed_workers_leave_every_deadline_fired_exactly_once(
     assert_each_fired_once(db, count)
 
 
+@pytest.mark.slow  # worker processes draining thousands
 def test_sigterm_finishes_the_batch_in_hand_and_exits_0(
     db: DBEngine, backend: str, daemons: Daemons
 ) -> None:
-    count = 20_000
+    count = 5_000  # 25 batches: far more than one batch in hand when the signal comes
     seed_due_auto_approvals(db, count, OVERDUE)
     process = daemons.start(batch_size=200)
     wait_until_fired(db, daemons, 1)  # a batch is in hand
@@ -200,7 +203,7 @@ def assert_each_reminder_sent_once(db: DBEngine, milestones: int) -> None:
     check_invariants(db)
 
 
-@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.postgresql_only
 def test_nt2_four_workers_send_each_reminder_exactly_once(
     db: DBEngine, backend: str, daemons: Daemons
 ) -> None:

@@ -6,11 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy.engine import Engine as DBEngine
 
 from tests.integration.test_webhooks_hostile import Stalling, wait_for
 from tests.receivers import Receiver
 from tests.served import Caller, Server
+
+# Real receivers that stall: waits on timeouts.
+pytestmark = pytest.mark.slow
 
 
 def test_slow_and_hanging_receivers_delay_no_delivery_to_others(

@@ -8,11 +8,15 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy.engine import Engine as DBEngine
 
 from escrowflow import tokens
 from tests.helpers import check_invariants
 from tests.served import START, Server, until
+
+# A served process through a whole lifecycle.
+pytestmark = pytest.mark.slow
 
 
 def test_a_contract_lives_its_life_over_http_with_timers_firing_in_the_server(

@@ -15,6 +15,9 @@ from tests.browser.conftest import screenshot
 from tests.helpers import check_invariants
 from tests.served import START, Caller, Server, until
 
+# Chromium against a served process.
+pytestmark = pytest.mark.slow
+
 
 class Console:
     """A person at the console in the browser, and the marketplace's backend (`caller`)

@@ -31,6 +31,7 @@ def as_json(done: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow  # several CLI processes, and a delivery waited for
 def test_tokens_are_created_once_listed_without_the_secret_and_revoked(db: DBEngine) -> None:
     created = as_json(cli(db, "tokens", "create", "web", "--scope", "act:client", "--json"))
     assert created["token"].startswith("efk_") and created["scopes"] == ["act:client"]
@@ -44,6 +45,7 @@ def test_tokens_are_created_once_listed_without_the_secret_and_revoked(db: DBEng
     assert bad.returncode == 2 and "act:client" in bad.stderr and bad.stderr.count("\n") == 1
 
 
+@pytest.mark.slow  # several CLI processes, and a delivery waited for
 def test_webhooks_are_added_listed_removed_and_replayed(db: DBEngine) -> None:
     added = as_json(
         cli(

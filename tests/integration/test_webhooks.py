@@ -7,6 +7,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from scheduler.webhooks import Dispatcher, verify
 from scheduler.worker import Worker
 from storage.deliveries import DeliveryFilter
@@ -118,6 +120,7 @@ def test_after_n_attempts_a_delivery_is_dead_lettered_and_can_be_replayed(
     assert [e["type"] for e in receiver.events()][-1] == "milestone.fund"
 
 
+@pytest.mark.slow  # a real worker, waits on its interval
 def test_the_worker_delivers_webhooks_on_its_own(sc: Scenario, receiver: Receiver) -> None:
     feed.subscribe(sc.db, sc.clock.now(), receiver.url, allow_private=True)
     worker = Worker(

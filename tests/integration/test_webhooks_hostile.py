@@ -226,6 +226,7 @@ def stalling() -> Iterator[tuple[Stalling, Stalling]]:
     hanging.stop()
 
 
+@pytest.mark.slow  # waits on timeouts
 def test_slow_and_hanging_receivers_delay_nobody_and_are_cut_at_the_deadline(
     sc: Scenario, receiver: Receiver, stalling: tuple[Stalling, Stalling]
 ) -> None:
@@ -287,6 +288,7 @@ def test_listing_deliveries_shows_no_receiver_text(sc: Scenario, receiver: Recei
     assert errors and set(errors) == {"HTTP 500"}
 
 
+@pytest.mark.slow  # waits on timeouts
 def test_a_delivery_in_flight_is_not_sent_again_when_its_lease_runs_out_meanwhile(
     sc: Scenario, stalling: tuple[Stalling, Stalling]
 ) -> None:
