@@ -161,7 +161,7 @@ def claim_due(
     the deployment's clock (DL2: the database server's), never a worker's own."""
     c = _d.c
     query = (
-        sa.select(c.id, c.contract_id, c.due_at, c.entity, c.entity_id, c.event)
+        sa.select(c.id, c.contract_id, c.due_at, c.entity, c.entity_id, c.event, c.blocked_since)
         .where(_due(now))
         .order_by(c.due_at, c.id)
         .limit(limit)
@@ -206,6 +206,11 @@ _BLOCK = (
         claim_expires_at=None,
     )
 )
+
+
+def unblocked(tx: Statements, deadline_id: int) -> None:
+    """A sweep holds its contract now: it is no longer waiting on a lock."""
+    tx.update(_d, deadline_id, {"blocked_since": None, "next_attempt_at": None})
 
 
 def record_blocked(tx: Statements, deadline_id: int, now: datetime, retry_at: datetime) -> None:
@@ -339,7 +344,12 @@ def status(conn: Connection, now: datetime) -> dict[str, Any]:
     ).mappings()
     blocked = conn.execute(
         sa.select(c.id, c.contract_id, c.entity, c.entity_id, c.event, c.blocked_since)
-        .where(c.status == "pending", c.blocked_since.is_not(None), c.due_at <= now)
+        .where(
+            c.status == "pending",
+            c.blocked_since.is_not(None),
+            c.paused.is_(False),
+            c.due_at <= now,
+        )
         .order_by(c.id)
     ).mappings()
     return {
@@ -389,7 +399,10 @@ def board(conn: Connection, now: datetime, limit: int = 200) -> dict[str, list[d
             ("overdue", sa.and_(c.due_at <= now, c.paused.is_(False))),
             ("failing", sa.and_(c.attempts > 0, c.failed_at.is_(None))),
             ("failed", c.failed_at.is_not(None)),  # DL3
-            ("waiting_on_lock", sa.and_(c.blocked_since.is_not(None), c.due_at <= now)),
+            (
+                "waiting_on_lock",
+                sa.and_(c.blocked_since.is_not(None), c.paused.is_(False), c.due_at <= now),
+            ),
             ("paused", c.paused.is_(True)),
         )
     }

@@ -171,6 +171,8 @@ class Sweeper:
         for row in ordered:
             if row.contract_id in held:
                 kept.append(row)
+                if row.blocked_since is not None:  # it waited, and waits no more
+                    deadlines.unblocked(tx, row.id)
             else:
                 deadlines.record_blocked(tx, row.id, now, now + LOCK_RETRY)
                 report.blocked += 1
