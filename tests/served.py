@@ -52,7 +52,10 @@ class Server:
             )
 
     def set_clock(self, when: datetime) -> None:
-        self.clock_file.write_text(when.isoformat())
+        """Atomically: a served process reading the file never sees it half written."""
+        fresh = self.clock_file.with_name(f".{self.clock_file.name}.{os.getpid()}")
+        fresh.write_text(when.isoformat())
+        os.replace(fresh, self.clock_file)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + 30

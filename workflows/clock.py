@@ -87,6 +87,8 @@ def skew_of(deployment: Clock, process: Clock) -> timedelta:
 
     A clock that measures it itself (the database server's) says; otherwise the two are
     read one after the other."""
+    if deployment is process:  # one host, one clock (SQLite)
+        return timedelta(0)
     measure = getattr(deployment, "measure_skew", None)
     if measure is not None:
         skew: timedelta = measure()

@@ -9,7 +9,7 @@ deadlines, event). Changed rows are written once, at `flush`. All writes go thro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from statemachine.exceptions import TransitionNotAllowed
@@ -172,14 +172,8 @@ class UnitOfWork:
             to_state=to_state,
             version=version,
         )
-        step.history_id = self.recorder.history(step, self.contract, parent)
         record.set(state=to_state, version=version, updated_at=self.now)
-        if effect is not None:
-            effect.run(step)
-        if step.details:
-            self.recorder.annotate(step)
-        self.recorder.reschedule(step, self.contract)
-        self.recorder.publish(step, self.contract)
+        self._record(step, parent, effect.run if effect is not None else None)
         return step
 
     def cascade(
@@ -217,9 +211,7 @@ class UnitOfWork:
             version=1,
             details=dict(details or {}),
         )
-        step.history_id = self.recorder.history(step, self.contract, parent)
-        self.recorder.reschedule(step, self.contract)
-        self.recorder.publish(step, self.contract)
+        self._record(step, parent)
         self.created.append({"entity": entity, "id": record.id})
         return step
 
@@ -249,9 +241,29 @@ class UnitOfWork:
             version=record["version"] if version is None else version,
             details=dict(details or {}),
         )
-        step.history_id = self.recorder.history(step, self.contract, None)
-        self.recorder.publish(step, self.contract, recipients=recipients)
+        self._record(step, None, schedules=False, recipients=recipients)
         return step
+
+    def _record(
+        self,
+        step: Step,
+        parent: Step | None,
+        run: Callable[[Step], None] | None = None,
+        *,
+        schedules: bool = True,
+        recipients: list[str] | None = None,
+    ) -> None:
+        """What every step records, in this order, whatever made it: its history row
+        (PA3; effects point their ledger rows at it), then what its event does (`run`)
+        and what that found out (NT1), its deadlines, its event."""
+        step.history_id = self.recorder.history(step, self.contract, parent)
+        if run is not None:
+            run(step)
+            if step.details:
+                self.recorder.annotate(step)
+        if schedules:
+            self.recorder.reschedule(step, self.contract)
+        self.recorder.publish(step, self.contract, recipients=recipients)
 
     def close_if_settled(self, step: Step) -> None:
         """X3: an ended contract that holds nothing and has nothing open is closed."""

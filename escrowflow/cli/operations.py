@@ -70,7 +70,7 @@ def _skew(seconds: float | None) -> str:
 
 def _describe_status(report: dict[str, Any]) -> str:
     lines = [
-        f"now (the database's clock): {report['now'].isoformat()}; this host's "
+        f"now (the deployment's clock): {report['now'].isoformat()}; this host's "
         f"{_skew(report['clock_skew_seconds'])}",
         f"deadlines: {report['pending']} pending, {report['overdue']} overdue, "
         f"{len(report['failed'])} failed, {len(report['waiting_on_lock'])} waiting on a lock",

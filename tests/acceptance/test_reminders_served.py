@@ -25,6 +25,7 @@ def test_nt2_reminders_reach_the_feed_and_a_webhook_once_each_before_the_auto_ap
     server = Server(
         db, tmp_path, ESCROWFLOW_WEBHOOK_ALLOW_PRIVATE="true", ESCROWFLOW_REMINDERS=DEFAULTS
     )
+    caller: Caller | None = None
     try:
         server.wait_ready()
         caller = Caller(server, db, "act:client", "act:freelancer", "webhooks")
@@ -94,8 +95,9 @@ def test_nt2_reminders_reach_the_feed_and_a_webhook_once_each_before_the_auto_ap
         assert [e["id"] for e in feed("milestone.reminder")] == [r["id"] for r in reminders]
         shown = http.get(f"/v1/milestones/{m}").json()
         assert shown["state"] == "released"
-        http.close()
         assert server.stop() == 0
     finally:
+        if caller is not None:
+            caller.http.close()
         server.kill()
         receiver.stop()
