@@ -1,11 +1,10 @@
 """Database engines and transactions, with driver errors translated once, here.
 
 `make_engine(settings)` is the only way to get an engine: nothing connects at import.
-SQLite runs in WAL mode with foreign keys on, and every write transaction
-(`transaction()`) starts with `BEGIN IMMEDIATE` so that a writer holds the lock from its
-first read (no upgrade deadlocks between two writers); reads start a plain `BEGIN`.
-PostgreSQL runs at READ COMMITTED; the engine above serialises work on a contract with
-`SELECT ... FOR UPDATE` on the contract row.
+What each database does differently is in `postgresql.py` and `sqlite.py`, chosen here:
+engines, the pipeline, id lists, claims. PostgreSQL runs at READ COMMITTED; the engine
+above serialises work on a contract with `SELECT ... FOR UPDATE` on the contract row;
+SQLite has one writer (`BEGIN IMMEDIATE`).
 """
 
 from __future__ import annotations
@@ -13,19 +12,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import threading
-import time
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
+from storage import postgresql, sqlite
 from storage.errors import (
     ConcurrentChange,
     ConflictError,
@@ -34,33 +29,7 @@ from storage.errors import (
     ValidationError,
 )
 
-_SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
-
-
-# SQLite has one writer at a time. Threads of one process wait for it here, in turn,
-# rather than in SQLite's busy handler, which sleeps and polls (1, 2, 5 ... 100 ms).
-class _WriterTurn:
-    """A process's writers take turns here, each waiting at most `timeout` seconds."""
-
-    def __init__(self, timeout: float) -> None:
-        self._lock = threading.RLock()
-        self._timeout = timeout
-
-    def __enter__(self) -> None:
-        if not self._lock.acquire(timeout=self._timeout):
-            raise StorageBusy(
-                "the database is busy with other writes: try again in a moment",
-                code="database_busy",
-                details={"retry_after_seconds": 1},
-            )
-
-    def __exit__(self, *_exc: object) -> None:
-        self._lock.release()
-
-
-_WRITERS: weakref.WeakKeyDictionary[Engine, _WriterTurn] = weakref.WeakKeyDictionary()
 _NO_LOCK: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-_WRITES = "escrowflow_writes"
 
 
 class DatabaseSettings(Protocol):
@@ -92,108 +61,16 @@ def make_engine(
     Every wait is bounded: a lock held elsewhere for longer than `lock_timeout` seconds,
     or no free pooled connection within the pool timeout, is `StorageBusy`."""
     url = sa.make_url(settings.database_url)
+    engine_kwargs.setdefault("pool_timeout", DEFAULT_POOL_TIMEOUT_SECONDS)
     if url.get_backend_name() == "sqlite":
-        return _make_sqlite_engine(url, settings.sqlite_synchronous, lock_timeout, **engine_kwargs)
+        return sqlite.make(url, settings.sqlite_synchronous, lock_timeout, **engine_kwargs)
     if url.get_backend_name() == "postgresql":
-        if url.drivername == "postgresql":
-            url = url.set(drivername="postgresql+psycopg")
-        engine_kwargs.setdefault("pool_timeout", DEFAULT_POOL_TIMEOUT_SECONDS)
-        options = f"-c lock_timeout={int(lock_timeout * 1000)}"
-        connect_args = {"options": options, **engine_kwargs.pop("connect_args", {})}
-        engine = sa.create_engine(url, connect_args=connect_args, **engine_kwargs)
-        return _pipelines(_ping_when_idle(engine))
+        return postgresql.make(url, lock_timeout, **engine_kwargs)
     raise ValidationError(
         f"unsupported database URL {settings.database_url!r}: "
         "use sqlite:///path/to/file.db or postgresql://user@host/dbname",
         code="unsupported_database",
     )
-
-
-# A pooled connection idle this long is checked before use (the server may have restarted
-# meanwhile). Busy connections are not: a ping per checkout is a round trip per
-# transition (~150 us here). A connection that died while busy fails its one
-# transaction, and SQLAlchemy then replaces every connection of the pool.
-PING_AFTER_IDLE_SECONDS = 10.0
-
-
-def _ping_when_idle(engine: Engine) -> Engine:
-    """SQLAlchemy's pessimistic disconnect handling, for idle connections only."""
-
-    @event.listens_for(engine, "checkin")
-    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
-        record.info["idle_since"] = time.monotonic()
-
-    @event.listens_for(engine, "checkout")
-    def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        since = record.info.get("idle_since")
-        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
-            return
-        try:
-            engine.dialect.do_ping(dbapi_connection)
-        except engine.dialect.loaded_dbapi.Error as exc:  # the pool connects afresh
-            raise sa.exc.DisconnectionError() from exc
-
-    return engine
-
-
-_PIPELINE = "escrowflow_pipeline"
-
-
-def _pipelines(engine: Engine) -> Engine:
-    """In a pipelined transaction, a statement run by SQLAlchemy (not the engine's hot
-    path) waits for its answer: SQLAlchemy reads a result's columns as soon as the
-    statement is sent, and in a pipeline they come only when the client syncs."""
-
-    @event.listens_for(engine, "after_cursor_execute")
-    def _answer_now(conn: Connection, *_args: Any) -> None:
-        pipeline = conn.info.get(_PIPELINE)
-        if pipeline is not None:
-            pipeline.sync()
-
-    return engine
-
-
-def _make_sqlite_engine(
-    url: sa.URL, synchronous: str, lock_timeout: float, **engine_kwargs: Any
-) -> Engine:
-    synchronous = synchronous.upper()
-    if synchronous not in _SYNCHRONOUS:
-        raise ValidationError(
-            f"ESCROWFLOW_SQLITE_SYNCHRONOUS={synchronous!r} is not one of "
-            f"{', '.join(sorted(_SYNCHRONOUS))}",
-            code="invalid_setting",
-        )
-    if url.database in (None, "", ":memory:"):
-        raise ValidationError(
-            "escrowflow needs a SQLite file, not an in-memory database: "
-            "use sqlite:///escrowflow.db",
-            code="unsupported_database",
-        )
-    engine = sa.create_engine(
-        url, connect_args={"timeout": lock_timeout, "check_same_thread": False}, **engine_kwargs
-    )
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event, below, issue the BEGIN itself.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
-        cursor.close()
-
-    _WRITERS[engine] = _WriterTurn(lock_timeout)
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        # A writer takes the lock before its first read (no upgrade deadlock between two
-        # writers); a reader does not, so in WAL mode it never waits for a writer.
-        writes = conn.get_execution_options().get(_WRITES, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
-
-    return engine
 
 
 def is_postgresql(engine: Engine | Connection) -> bool:
@@ -202,12 +79,6 @@ def is_postgresql(engine: Engine | Connection) -> bool:
 
 _CONSTRAINT = re.compile(r"(ck_[a-z_]+|uq_[a-z_]+)")
 _log = logging.getLogger("escrowflow.storage")
-# SQLSTATEs that mean "wait and try again": lock_not_available (a lock_timeout ran out),
-# serialization_failure, deadlock_detected.
-_BUSY_STATES = {"55P03", "40001", "40P01"}
-
-
-_UNIQUE_VIOLATION = "23505"
 
 
 def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
@@ -245,7 +116,7 @@ def translated_errors() -> Iterator[None]:
     except sa.exc.IntegrityError as exc:
         name = _constraint_of(exc)
         if (
-            _sqlstate(exc) == _UNIQUE_VIOLATION
+            _sqlstate(exc) == postgresql.UNIQUE_VIOLATION
             or name.startswith("uq_")
             or ("UNIQUE constraint failed" in str(exc.orig))
         ):
@@ -272,7 +143,7 @@ def translated_errors() -> Iterator[None]:
         ) from exc
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
         text = str(exc.orig).lower()
-        if _sqlstate(exc) in _BUSY_STATES or "database is locked" in text:
+        if _sqlstate(exc) in postgresql.BUSY_STATES or "database is locked" in text:
             raise StorageBusy(
                 "another change holds this contract (or the database) right now: try again "
                 "in a moment",
@@ -300,48 +171,30 @@ def translated_errors() -> Iterator[None]:
         raise _unavailable(exc) from exc
 
 
-def unclaimed(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
-    """No worker holds a live lease on the row (none, or it ran out: a crashed worker)."""
-    c = table.c
-    return sa.or_(c.claim_expires_at.is_(None), c.claim_expires_at < now)
-
-
 def id_in(
     conn: Connection, column: sa.ColumnElement[int], ids: Sequence[int]
 ) -> sa.ColumnElement[bool]:
-    """`column IN ids`; on PostgreSQL `column = ANY(:ids)`, one array parameter however
-    many ids, so a batch's statement text is the same every time (no 500-parameter
-    text for the driver to build and the server to parse and plan, each batch)."""
+    """`column IN ids`, as each database takes a list best (an array on PostgreSQL)."""
     if is_postgresql(conn):
-        return column == sa.any_(sa.bindparam("ids", list(ids), type_=ARRAY(sa.Integer)))
-    return column.in_(ids)
+        return postgresql.id_in(column, ids)
+    return sqlite.id_in(column, ids)
 
 
 def claim(
     conn: Connection, query: sa.Select[Any], table: sa.Table, owner: str, until: datetime
 ) -> list[sa.Row[Any]]:
-    """The rows of `query` (which selects `table.c.id`), leased to `owner` until `until`.
-
-    On PostgreSQL rows another worker is claiming right now are skipped (`FOR UPDATE SKIP
-    LOCKED`), so several workers share the work without a leader, and the rows are
-    picked, leased and returned by one statement (in no particular order); SQLite has
-    one writer.
-    """
+    """The rows of `query` (which selects `table.c.id`), leased to `owner` until `until`;
+    on PostgreSQL rows another worker is claiming right now are skipped."""
     lease = {"claimed_by": owner, "claim_expires_at": until}
     if is_postgresql(conn):
-        # ARRAY(...) runs the locking pick once, before the update (an InitPlan).
-        picked = query.with_only_columns(table.c.id).with_for_update(skip_locked=True)
-        statement = (
-            table.update()
-            .where(table.c.id == sa.any_(sa.func.array(picked.scalar_subquery())))
-            .values(lease)
-            .returning(*query.selected_columns)
-        )
-        return list(conn.execute(statement).all())
-    rows = list(conn.execute(query).all())
-    if rows:
-        conn.execute(table.update().where(table.c.id.in_([row.id for row in rows])).values(lease))
-    return rows
+        return postgresql.claim(conn, query, table, lease)
+    return sqlite.claim(conn, query, table, lease)
+
+
+def unclaimed(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
+    """No worker holds a live lease on the row (none, or it ran out: a crashed worker)."""
+    c = table.c
+    return sa.or_(c.claim_expires_at.is_(None), c.claim_expires_at < now)
 
 
 @contextmanager
@@ -355,23 +208,7 @@ def transaction(engine: Engine, *, pipelined: bool = False) -> Iterator[Connecti
     or at commit, still inside this block).
     """
     with translated_errors(), engine.connect() as conn:
-        conn = conn.execution_options(**{_WRITES: True})
-        with _WRITERS.get(engine, _NO_LOCK), _pipeline(conn, pipelined), conn.begin():
+        conn = conn.execution_options(**{sqlite.WRITES: True})
+        piped = postgresql.pipeline(conn) if pipelined and is_postgresql(conn) else _NO_LOCK
+        with sqlite.TURNS.get(engine, _NO_LOCK), piped, conn.begin():
             yield conn
-
-
-@contextmanager
-def _pipeline(conn: Connection, pipelined: bool) -> Iterator[None]:
-    if not pipelined or not is_postgresql(conn):
-        yield
-        return
-    error = conn.dialect.loaded_dbapi.Error
-    try:
-        with conn.connection.dbapi_connection.pipeline() as pipeline:  # type: ignore[union-attr]
-            conn.info[_PIPELINE] = pipeline
-            try:
-                yield
-            finally:
-                del conn.info[_PIPELINE]
-    except error as exc:  # met at the pipeline's end: SQLAlchemy's, like any other
-        raise sa.exc.DBAPIError.instance(None, None, exc, error) from exc

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.engine import Engine as DBEngine
 
-import storage.db
+import storage.postgresql
 from storage.db import transaction
 from storage.errors import ConflictError
 from storage.fastpath import (
@@ -194,7 +194,7 @@ def test_an_idle_connection_whose_server_side_died_is_replaced_before_use(
     with outside.connect() as other:
         other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": dead})
     outside.dispose()
-    monkeypatch.setattr(storage.db, "PING_AFTER_IDLE_SECONDS", 0.0)
+    monkeypatch.setattr(storage.postgresql, "PING_AFTER_IDLE_SECONDS", 0.0)
     with db.connect() as conn:
         fresh = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
     assert fresh != dead

@@ -1,0 +1,107 @@
+"""SQLite: what storage does differently there, and only there (beside `postgresql.py`;
+`db.py` chooses between the two).
+
+A file in WAL mode with foreign keys on. Every write transaction starts with `BEGIN
+IMMEDIATE`, so a writer holds the lock from its first read (no upgrade deadlock between
+two writers); reads start a plain `BEGIN` and never wait for a writer. The threads of
+one process take turns for the write lock on a lock of their own (`WriterTurn`) rather
+than in SQLite's busy handler, which sleeps and polls (1, 2, 5 ... 100 ms); both waits
+are bounded by the lock timeout. A claim reads, then leases: there is one writer.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from storage.errors import StorageBusy, ValidationError
+
+SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+WRITES = "escrowflow_writes"
+"""The execution option of a write transaction's connection (`db.transaction`)."""
+
+
+class WriterTurn:
+    """A process's writers take turns here, each waiting at most `timeout` seconds."""
+
+    def __init__(self, timeout: float) -> None:
+        self._lock = threading.RLock()
+        self._timeout = timeout
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=self._timeout):
+            raise StorageBusy(
+                "the database is busy with other writes: try again in a moment",
+                code="database_busy",
+                details={"retry_after_seconds": 1},
+            )
+
+    def __exit__(self, *_exc: object) -> None:
+        self._lock.release()
+
+
+TURNS: weakref.WeakKeyDictionary[Engine, WriterTurn] = weakref.WeakKeyDictionary()
+"""Each SQLite engine's writer turn."""
+
+
+def make(url: sa.URL, synchronous: str, lock_timeout: float, **engine_kwargs: Any) -> Engine:
+    """An engine on a SQLite file; writers wait at most `lock_timeout` seconds."""
+    synchronous = synchronous.upper()
+    if synchronous not in SYNCHRONOUS:
+        raise ValidationError(
+            f"ESCROWFLOW_SQLITE_SYNCHRONOUS={synchronous!r} is not one of "
+            f"{', '.join(sorted(SYNCHRONOUS))}",
+            code="invalid_setting",
+        )
+    if url.database in (None, "", ":memory:"):
+        raise ValidationError(
+            "escrowflow needs a SQLite file, not an in-memory database: "
+            "use sqlite:///escrowflow.db",
+            code="unsupported_database",
+        )
+    engine = sa.create_engine(
+        url, connect_args={"timeout": lock_timeout, "check_same_thread": False}, **engine_kwargs
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event, below, issue the BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
+        cursor.close()
+
+    TURNS[engine] = WriterTurn(lock_timeout)
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # A writer takes the lock before its first read (no upgrade deadlock between two
+        # writers); a reader does not, so in WAL mode it never waits for a writer.
+        writes = conn.get_execution_options().get(WRITES, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+    return engine
+
+
+def id_in(column: sa.ColumnElement[int], ids: Sequence[int]) -> sa.ColumnElement[bool]:
+    return column.in_(ids)
+
+
+def claim(
+    conn: Connection, query: sa.Select[Any], table: sa.Table, lease: dict[str, Any]
+) -> list[sa.Row[Any]]:
+    """The rows of `query`, given `lease`: read, then leased (the transaction holds the
+    one write lock, so nobody claims them in between)."""
+    rows = list(conn.execute(query).all())
+    if rows:
+        conn.execute(table.update().where(table.c.id.in_([row.id for row in rows])).values(lease))
+    return rows
