@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine as DBEngine
 
+from escrowflow.metrics import Metrics
 from scheduler.worker import worker_status
 from storage.errors import StorageBusy, TransitionRejected
 from tests.helpers import ADMIN, CLIENT, Scenario
@@ -81,6 +82,9 @@ def test_dl3_a_poison_deadline_fails_after_its_attempts_and_harms_no_other(
     status = worker_status(sc.engine)
     assert [f["id"] for f in status["failed"]] == [_deadline(sc, bad)["id"]]
     assert status["failing"] == []
+    scraped = Metrics(sc.engine).render().decode()
+    assert "escrowflow_deadlines_failed 1.0" in scraped
+    assert "escrowflow_deadlines_failing 0.0" in scraped
     # An admin cannot retry what has not failed, and retries once it is mended.
     deadline_id = int(str(_deadline(sc, bad)["id"]))
     _shift_held(db, poisoned, -1)
