@@ -63,19 +63,15 @@ class _DatabaseGauges(Collector):
         with self.engine.db.connect() as conn:
             found = deadlines.gauges(conn, now)
             counts = deliveries.counts(conn)
-        pending_count, overdue_count, oldest_due = (
-            found["pending"],
-            found["overdue"],
-            found["oldest_due"],
-        )
         yield GaugeMetricFamily(
-            "escrowflow_deadlines_pending", "Deadlines waiting to fire.", value=pending_count
+            "escrowflow_deadlines_pending", "Deadlines waiting to fire.", value=found["pending"]
         )
         yield GaugeMetricFamily(
             "escrowflow_deadlines_backlog",
             "Deadlines due now or earlier and not yet fired.",
-            value=overdue_count,
+            value=found["overdue"],
         )
+        oldest_due = found["oldest_due"]
         lag = (now - oldest_due).total_seconds() if oldest_due is not None else 0.0
         yield GaugeMetricFamily(
             "escrowflow_deadline_lag_seconds",

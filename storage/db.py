@@ -29,7 +29,7 @@ from storage.errors import (
     ValidationError,
 )
 
-_NO_LOCK: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+_NOTHING: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
 
 
 class DatabaseSettings(Protocol):
@@ -209,6 +209,6 @@ def transaction(engine: Engine, *, pipelined: bool = False) -> Iterator[Connecti
     """
     with translated_errors(), engine.connect() as conn:
         conn = conn.execution_options(**{sqlite.WRITES: True})
-        piped = postgresql.pipeline(conn) if pipelined and is_postgresql(conn) else _NO_LOCK
-        with sqlite.TURNS.get(engine, _NO_LOCK), piped, conn.begin():
+        piped = postgresql.pipeline(conn) if pipelined and is_postgresql(conn) else _NOTHING
+        with sqlite.TURNS.get(engine, _NOTHING), piped, conn.begin():
             yield conn

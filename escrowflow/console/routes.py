@@ -10,6 +10,7 @@ pages name no other host (`Content-Security-Policy: default-src 'self'`).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -395,12 +396,10 @@ def _whole(value: Any, what: str) -> int:
 
 
 def _duration(text: str) -> timedelta:
-    try:
-        length = _DURATION.validate_python(text) if text.isascii() and len(text) <= 40 else None
-    except (pydantic.ValidationError, OverflowError):
-        length = None
-    if length is None:
-        length = timedelta(0)
+    length = timedelta(0)
+    if text.isascii() and len(text) <= 40:  # no full-width digits, no 5,000-digit days
+        with contextlib.suppress(pydantic.ValidationError, OverflowError):
+            length = _DURATION.validate_python(text)
     if length <= timedelta(0):
         raise ValidationError(f"extend by {text!r}: give an ISO 8601 duration, e.g. P2D or PT12H")
     return length

@@ -64,7 +64,7 @@ def test_readyz_is_not_ready_on_a_full_disk_and_ready_again_once_there_is_room(
 
 
 @pytest.mark.postgresql_only
-def test_readyz_answers_while_the_database_holds_its_lock(db: DBEngine, backend: str) -> None:
+def test_readyz_answers_while_the_database_holds_its_lock(db: DBEngine) -> None:
     """A lock taken on the schema's revision row: readiness answers while it is still
     held (its probe gives up after a second), though statements here wait 60 s."""
     url = db.url.render_as_string(hide_password=False)
@@ -86,7 +86,6 @@ def test_readyz_answers_while_the_database_holds_its_lock(db: DBEngine, backend:
         with patient.begin() as conn:
             conn.exec_driver_sql("DROP TABLE alembic_version")
         patient.dispose()
-    del backend
 
 
 @pytest.mark.postgresql_only
