@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from storage import deadlines, entities, history
-from storage.db import is_postgresql
+from storage.dialect import adapter_of
 
 Found = dict[tuple[str, int], dict[str, Any]]
 
@@ -24,7 +24,7 @@ Found = dict[tuple[str, int], dict[str, Any]]
 def lock_contracts(conn: Connection, contract_ids: Sequence[int]) -> set[int] | None:
     """The contracts of `contract_ids` this transaction now holds (not those held
     elsewhere); None: the transaction holds them all (one writer)."""
-    if not is_postgresql(conn):
+    if not adapter_of(conn).locks_rows:
         return None
     return {row["id"] for row in entities.lock_many(conn, sorted(set(contract_ids)))}
 
@@ -32,7 +32,7 @@ def lock_contracts(conn: Connection, contract_ids: Sequence[int]) -> set[int] | 
 def lock_and_read(conn: Connection, claimed: Sequence[Any]) -> Found | None:
     """The batch's contracts locked (see `lock_contracts`), and its deadlines and their
     entities read, by (kind, id); None on one writer."""
-    if not is_postgresql(conn):
+    if not adapter_of(conn).locks_rows:
         return None
     found: Found = {}
     for row in entities.lock_many(conn, sorted({r.contract_id for r in claimed})):
@@ -52,4 +52,4 @@ def history_ids(conn: Connection, count: int) -> list[int]:
     """Ids for the history rows a batch writes, taken ahead (after its locks, so a
     contract's rows keep their order) where the database hands out ids from a sequence;
     none on one writer (SQLite hands them out at insert)."""
-    return history.take_ids(conn, count) if is_postgresql(conn) else []
+    return history.take_ids(conn, count) if adapter_of(conn).takes_ids_ahead else []

@@ -1,17 +1,16 @@
 """Database engines and transactions, with driver errors translated once, here.
 
 `make_engine(settings)` is the only way to get an engine: nothing connects at import.
-What each database does differently is in `postgresql.py` and `sqlite.py`, chosen here:
-engines, the pipeline, id lists, claims. PostgreSQL runs at READ COMMITTED; the engine
-above serialises work on a contract with `SELECT ... FOR UPDATE` on the contract row;
-SQLite has one writer (`BEGIN IMMEDIATE`).
+What each database does differently is in `postgresql.py` and `sqlite.py`, behind the
+port `dialect.Adapter`, picked in one place (`dialect.adapter_of`). PostgreSQL runs at
+READ COMMITTED; the engine above serialises work on a contract with `SELECT ... FOR
+UPDATE` on the contract row; SQLite has one writer (`BEGIN IMMEDIATE`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -20,7 +19,8 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from storage import postgresql, sqlite
+from storage import sqlite
+from storage.dialect import Adapter, adapter_named, adapter_of, adapter_of_error
 from storage.errors import (
     ConcurrentChange,
     ConflictError,
@@ -62,38 +62,37 @@ def make_engine(
     or no free pooled connection within the pool timeout, is `StorageBusy`."""
     url = sa.make_url(settings.database_url)
     engine_kwargs.setdefault("pool_timeout", DEFAULT_POOL_TIMEOUT_SECONDS)
-    if url.get_backend_name() == "sqlite":
-        return sqlite.make(url, settings.sqlite_synchronous, lock_timeout, **engine_kwargs)
-    if url.get_backend_name() == "postgresql":
-        return postgresql.make(url, lock_timeout, **engine_kwargs)
-    raise ValidationError(
-        f"unsupported database URL {settings.database_url!r}: "
-        "use sqlite:///path/to/file.db or postgresql://user@host/dbname",
-        code="unsupported_database",
-    )
+    adapter = adapter_named(url.get_backend_name())
+    if adapter is None:
+        raise ValidationError(
+            f"unsupported database URL {settings.database_url!r}: "
+            "use sqlite:///path/to/file.db or postgresql://user@host/dbname",
+            code="unsupported_database",
+        )
+    return adapter.make(url, lock_timeout, synchronous=settings.sqlite_synchronous, **engine_kwargs)
 
 
-def is_postgresql(engine: Engine | Connection) -> bool:
-    return engine.dialect.name == "postgresql"
-
-
-_CONSTRAINT = re.compile(r"(ck_[a-z_]+|uq_[a-z_]+)")
 _log = logging.getLogger("escrowflow.storage")
 
 
-def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
-    """PostgreSQL's SQLSTATE of a driver error (SQLite's driver has none)."""
-    return getattr(exc.orig, "sqlstate", None)
+class _Unknown:
+    """The adapter's questions, for an error no adapter's driver raised."""
+
+    @staticmethod
+    def _no(_error: BaseException) -> bool:
+        return False
+
+    is_unique_violation = is_busy = is_not_migrated = is_unopenable = _no
+
+    @staticmethod
+    def constraint_of(_error: BaseException) -> str | None:
+        return None
 
 
-def _constraint_of(exc: sa.exc.DBAPIError) -> str:
-    """The constraint a refused write broke: psycopg names it (`diag.constraint_name`);
-    SQLite only says it in its message (our constraints are named ck_... and uq_...)."""
-    named = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
-    if named:
-        return str(named)
-    found = _CONSTRAINT.search(str(exc.orig))
-    return found.group(1) if found else "integrity"
+def _driver_of(exc: sa.exc.DBAPIError) -> tuple[Adapter | _Unknown, BaseException]:
+    """The adapter whose driver raised `exc`'s original error, and that error."""
+    orig: BaseException = exc.orig if exc.orig is not None else exc
+    return adapter_of_error(orig) or _Unknown(), orig
 
 
 def _unavailable(exc: BaseException, code: str = "database_unavailable") -> StorageError:
@@ -114,12 +113,9 @@ def translated_errors() -> Iterator[None]:
     try:
         yield
     except sa.exc.IntegrityError as exc:
-        name = _constraint_of(exc)
-        if (
-            _sqlstate(exc) == postgresql.UNIQUE_VIOLATION
-            or name.startswith("uq_")
-            or ("UNIQUE constraint failed" in str(exc.orig))
-        ):
+        driver, orig = _driver_of(exc)
+        name = driver.constraint_of(orig) or "integrity"
+        if driver.is_unique_violation(orig) or name.startswith("uq_"):
             raise ConcurrentChange(
                 f"a concurrent change broke the uniqueness rule {name}: re-read and try again",
                 details={"constraint": name},
@@ -142,29 +138,24 @@ def translated_errors() -> Iterator[None]:
             details={"retry_after_seconds": 1},
         ) from exc
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:
-        text = str(exc.orig).lower()
-        if _sqlstate(exc) in postgresql.BUSY_STATES or "database is locked" in text:
+        driver, orig = _driver_of(exc)
+        if driver.is_busy(orig):
             raise StorageBusy(
                 "another change holds this contract (or the database) right now: try again "
                 "in a moment",
                 code="database_busy",
                 details={"retry_after_seconds": 1},
             ) from exc
-        if "no such table" in text or ("relation" in text and "does not exist" in text):
+        if driver.is_not_migrated(orig):
             raise StorageError(
                 "the database has no escrowflow schema yet: run `escrowflow migrate`",
                 code="not_migrated",
             ) from exc
-        if "unable to open database file" in text:
+        if driver.is_unopenable(orig):
             raise StorageError(
                 "cannot open the SQLite database file: check that its directory exists and "
                 "is writable, or set ESCROWFLOW_DATABASE_URL",
                 code="database_unreachable",
-            ) from exc
-        if "deadlock" in text or "could not serialize" in text:
-            raise StorageBusy(
-                "the database was busy with a concurrent change: try again",
-                code="database_busy",
             ) from exc
         raise _unavailable(exc) from exc
     except sa.exc.DBAPIError as exc:
@@ -175,9 +166,7 @@ def id_in(
     conn: Connection, column: sa.ColumnElement[int], ids: Sequence[int]
 ) -> sa.ColumnElement[bool]:
     """`column IN ids`, as each database takes a list best (an array on PostgreSQL)."""
-    if is_postgresql(conn):
-        return postgresql.id_in(column, ids)
-    return sqlite.id_in(column, ids)
+    return adapter_of(conn).id_in(column, ids)
 
 
 def claim(
@@ -186,9 +175,7 @@ def claim(
     """The rows of `query` (which selects `table.c.id`), leased to `owner` until `until`;
     on PostgreSQL rows another worker is claiming right now are skipped."""
     lease = {"claimed_by": owner, "claim_expires_at": until}
-    if is_postgresql(conn):
-        return postgresql.claim(conn, query, table, lease)
-    return sqlite.claim(conn, query, table, lease)
+    return adapter_of(conn).claim(conn, query, table, lease)
 
 
 def unclaimed(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
@@ -209,6 +196,6 @@ def transaction(engine: Engine, *, pipelined: bool = False) -> Iterator[Connecti
     """
     with translated_errors(), engine.connect() as conn:
         conn = conn.execution_options(**{sqlite.WRITES: True})
-        piped = postgresql.pipeline(conn) if pipelined and is_postgresql(conn) else _NOTHING
-        with sqlite.TURNS.get(engine, _NOTHING), piped, conn.begin():
+        piped = adapter_of(conn).pipeline(conn) if pipelined else _NOTHING
+        with adapter_of(conn).write_turn(engine), piped, conn.begin():
             yield conn

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from storage import models, paging
 from storage.db import claim, id_in, unclaimed
+from storage.dialect import adapter_of
 from storage.statements import Statements
 
 _d = models.DEADLINES
@@ -303,14 +304,9 @@ def money_due(conn: Connection, until: datetime) -> list[dict[str, Any]]:
     currency, event and whether paused: one range of ix_deadlines_due_pending, no join
     (each deadline keeps what it moves)."""
     c = _d.c
-    if conn.dialect.name == "postgresql":
-        day: Any = sa.cast(sa.func.timezone("UTC", c.due_at), sa.Date)
-        pending = c.status == "pending"
-    else:  # SQLite stores UTC text: its first ten characters are the day
-        day = sa.func.substr(c.due_at, 1, 10)
-        # Written out as the index's condition is, SQLite reads the covering index
-        # ix_deadlines_due_pending and not the table (a bound value, it would not).
-        pending = c.status.in_([sa.literal_column("'pending'")])
+    adapter = adapter_of(conn)
+    day = adapter.utc_day(c.due_at)
+    pending = adapter.index_condition(c.status, "pending")  # ix_deadlines_due_pending
     query = (
         sa.select(
             day.label("day"),

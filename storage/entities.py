@@ -54,7 +54,7 @@ def lock_contract_of(tx: Statements, entity: str, entity_id: int) -> Row | None:
     """Lock (on PostgreSQL; SQLite's write transaction already excludes other writers)
     and read the contract that entity `entity_id` belongs to."""
     plain, for_update = _LOCK[entity]
-    found = tx.fetch_one(for_update if tx.postgresql else plain, {"pk": entity_id})
+    found = tx.fetch_one(for_update if tx.locks_rows else plain, {"pk": entity_id})
     return None if found is None else Row("contract", _contracts, found)
 
 
@@ -67,7 +67,7 @@ def lock_contract_and_load(
     plain, for_update = _LOCK[entity]
     contract, found, *more = tx.fetch_ones(
         [
-            (for_update if tx.postgresql else plain, {"pk": entity_id}),
+            (for_update if tx.locks_rows else plain, {"pk": entity_id}),
             (_LOAD[entity], {"pk": entity_id}),
             *((query, {}) for query in also),
         ]

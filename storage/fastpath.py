@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from storage.dialect import adapter_of
+
 Processor = Callable[[Any], Any]
 T = TypeVar("T")
 
@@ -155,9 +157,9 @@ class FastPath:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
+        self.adapter = adapter_of(dialect)
         self._prepared: dict[Any, Prepared] = {}
         self._unnested_cache: dict[Any, Unnested | None] = {}
-        self._lastrowid = dialect.name == "sqlite"
 
     def prepare(self, key: Any, build: Callable[..., sa.ClauseElement], *args: Any) -> Prepared:
         """The statement `build(*args)` compiled for this dialect, once per `key`."""
@@ -214,7 +216,7 @@ class FastPath:
             self._call(conn, prepared.sql, params, _nothing, many=True)
 
     def _unnested(self, prepared: Prepared) -> Unnested | None:
-        if self.dialect.name != "postgresql":
+        if not self.adapter.unnests:
             return None
         key = ("unnested", prepared)
         if key not in self._unnested_cache:
@@ -223,7 +225,7 @@ class FastPath:
 
     def insert(self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]) -> int:
         """Run an INSERT prepared with `RETURNING id` (or read SQLite's lastrowid)."""
-        read = _lastrowid if self._lastrowid else _first_value
+        read = _first_value if self.adapter.returns_ids else _lastrowid
         return int(self._call(conn, prepared.sql, prepared.parameters(values), read))
 
     def fetch_row(
@@ -300,7 +302,7 @@ def insert_statement(
         ):
             values[column.name] = sa.bindparam(f"d_{column.name}", default.arg, column.type)
     statement = table.insert().values(values)
-    if returning and dialect.name != "sqlite":
+    if returning and adapter_of(dialect).returns_ids:
         statement = statement.returning(table.c.id)
     return statement
 

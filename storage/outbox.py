@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from storage import models
-from storage.db import is_postgresql
+from storage.dialect import adapter_of
 from storage.statements import Statements
 
 _o = models.OUTBOX
@@ -59,10 +58,10 @@ def after(conn: Connection, position: int, limit: int) -> list[Any]:
 
 def lock_feed(conn: Connection) -> int:
     """Lock the one `feed_state` row (one relay at a time); the last position given."""
-    insert = postgresql.insert if is_postgresql(conn) else sqlite.insert
-    conn.execute(insert(_feed).values(id=1, last_position=0).on_conflict_do_nothing())
+    adapter = adapter_of(conn)
+    conn.execute(adapter.insert(_feed).values(id=1, last_position=0).on_conflict_do_nothing())
     query = sa.select(_feed.c.last_position).where(_feed.c.id == 1)
-    if is_postgresql(conn):
+    if adapter.locks_rows:
         query = query.with_for_update()
     return int(conn.execute(query).scalar_one())
 

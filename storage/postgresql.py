@@ -1,6 +1,6 @@
 """PostgreSQL: what storage does differently there, and only there (beside `sqlite.py`;
-`db.py` chooses between the two, `fastpath.py` and the table owners ask
-`db.is_postgresql` for their statements' form).
+`PostgreSQL` fills `dialect.Adapter`, and `dialect.adapter_of` is the one place that
+chooses between the two).
 
 Engines ping a pooled connection only after it sat idle, bound every lock wait
 (`lock_timeout`), and answer SQLAlchemy's own statements at once inside a pipeline; a
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
@@ -30,6 +31,7 @@ PING_AFTER_IDLE_SECONDS = 10.0
 # serialization_failure, deadlock_detected; and a unique index refusing a row.
 BUSY_STATES = frozenset({"55P03", "40001", "40P01"})
 UNIQUE_VIOLATION = "23505"
+UNDEFINED_TABLE = "42P01"
 
 _PIPELINE = "escrowflow_pipeline"
 
@@ -116,3 +118,61 @@ def claim(
         .returning(*query.selected_columns)
     )
     return list(conn.execute(statement).all())
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    return getattr(error, "sqlstate", None)
+
+
+class PostgreSQL:
+    """`storage.dialect.Adapter` on PostgreSQL (psycopg 3)."""
+
+    name = "postgresql"
+    locks_rows = True
+    takes_ids_ahead = True
+    returns_ids = True
+    unnests = True
+    shares_clock = True
+    stores_naive_utc = False
+    alters_by_copy = False
+
+    def make(
+        self, url: sa.URL, lock_timeout: float, *, synchronous: str, **engine_kwargs: Any
+    ) -> Engine:
+        return make(url, lock_timeout, **engine_kwargs)
+
+    def write_turn(self, engine: Engine) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    id_in = staticmethod(id_in)
+    claim = staticmethod(claim)
+
+    pipeline = staticmethod(pipeline)
+
+    def insert(self, table: sa.Table) -> Any:
+        return pg.insert(table)
+
+    def utc_day(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.cast(sa.func.timezone("UTC", column), sa.Date)
+
+    def index_condition(self, column: sa.ColumnElement[Any], value: str) -> sa.ColumnElement[bool]:
+        return column == value
+
+    def owns(self, error: BaseException) -> bool:
+        return type(error).__module__.startswith("psycopg")
+
+    def constraint_of(self, error: BaseException) -> str | None:
+        named = getattr(getattr(error, "diag", None), "constraint_name", None)
+        return str(named) if named else None
+
+    def is_unique_violation(self, error: BaseException) -> bool:
+        return _sqlstate(error) == UNIQUE_VIOLATION
+
+    def is_busy(self, error: BaseException) -> bool:
+        return _sqlstate(error) in BUSY_STATES
+
+    def is_not_migrated(self, error: BaseException) -> bool:
+        return _sqlstate(error) == UNDEFINED_TABLE
+
+    def is_unopenable(self, error: BaseException) -> bool:
+        return False

@@ -26,6 +26,7 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from storage.dialect import adapter_of
 from storage.errors import StorageError
 
 RESYNC_SECONDS = 1.0
@@ -44,7 +45,7 @@ def server_clock(db: Engine, process: _Clock) -> ServerClock | None:
     """The database server's clock where processes on several hosts share one server
     (PostgreSQL); None where the database is a file on one host (SQLite: its clock is
     the host's)."""
-    return ServerClock(db, process) if db.dialect.name == "postgresql" else None
+    return ServerClock(db, process) if adapter_of(db).shares_clock else None
 
 
 class ServerClock:

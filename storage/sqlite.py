@@ -1,5 +1,6 @@
 """SQLite: what storage does differently there, and only there (beside `postgresql.py`;
-`db.py` chooses between the two).
+`SQLite` fills `dialect.Adapter`, and `dialect.adapter_of` is the one place that
+chooses between the two).
 
 A file in WAL mode with foreign keys on. Every write transaction starts with `BEGIN
 IMMEDIATE`, so a writer holds the lock from its first read (no upgrade deadlock between
@@ -11,13 +12,17 @@ are bounded by the lock timeout. A claim reads, then leases: there is one writer
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import threading
 import weakref
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
 from storage.errors import StorageBusy, ValidationError
@@ -105,3 +110,66 @@ def claim(
     if rows:
         conn.execute(table.update().where(table.c.id.in_([row.id for row in rows])).values(lease))
     return rows
+
+
+# SQLite names a broken constraint only in its message (ours are named ck_... and uq_...).
+_CONSTRAINT = re.compile(r"(ck_[a-z_]+|uq_[a-z_]+)")
+
+
+class SQLite:
+    """`storage.dialect.Adapter` on a SQLite file (the standard library's driver)."""
+
+    name = "sqlite"
+    locks_rows = False
+    takes_ids_ahead = False
+    returns_ids = False
+    unnests = False
+    shares_clock = False
+    stores_naive_utc = True
+    alters_by_copy = True
+
+    def make(
+        self, url: sa.URL, lock_timeout: float, *, synchronous: str, **engine_kwargs: Any
+    ) -> Engine:
+        return make(url, synchronous, lock_timeout, **engine_kwargs)
+
+    def write_turn(self, engine: Engine) -> AbstractContextManager[None]:
+        return TURNS.get(engine) or nullcontext()
+
+    id_in = staticmethod(id_in)
+    claim = staticmethod(claim)
+
+    def pipeline(self, conn: Connection) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def insert(self, table: sa.Table) -> Any:
+        return sqlite_dialect.insert(table)
+
+    def utc_day(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # UTC text: its first ten characters are the day.
+        return sa.func.substr(column, 1, 10)
+
+    def index_condition(self, column: sa.ColumnElement[Any], value: str) -> sa.ColumnElement[bool]:
+        # Written out as the index's condition is, SQLite reads a covering partial index
+        # and not the table (for a bound value, it would not).
+        quoted = value.replace("'", "''")
+        return column.in_([sa.literal_column(f"'{quoted}'")])
+
+    def owns(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.Error)
+
+    def constraint_of(self, error: BaseException) -> str | None:
+        found = _CONSTRAINT.search(str(error))
+        return found.group(1) if found else None
+
+    def is_unique_violation(self, error: BaseException) -> bool:
+        return "UNIQUE constraint failed" in str(error)
+
+    def is_busy(self, error: BaseException) -> bool:
+        return "database is locked" in str(error).lower()
+
+    def is_not_migrated(self, error: BaseException) -> bool:
+        return "no such table" in str(error).lower()
+
+    def is_unopenable(self, error: BaseException) -> bool:
+        return "unable to open database file" in str(error).lower()

@@ -118,9 +118,9 @@ class Statements:
         self.ids: dict[str, list[int]] = batch.ids if batch is not None else {}
 
     @property
-    def postgresql(self) -> bool:
+    def locks_rows(self) -> bool:
         """For storage's own statements; the layers above ask `one_writer`."""
-        return self.fast.dialect.name == "postgresql"
+        return self.fast.adapter.locks_rows
 
     @property
     def one_writer(self) -> bool:
@@ -128,7 +128,7 @@ class Statements:
         is as good as locked, and reading two rows in one statement as locking first.
         Otherwise (PostgreSQL) rows are locked one by one, and a history id can be
         taken in the same round trip as the lock (`history.NEXT_ID`)."""
-        return not self.postgresql
+        return not self.locks_rows
 
     def _prepared(self, statement: sa.ClauseElement) -> Prepared:
         return self.fast.prepare(statement, _same, statement)

@@ -2,6 +2,7 @@
 
 from alembic import context
 
+from storage.dialect import adapter_of
 from storage.models import metadata
 
 engine = context.config.attributes["engine"]
@@ -11,7 +12,7 @@ with engine.connect() as connection:
     context.configure(
         connection=connection,
         target_metadata=metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=adapter_of(connection).alters_by_copy,
         compare_type=True,
     )
     with context.begin_transaction():

@@ -18,9 +18,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine as DBEngine
 
-from storage.models import DEADLINES, HISTORY, LEDGER, OUTBOX
+from storage.models import DEADLINES, HISTORY, LEDGER, OUTBOX, WORKERS
 from tests.helpers import check_invariants
 from tests.seed import seed_due_auto_approvals, seed_due_reminders
+from tests.served import until
 
 IN_CI = bool(os.environ.get("CI"))
 DRAIN = int(os.environ.get("ESCROWFLOW_DRAIN_DEADLINES", "10000" if IN_CI else "4000"))
@@ -65,11 +66,20 @@ class Daemons:
         logs = sorted(self.logs.glob("worker-*.log"))
         return logs[-1].read_text(errors="replace")[-2000:] if logs else "no log"
 
-    def stop_all(self) -> list[int]:
+    def stop_all(self, db: DBEngine) -> list[int]:
+        """SIGTERM to every worker once it has started (its signal handler is set before
+        its first heartbeat): on a fast machine the others may have drained the backlog
+        before a late one is up, and a signal then would kill it mid-start."""
         for p in self.processes:
+            until(lambda p=p: _started_or_gone(db, p), f"worker {p.pid} to start")
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         return [p.wait(timeout=60) for p in self.processes]
+
+
+def _started_or_gone(db: DBEngine, process: subprocess.Popen[bytes]) -> bool:
+    query = sa.select(sa.func.count()).where(WORKERS.c.pid == process.pid)
+    return process.poll() is not None or _count(db, query) > 0
 
 
 @pytest.fixture
@@ -139,7 +149,7 @@ def test_four_workers_drain_due_deadlines_exactly_once(
     for _ in range(4):
         daemons.start()
     wait_until_drained(db, daemons, timeout=600)
-    assert daemons.stop_all() == [0, 0, 0, 0]
+    assert daemons.stop_all(db) == [0, 0, 0, 0]
     assert_each_fired_once(db, DRAIN)
     with db.connect() as conn:  # every worker took part
         workers = conn.execute(sa.text("SELECT fired FROM workers")).scalars().all()
@@ -164,7 +174,7 @@ def test_killed_workers_leave_every_deadline_fired_exactly_once(
     assert pending(db) > 0, "the kills came too late to test anything"
     daemons.start()
     wait_until_drained(db, daemons, timeout=300)  # claims of killed workers expire after the lease
-    assert daemons.stop_all()[-1] == 0
+    assert daemons.stop_all(db)[-1] == 0
     assert_each_fired_once(db, count)
 
 
@@ -212,7 +222,7 @@ def test_nt2_four_workers_send_each_reminder_exactly_once(
     for _ in range(4):
         daemons.start()
     wait_until_fired(db, daemons, 2 * count)
-    assert daemons.stop_all() == [0, 0, 0, 0]
+    assert daemons.stop_all(db) == [0, 0, 0, 0]
     assert_each_reminder_sent_once(db, count)
 
 
@@ -231,5 +241,5 @@ def test_nt2_killed_workers_leave_every_reminder_sent_exactly_once(
     assert fired(db) < 2 * count, "the kills came too late to test anything"
     daemons.start()
     wait_until_fired(db, daemons, 2 * count)  # killed workers' claims expire after the lease
-    assert daemons.stop_all()[-1] == 0
+    assert daemons.stop_all(db)[-1] == 0
     assert_each_reminder_sent_once(db, count)

@@ -58,6 +58,6 @@ def test_slow_and_hanging_receivers_delay_no_delivery_to_others(
         assert server.stop() == 0
     finally:
         server.kill()
-        fast.stop()
+        fast.close()
         slow.stop()
         hanging.stop()

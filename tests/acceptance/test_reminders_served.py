@@ -100,4 +100,4 @@ def test_nt2_reminders_reach_the_feed_and_a_webhook_once_each_before_the_auto_ap
         if caller is not None:
             caller.http.close()
         server.kill()
-        receiver.stop()
+        receiver.close()

@@ -14,4 +14,4 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     r.start()
     yield r
-    r.stop()
+    r.close()

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from escrowflow import tokens
 from storage import models
-from storage.db import is_postgresql
+from storage.dialect import adapter_of
 from storage.errors import Unauthenticated
 from tests.conftest import table_counts
 from tests.helpers import Scenario
@@ -239,7 +239,7 @@ def _hold_the_contract(
         conn = conn.execution_options(escrowflow_writes=True)
         with conn.begin():
             query = sa.select(models.CONTRACTS.c.id).where(models.CONTRACTS.c.id == contract_id)
-            if is_postgresql(conn):
+            if adapter_of(conn).locks_rows:
                 query = query.with_for_update()
             else:  # BEGIN IMMEDIATE took the write lock; touch the row for good measure
                 conn.execute(

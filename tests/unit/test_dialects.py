@@ -1,6 +1,7 @@
-"""The domain never asks which database it is on: every dialect decision is storage's
-(issue 21). A test of `dialect.name`, `is_postgresql`, `.postgresql` or a comparison
-with "postgresql"/"sqlite" outside `storage/` fails here."""
+"""The domain never asks which database it is on: every dialect decision is storage's,
+behind one adapter per database (issue 21). A test of `dialect.name`, `is_postgresql`,
+`.postgresql` or a comparison with "postgresql"/"sqlite" anywhere but the adapters
+(`storage/dialect.py`, `storage/postgresql.py`, `storage/sqlite.py`) fails here."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ABOVE_STORAGE = ("workflows", "scheduler", "escrowflow")
+PACKAGES = ("storage", "workflows", "scheduler", "escrowflow")
+ADAPTERS = {"storage/dialect.py", "storage/postgresql.py", "storage/sqlite.py"}
 DIALECTS = {"postgresql", "sqlite"}
 
 
@@ -32,14 +34,32 @@ def _asks_the_dialect(tree: ast.AST) -> list[int]:
     return sorted(lines)
 
 
-def test_no_dialect_test_outside_storage() -> None:
+def test_no_dialect_test_outside_the_adapters() -> None:
     found = {
-        str(path.relative_to(ROOT)): lines
-        for package in ABOVE_STORAGE
+        name: lines
+        for package in PACKAGES
         for path in (ROOT / package).rglob("*.py")
-        if (lines := _asks_the_dialect(ast.parse(path.read_text())))
+        if (name := str(path.relative_to(ROOT))) not in ADAPTERS
+        and (lines := _asks_the_dialect(ast.parse(path.read_text())))
     }
     assert found == {}
+
+
+def test_every_adapter_fills_the_port() -> None:
+    """Each adapter answers every member of `dialect.Adapter`, so no backend falls back
+    on another's behaviour by accident."""
+    import storage.dialect as dialect
+
+    members = {
+        name
+        for name in (*dialect.Adapter.__annotations__, *vars(dialect.Adapter))
+        if not name.startswith("_")
+    }
+    for name in ("postgresql", "sqlite"):
+        adapter = dialect.adapter_named(name)
+        assert adapter is not None and adapter.name == name
+        assert {m for m in members if not hasattr(adapter, m)} == set()
+    assert dialect.adapter_named("mysql") is None
 
 
 def test_the_check_finds_a_dialect_test() -> None:
