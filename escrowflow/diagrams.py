@@ -23,6 +23,7 @@ from workflows import views
 from workflows.diagrams import lifecycle, to_dot, to_mermaid
 from workflows.machines import MACHINES
 from workflows.policy import Policy
+from workflows.terms import TermsBook
 
 FORMATS = {"mermaid": ".mmd", "dot": ".dot", "svg": ".svg"}
 _SOURCE_MARK = "<!-- escrowflow: drawn from DOT sha256 "
@@ -71,36 +72,43 @@ def render(
     policy: Policy,
     current: str | None = None,
     due: Mapping[str, str] = {},
+    terms: str | None = None,
 ) -> str:
-    lc = lifecycle(entity, policy)
+    lc = lifecycle(entity, policy, terms)
     if fmt == "mermaid":
         return to_mermaid(lc, current=current, due=due)
     dot_source = to_dot(lc, current=current, due=due)
     return dot_source if fmt == "dot" else svg(dot_source)
 
 
-def write_all(out: Path, formats: Iterable[str], policy: Policy) -> list[Path]:
-    """Every lifecycle in every format; the files written."""
+def write_all(
+    out: Path, formats: Iterable[str], policy: Policy, terms: str | None = None
+) -> list[Path]:
+    """Every lifecycle in every format (timers from `policy`, the terms named `terms`);
+    the files written."""
     chosen = check_formats(formats)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in chosen:
         for entity in MACHINES:
             path = out / f"{entity}{FORMATS[fmt]}"
-            path.write_text(render(entity, fmt, policy))
+            path.write_text(render(entity, fmt, policy, terms=terms))
             written.append(path)
     return written
 
 
-def instance(db: DBEngine, policy: Policy, entity: str, entity_id: int, fmt: str) -> str:
-    """An entity's lifecycle with its current state highlighted and the date its
-    pending deadline falls due on the timer it would fire."""
+def instance(db: DBEngine, book: TermsBook, entity: str, entity_id: int, fmt: str) -> str:
+    """An entity's lifecycle with its current state highlighted, the date its pending
+    deadline falls due on the timer it would fire, and its timers timed by its
+    contract's terms, named on each timer edge (TM1)."""
     (fmt,) = check_formats([fmt])
     view = views.show(db, entity, entity_id)
+    contract_id = entity_id if entity == "contract" else view["contract_id"]
+    terms = book.of_contract_id(contract_id)
     due = {
         d["event"]: d["due_at"][:16].replace("T", " ") + " UTC" for d in view["pending_deadlines"]
     }
-    return render(entity, fmt, policy, current=view["state"], due=due)
+    return render(entity, fmt, terms.policy, current=view["state"], due=due, terms=terms.name)
 
 
 def format_of(path: Path) -> str:

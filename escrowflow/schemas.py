@@ -163,6 +163,7 @@ class EntityOut(BaseModel):
             "entity": "milestone",
             "id": 1,
             "contract_id": 1,
+            "terms_id": 1,
             "state": "in_review",
             "version": 3,
             "fields": {"title": "Design", "amount": 50000, "escrow": 50000},
@@ -183,6 +184,7 @@ class EntityOut(BaseModel):
     entity: str
     id: int
     contract_id: int
+    terms_id: int | None = Field(description="The terms its contract runs under (TM1).")
     state: str
     version: int
     fields: dict[str, Any]
@@ -326,3 +328,81 @@ class Page(BaseModel):
     model_config = example({"items": [{"id": 7, "state": "active"}], "next_cursor": "Wzdd"})
     items: list[dict[str, Any]]
     next_cursor: str | None
+
+
+class TermsSelection(BaseModel):
+    """Which running contracts a terms migration moves: every field given must hold."""
+
+    model_config = _strict
+    terms_id: StrictInt | None = Field(default=None, description="Contracts under these terms.")
+    client_id: StrictStr | None = Field(default=None, max_length=100)
+    freelancer_id: StrictStr | None = Field(default=None, max_length=100)
+    ids: list[StrictInt] | None = Field(default=None, max_length=10_000)
+    states: list[StrictStr] | None = Field(default=None, max_length=10)
+
+
+class TermsPlanCreate(BaseModel):
+    model_config = example({"to_terms_id": 2, "selection": {"terms_id": 1}}, strict=True)
+    to_terms_id: StrictInt = Field(description="The terms the contracts move to.")
+    selection: TermsSelection = Field(default_factory=TermsSelection)
+
+
+class TermsPlanApply(BaseModel):
+    model_config = example({"reason": "review window shortened to 10 days"}, strict=True)
+    reason: Reason = Field(max_length=500, description="Recorded in each contract's history.")
+
+
+class Terms(BaseModel):
+    """One immutable terms version (TM1)."""
+
+    model_config = example(
+        {
+            "id": 1,
+            "name": "2026-12-01-3fa9c2",
+            "created_at": "2026-12-01T09:00:00+00:00",
+            "created_by": "settings",
+            "durations": {"review_window": "P14D"},
+            "reminders": {"review_window": ["P3D", "P1D"]},
+            "minimum_amounts": {"USD": 500},
+            "max_milestones": 200,
+            "contracts": 12,
+        }
+    )
+    id: int
+    name: str
+    created_at: str
+    created_by: str
+    durations: dict[str, str]
+    reminders: dict[str, list[str]]
+    minimum_amounts: dict[str, int]
+    max_milestones: int
+    contracts: int
+
+
+class TermsPlan(BaseModel):
+    """A terms migration plan (TM2): what it moves, before and after."""
+
+    id: int
+    status: str = Field(description="planned, applying or applied")
+    to_terms_id: int
+    selection: dict[str, Any]
+    created_at: str
+    created_by: str
+    valid_until: str
+    contracts: int
+    contracts_applied: int
+    deadlines: int
+    due_at_once: int
+    forecast: list[dict[str, Any]] = Field(
+        description="Money moved per UTC day and currency: change in minor units, shown."
+    )
+    reason: str | None
+    applied_by: str | None
+    applied_at: str | None
+    moves: list[dict[str, Any]] | None = Field(
+        description="A page of the deadlines it moves: due_before and due_after."
+    )
+    moves_after: int | None = Field(
+        default=None, description="Pass as `moves_after` for the next page; None at the end."
+    )
+    moved: int | None = Field(default=None, description="Contracts this apply moved.")

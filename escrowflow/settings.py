@@ -79,6 +79,10 @@ class Settings(BaseSettings):
         default_factory=lambda: {name: list(v) for name, v in DEFAULT_REMINDERS.items()}
     )
 
+    # TM1: the name of the terms new offers get, when these numbers are new (a new
+    # version is stored whenever they change; unset: named by date and fingerprint).
+    terms_name: str | None = Field(default=None, min_length=1, max_length=100)
+
     # The daemon.
     worker_interval: float = Field(default=WORKER_INTERVAL_SECONDS, gt=0)
     worker_batch_size: int = Field(default=BATCH_SIZE, ge=1, le=10_000)
@@ -207,7 +211,9 @@ class Settings(BaseSettings):
             )
         process = self.process_clock()
         clock = self.deployment_clock(db, process)
-        return EscrowEngine(db, self.policy(), clock, process, self.deadline_retry())
+        return EscrowEngine(
+            db, self.policy(), clock, process, self.deadline_retry(), terms_name=self.terms_name
+        )
 
     def deadline_retry(self) -> RetryStrategy:
         """How a failing deadline is retried (DL3), from the settings."""

@@ -407,3 +407,41 @@ def board(conn: Connection, now: datetime, limit: int = 200) -> dict[str, list[d
 def read_many(conn: Connection, deadline_ids: list[int]) -> list[dict[str, Any]]:
     query = sa.select(_d).where(id_in(conn, _d.c.id, deadline_ids))
     return [dict(row) for row in conn.execute(query).mappings()]
+
+
+# -- terms migrations (TM2) --------------------------------------------------------------
+
+_PLAN_COLUMNS = (
+    _d.c.id,
+    _d.c.contract_id,
+    _d.c.entity,
+    _d.c.entity_id,
+    _d.c.event,
+    _d.c.due_at,
+    _d.c.state_version,
+    _d.c.paused,
+    _d.c.amount,
+    _d.c.currency,
+)
+_CHUNK = 5_000  # ids per statement: under every backend's parameter limit
+
+
+def pending_of_contracts(conn: Connection, contract_ids: list[int]) -> list[dict[str, Any]]:
+    """The pending deadlines (reminders too) of many contracts, by contract then id."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(contract_ids), _CHUNK):
+        chunk = contract_ids[start : start + _CHUNK]
+        query = sa.select(*_PLAN_COLUMNS).where(
+            id_in(conn, _d.c.contract_id, chunk), _d.c.status == "pending"
+        )
+        rows = conn.execute(query.order_by(_d.c.contract_id, _d.c.id)).mappings()
+        found.extend(dict(row) for row in rows)
+    return found
+
+
+def pending_of_contract(tx: Statements, contract_id: int) -> list[dict[str, Any]]:
+    """A locked contract's pending deadlines (reminders too), in its transaction."""
+    query = sa.select(*_PLAN_COLUMNS).where(
+        _d.c.contract_id == contract_id, _d.c.status == "pending"
+    )
+    return [dict(row._mapping) for row in tx.fetch_all(query.order_by(_d.c.id))]

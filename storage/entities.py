@@ -205,3 +205,42 @@ def read_many(conn: Connection, entity: str, entity_ids: list[int]) -> list[dict
     table = TABLES[entity]
     query = sa.select(table).where(id_in(conn, table.c.id, entity_ids))
     return [dict(row) for row in conn.execute(query).mappings()]
+
+
+# -- terms (TM1) -------------------------------------------------------------------------
+
+
+def contracts_by_terms(conn: Connection) -> dict[int, int]:
+    """How many contracts run under each terms version."""
+    c = _contracts.c
+    query = sa.select(c.terms_id, sa.func.count()).where(c.terms_id.is_not(None))
+    return {row[0]: row[1] for row in conn.execute(query.group_by(c.terms_id))}
+
+
+def give_terms_to_unassigned(conn: Connection, terms_id: int) -> int:
+    """Contracts from before terms were recorded run under `terms_id` (the settings then
+    in force); how many there were."""
+    c = _contracts.c
+    statement = _contracts.update().where(c.terms_id.is_(None)).values(terms_id=terms_id)
+    return int(conn.execute(statement).rowcount)
+
+
+def selected(
+    conn: Connection, criteria: dict[str, Any], states: list[str], excluded_terms: int
+) -> list[dict[str, Any]]:
+    """The contracts a terms migration selects (TM2): every criterion holds (`terms_id`,
+    `client_id`, `freelancer_id`, `ids`), the state is one of `states`, and the contract
+    is not already under `excluded_terms`. In id order."""
+    c = _contracts.c
+    query = sa.select(c.id, c.terms_id, c.state, c.client_id, c.freelancer_id, c.currency)
+    query = query.where(c.state.in_(states), c.terms_id != excluded_terms)
+    for column in ("terms_id", "client_id", "freelancer_id"):
+        if criteria.get(column) is not None:
+            query = query.where(c[column] == criteria[column])
+    if criteria.get("ids"):
+        query = query.where(id_in(conn, c.id, criteria["ids"]))
+    return [dict(row) for row in conn.execute(query.order_by(c.id)).mappings()]
+
+
+def set_terms(tx: Statements, contract_id: int, terms_id: int) -> None:
+    tx.update(_contracts, contract_id, {"terms_id": terms_id})

@@ -139,7 +139,11 @@ def policy() -> Policy:
 
 @pytest.fixture
 def engine(db: DBEngine, policy: Policy, clock: ManualClock) -> EscrowEngine:
-    return EscrowEngine(db, policy, clock)
+    """The engine of a deployment that has started: its terms are stored (TM1), so a
+    test's "changes nothing" snapshot is not changed by the first use storing them."""
+    engine = EscrowEngine(db, policy, clock)
+    engine.terms.current()
+    return engine
 
 
 @pytest.fixture

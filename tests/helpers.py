@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import timedelta
 from typing import Any
@@ -31,6 +32,12 @@ class Scenario:
         self.db = engine.db
 
     # arrange
+
+    def new_terms(self, **changes: Any) -> None:
+        """The deployment restarts with changed settings (TM1: later offers get them)."""
+        policy = dataclasses.replace(self.engine.policy, **changes)
+        self.engine = EscrowEngine(self.db, policy, self.clock)
+        self.engine.terms.current()
 
     def offer(
         self, *amounts: int, kind: str = "fixed", currency: str = "USD"
@@ -197,7 +204,7 @@ def check_invariants(db: sa.Engine) -> None:
         if h["entity"] == "deadline":  # an admin's pause or extension: not a lifecycle
             continue
         key = (h["entity"], h["entity_id"])
-        if h["event"] == "reminder":  # NT2: a reminder moves nothing
+        if h["event"] in ("reminder", "terms_migrated"):  # NT2, TM2: these move nothing
             assert (h["from_state"], h["version"]) == (h["to_state"], replay[key][1]), h
             assert h["to_state"] == replay[key][0], h
             continue

@@ -54,9 +54,10 @@ def require_client(actor: Actor) -> None:
 
 
 def require_admin(actor: Actor, action: str) -> None:
-    """PA1: only the dispute team pauses, resumes or extends a deadline."""
+    """PA1: only the dispute team acts on deadlines and terms (`action`, e.g. "pause a
+    deadline")."""
     if actor.role is not Role.ADMIN:
         raise PermissionDenied(
-            f"only the dispute team (admin) may {action} a deadline, not a {actor.role.value}",
+            f"only the dispute team (admin) may {action}, not a {actor.role.value}",
             code="role_not_allowed",
         )

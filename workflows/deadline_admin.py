@@ -20,6 +20,26 @@ MAX_EXTENSION = timedelta(days=366)
 """The longest one extension may add: a year and a day is a typo beyond that."""
 
 
+MAX_REASON_LENGTH = 500
+
+
+def checked_reason(reason: str | None) -> str:
+    """A reason recorded in history (an admin's action, a terms migration), stripped."""
+    if not reason or not reason.strip():
+        raise ValidationError(
+            "give a reason: it is recorded in the history",
+            code="field_required",
+            details={"field": "reason"},
+        )
+    if len(reason.strip()) > MAX_REASON_LENGTH:
+        raise ValidationError(
+            f"a reason is at most {MAX_REASON_LENGTH} characters",
+            code="field_too_long",
+            details={"field": "reason", "max_length": MAX_REASON_LENGTH},
+        )
+    return reason.strip()
+
+
 def check_request(action: str, reason: str, extend_by: timedelta | None) -> None:
     """Refuse a request that could not apply, before any lock is taken."""
     if action not in ACTIONS:
@@ -27,12 +47,7 @@ def check_request(action: str, reason: str, extend_by: timedelta | None) -> None
             f"unknown deadline action {action!r}: pause, resume, extend or retry",
             code="unknown_event",
         )
-    if not reason or not reason.strip():
-        raise ValidationError(
-            "give a reason: it is recorded in the history",
-            code="field_required",
-            details={"field": "reason"},
-        )
+    checked_reason(reason)
     if action == "extend" and (extend_by is None or extend_by <= timedelta(0)):
         raise ValidationError(
             "extend needs a positive duration, e.g. --by P2D", code="invalid_duration"
@@ -79,7 +94,7 @@ def adjust(
     else:
         changes["paused"] = action == "pause"
     deadlines.adjust(unit.tx, deadline_id, changes)
-    _move_reminders(unit, {**row, **changes})
+    move_reminders(unit, {**row, **changes})
     version = 1 + history.count_of(unit.tx, "deadline", deadline_id)
     record = Row("deadline", DEADLINES, {**row, **changes})
     after = {**row, **changes}
@@ -108,9 +123,10 @@ def adjust(
     }
 
 
-def _move_reminders(unit: UnitOfWork, deadline: dict[str, Any]) -> None:
+def move_reminders(unit: UnitOfWork, deadline: dict[str, Any]) -> None:
     """NT2: a paused or extended deadline's reminders are dropped; a running one's are
-    scheduled from its (new) due time, those still ahead of now."""
+    scheduled from its (new) due time, those still ahead of now, by the contract's
+    terms (a terms migration's too, X15)."""
     reminders.drop(unit.tx, deadline, unit.now)
     if deadline["paused"]:
         return

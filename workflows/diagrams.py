@@ -12,7 +12,7 @@ Pure text, no I/O: rendering DOT to SVG is the shell's job (escrowflow.diagrams)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -56,6 +56,7 @@ class Edge:
     # NT2: a timer's reminders, how long before it, and the party they go to.
     reminders: tuple[timedelta, ...] = ()
     reminds: str | None = None
+    terms: str | None = None  # TM1: the name of the terms the timer's length is from
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,9 @@ class Lifecycle:
     edges: tuple[Edge, ...]
 
 
-def lifecycle(entity: str, policy: Policy) -> Lifecycle:
+def lifecycle(entity: str, policy: Policy, terms: str | None = None) -> Lifecycle:
+    """The machine as nodes and edges; timers timed by `policy`, the policy of the terms
+    named `terms` (TM1: drawn on each timer edge)."""
     machine = MACHINES[entity]
     graph = extract(machine)
     nodes = tuple(Node(s.id, s.is_initial, s.type is StateType.FINAL) for s in graph.states)
@@ -75,7 +78,8 @@ def lifecycle(entity: str, policy: Policy) -> Lifecycle:
         timer = timer_of(machine, state.id)
         for transition in state.transitions:
             for event in transition.events:
-                edges.append(_edge(machine, state.id, transition, str(event), timer, policy))
+                edge = _edge(machine, state.id, transition, str(event), timer, policy)
+                edges.append(replace(edge, terms=terms) if edge.kind == "timer" else edge)
     return Lifecycle(entity, f"{TITLES[entity]} lifecycle", nodes, tuple(edges))
 
 
@@ -136,7 +140,10 @@ def _lines(edge: Edge, due: Mapping[str, str]) -> list[str]:
 def _event_lines(edge: Edge, due: Mapping[str, str]) -> list[str]:
     if edge.kind == "timer":
         assert edge.after is not None
-        lines = [f"after {duration_text(edge.after)}", f"{edge.event} (timer)"]
+        after = f"after {duration_text(edge.after)}"
+        if edge.terms:
+            after += f" (terms {edge.terms})"
+        lines = [after, f"{edge.event} (timer)"]
         if edge.reminders:
             before = ", ".join(duration_text(r) for r in edge.reminders)
             lines.append(f"reminds {edge.reminds} {before} before")

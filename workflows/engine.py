@@ -17,7 +17,7 @@ in `storage/`, one module per table. Firing deadlines is the sweeper's job
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,12 +26,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as DBEngine
 
 import workflows.effects  # noqa: F401  (registers what every event does)
-from storage import deadlines
+from storage import deadlines, terms_plans
 from storage.db import transaction
-from storage.errors import NotFound, VersionConflict
+from storage.errors import ConflictError, NotFound, VersionConflict
 from storage.fastpath import FastPath
 from storage.statements import Batch, Row, Statements
-from workflows import access, deadline_admin, idempotency, reminders
+from workflows import access, deadline_admin, idempotency, reminders, terms_migration
 from workflows.actors import SYSTEM, Actor
 from workflows.clock import Clock, skew_of
 from workflows.decision import Decider
@@ -41,6 +41,7 @@ from workflows.policy import Policy
 from workflows.recording import Recorder
 from workflows.retry import DEADLINE_RETRY, RetryStrategy
 from workflows.step import Step
+from workflows.terms import TermsBook
 from workflows.unit_of_work import UnitOfWork
 
 Result = dict[str, Any]
@@ -56,12 +57,15 @@ class EscrowEngine:
         clock: Clock,
         process_clock: Clock | None = None,
         deadline_retry: RetryStrategy = DEADLINE_RETRY,
+        terms_name: str | None = None,
     ) -> None:
         """`clock` is the deployment's (DL2: the database server's on PostgreSQL): it
         decides every "now". `process_clock` is this host's own, read only to measure
-        how far it is from `clock` (`clock_skew`)."""
+        how far it is from `clock` (`clock_skew`). `policy` is the settings': it names
+        the terms new offers get (TM1; `terms_name` names them if they are new)."""
         self.db = db
         self.policy = policy
+        self.terms = TermsBook(db, policy, clock, terms_name)
         self.clock = clock
         self.process_clock = process_clock or clock
         self.deadline_retry = deadline_retry  # DL3: how a failing deadline is retried
@@ -88,11 +92,12 @@ class EscrowEngine:
         batch: Batch | None = None,
     ) -> UnitOfWork:
         """A unit of work inside the caller's transaction (the sweeper's way in)."""
-        recorder = Recorder(Statements(self.fast, conn, batch), actor, cause, now, self.policy)
+        recorder = Recorder(Statements(self.fast, conn, batch), actor, cause, now, self.terms)
         return UnitOfWork(recorder, self.decider)
 
     @contextmanager
     def _unit(self, actor: Actor) -> Iterator[UnitOfWork]:
+        self.terms.current()  # stored before the transaction, in one of its own
         with transaction(self.db, pipelined=True) as conn:
             unit = self.work(conn, actor, "request", self.clock.now())
             yield unit
@@ -217,11 +222,99 @@ class EscrowEngine:
         extend_by: timedelta | None = None,
     ) -> Result:
         """An admin pauses, resumes or extends a deadline, with a reason, in history."""
-        access.require_admin(actor, action)
+        access.require_admin(actor, f"{action} a deadline")
         deadline_admin.check_request(action, reason, extend_by)
         with self._unit(actor) as unit:
             unit.lock_contract_of("deadline", deadline_id)
             return deadline_admin.adjust(unit, deadline_id, action, reason, extend_by)
+
+    # -- terms (TM1, TM2) -----------------------------------------------------------
+
+    def plan_terms(self, actor: Actor, to_terms_id: int, selection: Mapping[str, Any]) -> Result:
+        """TM2: store a plan moving the selected running contracts to other terms, with
+        each deadline's due date before and after and the money it moves; nothing else
+        changes. Admin only."""
+        access.require_admin(actor, "plan a terms migration")
+        criteria = terms_migration.check_selection(selection)
+        self.terms.current()
+        now = self.clock.now()
+        with transaction(self.db) as conn:
+            target = self.terms.get(conn, to_terms_id)
+            computed = terms_migration.compute(conn, self.terms, target, criteria, now)
+            plan = {
+                "to_terms_id": target.id,
+                "selection": criteria,
+                "status": "planned",
+                "created_at": now,
+                "created_by": actor.party,
+                "valid_until": now + terms_migration.PLAN_LIFETIME,
+                "contracts": len(computed.contracts),
+                "deadlines": len(computed.deadlines),
+                "due_at_once": computed.due_at_once(now),
+                "forecast": computed.forecast(),
+            }
+            plan_id = terms_plans.create(conn, plan, computed.contracts, computed.deadlines)
+        return {"id": plan_id, **plan}
+
+    def apply_terms_plan(
+        self,
+        actor: Actor,
+        plan_id: int,
+        reason: str,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Result:
+        """TM2: apply a stored plan exactly as it was previewed, a transaction per
+        contract; refused with the difference if the contracts changed since. Resumes an
+        interrupted apply; a plan applied already changes nothing."""
+        access.require_admin(actor, "apply a terms migration")
+        reason = deadline_admin.checked_reason(reason)
+        self.terms.current()
+        now = self.clock.now()
+        with transaction(self.db) as conn:
+            plan, planned = terms_migration.stored(conn, plan_id)
+            if plan["status"] == "applied":
+                return {**plan, "moved": 0}
+            if plan["status"] == "planned" and now > plan["valid_until"]:  # X15
+                raise ConflictError(
+                    f"terms plan {plan_id} was made at {plan['created_at'].isoformat()} and "
+                    "has expired: make a new plan and review it",
+                    code="plan_expired",
+                )
+            todo = terms_plans.contracts(conn, plan_id, unapplied=True)
+            target = self.terms.get(conn, plan["to_terms_id"])
+            again = terms_migration.compute(
+                conn,
+                self.terms,
+                target,
+                plan["selection"],
+                plan["created_at"],
+                only={c["contract_id"] for c in todo} if plan["status"] == "applying" else None,
+            )
+            applied = {c["contract_id"] for c in planned.contracts} - {
+                c["contract_id"] for c in todo
+            }
+            found = terms_migration.differences(planned, again, applied)
+            if found:
+                raise terms_migration.stale(plan_id, found)
+            if plan["status"] == "planned":
+                started = {"status": "applying", "reason": reason, "applied_by": actor.party}
+                terms_plans.update(conn, plan_id, started)
+                plan.update(started)
+        rows: dict[int, list[dict[str, Any]]] = {}
+        for row in planned.deadlines:
+            rows.setdefault(row["contract_id"], []).append(row)
+        for done, item in enumerate(todo, 1):
+            with self._unit(actor) as unit:
+                unit.lock_contract_of("contract", item["contract_id"])
+                terms_migration.move_contract(
+                    unit, plan, item["from_terms_id"], rows.get(item["contract_id"], [])
+                )
+            if on_progress is not None:
+                on_progress(done, len(todo))
+        finished = {"status": "applied", "applied_at": self.clock.now()}
+        with transaction(self.db) as conn:
+            terms_plans.update(conn, plan_id, finished)
+        return {**plan, **finished, "moved": len(todo)}
 
     @staticmethod
     def _answer(

@@ -130,7 +130,7 @@ class MilestoneMachine(EscrowMachine):
         "request_changes": (CLIENT, "MS7"),
         "release": (CLIENT, "MS8", "MS9", "X11"),
         "deposit": (CLIENT, "CR3"),
-        "auto_approve": (SYSTEM, "MS10", "NT2"),
+        "auto_approve": (SYSTEM, "MS10", "NT2", "TM1"),
         "open_change_request": (CLIENT, "CR1"),
         "apply_change": (SYSTEM, "CR3"),
         "hold_for_refund": (SYSTEM, "RF1"),
@@ -198,7 +198,7 @@ class ChangeRequestMachine(EscrowMachine):
         "reject": (FREELANCER, "CR4"),
         "edit": (CLIENT, "CR2", "X7"),
         "withdraw": (CLIENT, "CR2"),
-        "expire": (SYSTEM, "CR6", "NT2"),
+        "expire": (SYSTEM, "CR6", "NT2", "TM1"),
         "cancel": (SYSTEM, "CR5"),
     }
 
@@ -249,7 +249,7 @@ class RefundMachine(EscrowMachine):
     # Who may fire each event, and the rules it enforces (docs/rules.md; drawn on its edge).
     fired_by = {
         "approve": (FREELANCER, "RF2"),
-        "refund_by_default": (SYSTEM, "RF2", "NT2"),
+        "refund_by_default": (SYSTEM, "RF2", "NT2", "TM1"),
         "dispute": (FREELANCER, "RF2"),
         "resolve": (ADMIN, "RF3"),
         "cancel": (CLIENT, "X5"),

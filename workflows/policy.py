@@ -254,14 +254,15 @@ class Policy:
         return int(5 * 10 ** ISO_4217[currency])
 
 
-def format_money(amount: int, currency: str) -> str:
-    """1234, "USD" -> "12.34 USD": for messages only; money itself stays an integer."""
+def format_money(amount: int, currency: str, *, signed: bool = False) -> str:
+    """1234, "USD" -> "12.34 USD"; 1240000 -> "12,400.00 USD" ("+12,400.00 USD" if
+    `signed`): for messages only; money itself stays an integer."""
     digits = ISO_4217.get(currency, 2)
+    sign = "-" if amount < 0 else "+" if signed and amount > 0 else ""
     if digits == 0:
-        return f"{amount} {currency}"
-    sign = "-" if amount < 0 else ""
+        return f"{sign}{abs(amount):,} {currency}"
     whole, part = divmod(abs(amount), 10**digits)
-    return f"{sign}{whole}.{part:0{digits}d} {currency}"
+    return f"{sign}{whole:,}.{part:0{digits}d} {currency}"
 
 
 def approved_amount(milestone: Mapping[str, Any] | Any) -> int:

@@ -17,6 +17,7 @@ from workflows.lifecycle import Timer
 from workflows.machines import MACHINES, timer_of
 from workflows.policy import Policy, moved_by_timer
 from workflows.step import Step
+from workflows.terms import TermsBook
 
 
 class Recorder:
@@ -28,15 +29,19 @@ class Recorder:
         actor: Actor,
         cause: str,
         now: datetime,
-        policy: Policy,
+        terms: TermsBook,
         deadline: Mapping[str, Any] | None = None,
     ) -> None:
         self.tx = tx
         self.actor = actor
         self.cause = cause  # "request" or "timer"
         self.now = now
-        self.policy = policy
+        self.terms = terms
         self.deadline = deadline  # the deadline firing, for a timer's transaction
+
+    def policy_of(self, contract: Row) -> Policy:
+        """TM1: the numbers of the terms the contract runs under, not the settings'."""
+        return self.terms.of_contract(self.tx.conn, contract.values).policy
 
     def history(self, step: Step, contract: Row, parent: Step | None) -> int:
         """PA3: one history row per transition: who, when, why (request or timer); a
@@ -97,20 +102,21 @@ class Recorder:
             self._schedule(step, contract, entered)
 
     def _schedule(self, step: Step, contract: Row, timer: Timer) -> None:
-        """The timer's deadline, and its reminders (NT2)."""
+        """The timer's deadline, and its reminders (NT2), by the contract's terms (TM1)."""
+        policy = self.policy_of(contract)
         deadline = {
             "contract_id": contract.id,
             "entity": step.entity,
             "entity_id": step.record.id,
             "event": timer.event,
-            "due_at": self.now + self.policy.duration(timer.policy),
+            "due_at": self.now + policy.duration(timer.policy),
             "state_version": step.version,
         }
         moves = {
             "amount": moved_by_timer(timer.event, step.record.values),
             "currency": contract["currency"],
         }
-        ahead = reminders.rows(self.policy, timer, deadline, self.now)
+        ahead = reminders.rows(policy, timer, deadline, self.now)
         deadlines.schedule(self.tx, [{**deadline, **moves}, *ahead], self.now)
 
     def publish(self, step: Step, contract: Row, recipients: list[str] | None = None) -> None:

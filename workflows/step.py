@@ -22,8 +22,12 @@ class Unit(Protocol):
     """The unit of work as an effect sees it."""
 
     tx: Statements
-    policy: Policy
     now: datetime
+
+    @property
+    def policy(self) -> Policy:
+        """The numbers of the contract's terms (TM1)."""
+        ...
 
     @property
     def contract(self) -> Row: ...

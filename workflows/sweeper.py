@@ -183,6 +183,7 @@ class Sweeper:
     ) -> SweepReport:
         """Claim and fire batches until nothing is due (or we are asked to stop)."""
         total = SweepReport()
+        self.engine.terms.current()  # TM1: stored before any sweep's transaction
         while not should_stop():
             moment = now or self.engine.clock.now()
             claimed = self.claim(moment)

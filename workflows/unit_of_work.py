@@ -20,6 +20,7 @@ from storage.statements import Row
 from workflows.decision import Decider
 from workflows.machines import MACHINES, Context, party_events_from
 from workflows.payloads import only, reason
+from workflows.policy import Policy
 from workflows.recording import Recorder
 from workflows.registry import EFFECTS
 from workflows.step import Step
@@ -33,12 +34,20 @@ class UnitOfWork:
         self.tx = recorder.tx
         self.actor = recorder.actor
         self.now = recorder.now
-        self.policy = recorder.policy
+        self.terms = recorder.terms
         self.decider = decider
         self.records: dict[tuple[str, int], Row] = {}
         self.created: list[dict[str, Any]] = []
         self._contract: Row | None = None
         self._prefetched = False  # this unit's contract was read with its batch
+
+    @property
+    def policy(self) -> Policy:
+        """TM1: the policy of the locked contract's terms; before there is a contract (an
+        offer), that of the terms new offers get."""
+        if self._contract is None:
+            return self.terms.current().policy
+        return self.recorder.policy_of(self._contract)
 
     @property
     def contract(self) -> Row:

@@ -66,6 +66,7 @@ def show(db: DBEngine, entity: str, entity_id: int) -> dict[str, Any]:
         "pending_deadlines": [
             {"id": d["id"], "event": d["event"], "due_at": d["due_at"].isoformat()} for d in pending
         ],
+        "terms_id": contract["terms_id"],  # TM1: its contract's, for every entity
         "parties": {"client": contract["client_id"], "freelancer": contract["freelancer_id"]},
         "contract_escrow": {
             "currency": contract["currency"],

@@ -106,7 +106,7 @@ def router() -> APIRouter:
         engine: EngineDep,
     ) -> Response:
         drawn = await offload(
-            diagrams.instance, engine.db, engine.policy, entity_of(collection), entity_id, "svg"
+            diagrams.instance, engine.db, engine.terms, entity_of(collection), entity_id, "svg"
         )
         return Response(drawn, media_type="image/svg+xml")
 
@@ -127,6 +127,7 @@ _VIEW_KEYS = {
     "entity",
     "id",
     "contract_id",
+    "terms_id",
     "state",
     "version",
     "allowed_events",
@@ -155,6 +156,7 @@ def _entity_out(view: dict[str, Any], caller: tokens.Caller, actor_text: str | N
         "entity": entity,
         "id": view["id"],
         "contract_id": contract_id,
+        "terms_id": view["terms_id"],
         "state": view["state"],
         "version": view["version"],
         "fields": {k: v for k, v in view.items() if k not in _VIEW_KEYS},

@@ -4,7 +4,13 @@ What only some commands need (alembic, APScheduler, httpx, uvicorn, the diagram 
 imported inside them: every command pays for the module-level imports at start-up.
 """
 
-from escrowflow.cli import lifecycle, lists, operations, services  # noqa: F401  (register commands)
+from escrowflow.cli import (  # noqa: F401  (register commands)
+    lifecycle,
+    lists,
+    operations,
+    services,
+    terms,
+)
 from escrowflow.cli.common import app
 
 

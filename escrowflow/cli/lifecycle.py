@@ -147,7 +147,7 @@ def show(
             from escrowflow import diagrams
 
             drawn = diagrams.instance(
-                engine.db, engine.policy, entity, entity_id, diagrams.format_of(diagram)
+                engine.db, engine.terms, entity, entity_id, diagrams.format_of(diagram)
             )
             diagram.write_text(drawn)
     emit(view, as_json, _describe_view)
@@ -167,7 +167,9 @@ def draw_diagrams(
     from escrowflow import diagrams
 
     with errors():
-        written = diagrams.write_all(out, format.split(","), settings.policy())
+        written = diagrams.write_all(
+            out, format.split(","), settings.policy(), terms=settings.terms_name
+        )
     typer.echo(f"wrote {len(written)} files to {out}/")
 
 

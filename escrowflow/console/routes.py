@@ -204,7 +204,7 @@ def _router() -> APIRouter:
         engine = _engine(request)
         try:
             drawn = await offload(
-                diagrams.instance, engine.db, engine.policy, entity, entity_id, "svg"
+                diagrams.instance, engine.db, engine.terms, entity, entity_id, "svg"
             )
         except EscrowflowError:
             return Response(status_code=404)

@@ -11,7 +11,7 @@ Money is always an integer number of minor units plus an ISO 4217 currency code.
 SQLModel is used to declare the tables, and only that: every query is SQLAlchemy Core
 over the tables below (`CONTRACTS`, `DEADLINES`, ...), issued by the one module that
 owns each table (docs/architecture.md). There is no ORM session anywhere; keep it so.
-The table classes live in `lifecycles.py` and `records.py`.
+The table classes live in `lifecycles.py`, `records.py` and `terms.py`.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from storage.models.records import (
     WebhookSubscription,
     Worker,
 )
+from storage.models.terms import Terms, TermsPlan, TermsPlanContract, TermsPlanDeadline
 
 __all__ = [
     "ApiToken",
@@ -57,6 +58,10 @@ __all__ = [
     "Proposal",
     "ProposalItem",
     "Refund",
+    "Terms",
+    "TermsPlan",
+    "TermsPlanContract",
+    "TermsPlanDeadline",
     "UTCDateTime",
     "WebhookDelivery",
     "WebhookSubscription",
@@ -89,6 +94,10 @@ FEED_STATE = table(FeedState)
 API_TOKENS = table(ApiToken)
 WEBHOOK_SUBSCRIPTIONS = table(WebhookSubscription)
 WEBHOOK_DELIVERIES = table(WebhookDelivery)
+TERMS = table(Terms)
+TERMS_PLANS = table(TermsPlan)
+TERMS_PLAN_CONTRACTS = table(TermsPlanContract)
+TERMS_PLAN_DEADLINES = table(TermsPlanDeadline)
 
 TABLES: dict[str, sa.Table] = {
     "contract": CONTRACTS,

@@ -33,6 +33,9 @@ class Contract(Lifecycle, table=True):
     freelancer_id: str = Field(max_length=100, index=True)
     title: str = Field(max_length=200)
     currency: str = Field(max_length=3)
+    # TM1: the terms it was offered under govern it for its whole life (None only for a
+    # contract from before terms were recorded, until the first start gives it today's).
+    terms_id: int | None = Field(default=None, foreign_key="terms.id", index=True)
     # Running escrow totals, kept equal to the ledger's sums (ES1, ES2).
     deposited: int = Field(default=0, sa_type=sa.BigInteger)
     released: int = Field(default=0, sa_type=sa.BigInteger)

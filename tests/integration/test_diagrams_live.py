@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from escrowflow import diagrams
@@ -22,12 +23,12 @@ def test_a_milestone_under_review_is_drawn_highlighted_with_its_auto_approval_da
     sc: Scenario, api: Api
 ) -> None:
     _, milestone = sc.in_review(50_000)
-    svg = diagrams.instance(sc.db, sc.engine.policy, "milestone", milestone, "svg")
+    svg = diagrams.instance(sc.db, sc.engine.terms, "milestone", milestone, "svg")
     assert CURRENT_FILL in _node(svg, "in_review")
     assert svg.count(CURRENT_FILL) == 1  # no other state is
     # Graphviz writes "-" as "&#45;". Funded and submitted on 2026-01-05 09:00: day 14.
     assert "due 2026&#45;01&#45;19 09:00 UTC" in svg
-    mermaid = diagrams.instance(sc.db, sc.engine.policy, "milestone", milestone, "mermaid")
+    mermaid = diagrams.instance(sc.db, sc.engine.terms, "milestone", milestone, "mermaid")
     assert "class in_review current" in mermaid
     assert "auto_approve (timer) · due 2026-01-19 09 00 UTC" in mermaid
 
@@ -37,7 +38,7 @@ def test_a_milestone_under_review_is_drawn_highlighted_with_its_auto_approval_da
     assert CURRENT_FILL in _node(answer.text, "in_review")
 
     sc.fire("milestone", milestone, "request_changes")
-    again = diagrams.instance(sc.db, sc.engine.policy, "milestone", milestone, "svg")
+    again = diagrams.instance(sc.db, sc.engine.terms, "milestone", milestone, "svg")
     assert CURRENT_FILL in _node(again, "active") and "due 2026" not in again
 
 
@@ -59,3 +60,19 @@ def test_show_draws_the_diagram_to_a_file(sc: Scenario, tmp_path: Path) -> None:
     assert wrong.stderr.strip().endswith(
         "name a .svg, .mmd (Mermaid) or .dot file [unknown_format]"
     )
+
+
+def test_tm1_timer_edges_name_their_terms(sc: Scenario) -> None:
+    """A contract's diagram is timed by its own terms and names them on each timer edge,
+    also after the settings changed."""
+    old_contract, (old,) = sc.active_contract(50_000)
+    old_terms = sc.engine.terms.current()
+    sc.new_terms(durations={**sc.engine.policy.durations, "review_window": timedelta(days=10)})
+    new_terms = sc.engine.terms.current()
+    _new_contract, (new,) = sc.active_contract(50_000)
+    old_drawn = diagrams.instance(sc.db, sc.engine.terms, "milestone", old, "mermaid")
+    new_drawn = diagrams.instance(sc.db, sc.engine.terms, "milestone", new, "mermaid")
+    assert f"after 14 days (terms {old_terms.name})" in old_drawn
+    assert f"after 10 days (terms {new_terms.name})" in new_drawn
+    assert "after 10 days" not in old_drawn
+    assert old_contract != _new_contract

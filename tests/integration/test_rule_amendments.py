@@ -4,7 +4,6 @@ what changed (NT1), change requests that change something (CR1)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -141,7 +140,7 @@ def test_fp2_x12_proposal_cancelled_with_reason_when_its_milestone_is_funded(sc:
 
 
 def test_fp2_x12_ct3_proposal_past_the_limit_is_refused_when_proposed(sc: Scenario) -> None:
-    sc.engine.policy = dataclasses.replace(sc.engine.policy, max_milestones=3)
+    sc.new_terms(max_milestones=3)
     contract, (a, _b) = sc.active_contract(1_000, 2_000)
     before = sc.snapshot()
     add = {"action": "add", "title": "more", "amount": 700}

@@ -156,7 +156,7 @@ def test_an_unusable_subscription_harms_no_other_receiver(sc: Scenario) -> None:
         }
     finally:
         for r in good:
-            r.stop()
+            r.close()
 
 
 class Stalling:

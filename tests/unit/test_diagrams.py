@@ -120,11 +120,17 @@ def test_every_edge_names_the_rules_it_enforces() -> None:
     default = Policy()
     review = to_mermaid(lifecycle("milestone", default))
     timer = r"in_review --> released : .*auto_approve \(timer\) · reminds client 3 days, 1 day "
-    assert re.search(timer + r"before · MS10 NT2$", review, re.M)  # NT2: its reminders
+    assert re.search(timer + r"before · MS10 NT2 TM1$", review, re.M)  # NT2: its reminders
     assert re.search(r"active --> active : .*open_change_request \(client\).* · CR1$", review, re.M)
     expire = to_mermaid(lifecycle("change_request", default))
-    assert re.search(r"expire \(timer\) · reminds freelancer 1 day before · CR6 NT2$", expire, re.M)
+    assert re.search(r"expire \(timer\) · reminds freelancer 1 day before · CR6 NT2 TM1$", expire, re.M)
     for entity in MACHINES:
         for edge in lifecycle(entity, default).edges:
             assert edge.rules, (entity, edge.event)
-            assert all(re.fullmatch(r"(CT|MS|CR|FP|RF|ES|PA|NT|X)\d+", r) for r in edge.rules)
+            assert all(re.fullmatch(r"(CT|MS|CR|FP|RF|ES|PA|NT|TM|X)\d+", r) for r in edge.rules)
+
+
+def test_tm1_timer_edges_carry_the_name_of_their_terms() -> None:
+    drawn = to_mermaid(lifecycle("milestone", Policy(), terms="standard-2026"))
+    assert re.search(r"after 14 days \(terms standard-2026\)", drawn)
+    assert "(terms" not in to_mermaid(lifecycle("milestone", Policy()))

@@ -47,6 +47,7 @@ def offer_contract(unit: UnitOfWork, payload: Mapping[str, Any]) -> Step:
         "freelancer_id": freelancer,
         "title": p.text(payload, "title", max_length=200, required=True),
         "currency": unit.policy.check_currency(payload.get("currency")),
+        "terms_id": unit.terms.current().id,  # TM1: these terms govern it for life
         "deposited": 0,
         "released": 0,
         "refunded": 0,
