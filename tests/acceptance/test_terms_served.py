@@ -14,7 +14,6 @@ from sqlalchemy.engine import Engine as DBEngine
 from storage.models import HISTORY
 from tests.served import START, Caller, Server, until
 
-
 NO_REMINDERS = {"ESCROWFLOW_REMINDERS": "{}"}
 
 
