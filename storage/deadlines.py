@@ -439,9 +439,13 @@ def pending_of_contracts(conn: Connection, contract_ids: list[int]) -> list[dict
     return found
 
 
+_PENDING_OF_CONTRACT = (
+    sa.select(*_PLAN_COLUMNS)
+    .where(_d.c.contract_id == sa.bindparam("d_contract"), _d.c.status == "pending")
+    .order_by(_d.c.id)
+)
+
+
 def pending_of_contract(tx: Statements, contract_id: int) -> list[dict[str, Any]]:
     """A locked contract's pending deadlines (reminders too), in its transaction."""
-    query = sa.select(*_PLAN_COLUMNS).where(
-        _d.c.contract_id == contract_id, _d.c.status == "pending"
-    )
-    return [dict(row._mapping) for row in tx.fetch_all(query.order_by(_d.c.id))]
+    return tx.fetch_many(_PENDING_OF_CONTRACT, {"d_contract": contract_id})

@@ -271,9 +271,25 @@ class FastPath:
         row = self.fetch_row(conn, prepared, values)
         return None if row is None else dict(zip(prepared.keys, row, strict=True))
 
+    def fetch_all(
+        self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Every row of a prepared SELECT, converted, as dicts."""
+        rows = self._call(conn, prepared.sql, prepared.parameters(values), _all_rows)
+        found = []
+        for row in rows:
+            converted = self._converted(prepared, row)
+            assert converted is not None
+            found.append(dict(zip(prepared.keys, converted, strict=True)))
+        return found
+
 
 def _nothing(cursor: Any) -> None:
     return None
+
+
+def _all_rows(cursor: Any) -> Any:
+    return cursor.fetchall()
 
 
 def _lastrowid(cursor: Any) -> Any:

@@ -156,6 +156,12 @@ class Statements:
         """The first row of a prepared SELECT, as a list in the select's column order."""
         return self.fast.fetch_row(self.conn, self._prepared(statement), values)
 
+    def fetch_many(
+        self, statement: sa.ClauseElement, values: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Every row of a prepared SELECT (built once, values as parameters), as dicts."""
+        return self.fast.fetch_all(self.conn, self._prepared(statement), values)
+
     def fetch_all(self, statement: sa.Select[Any]) -> list[Any]:
         """Every row of a one-off SELECT (not on the hot path)."""
         return list(self.conn.execute(statement).all())

@@ -78,16 +78,13 @@ def deadlines(
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
-def deadlines_of_contract(tx: Statements, plan_id: int, contract_id: int) -> list[dict[str, Any]]:
-    query = sa.select(_pd).where(_pd.c.plan_id == plan_id, _pd.c.contract_id == contract_id)
-    return [dict(row._mapping) for row in tx.fetch_all(query.order_by(_pd.c.deadline_id))]
+_MARK_APPLIED = (
+    _pc.update()
+    .where(_pc.c.plan_id == sa.bindparam("p_plan"), _pc.c.contract_id == sa.bindparam("p_contract"))
+    .values(applied_at=sa.bindparam("p_at"))
+)
 
 
 def mark_applied(tx: Statements, plan_id: int, contract_id: int, now: datetime) -> None:
     """The contract's move is committed with this transaction (TM2: resumable)."""
-    statement = (
-        _pc.update()
-        .where(_pc.c.plan_id == plan_id, _pc.c.contract_id == contract_id)
-        .values(applied_at=now)
-    )
-    tx.conn.execute(statement)
+    tx.execute(_MARK_APPLIED, {"p_plan": plan_id, "p_contract": contract_id, "p_at": now})

@@ -18,6 +18,7 @@ in `storage/`, one module per table. Firing deadlines is the sweeper's job
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -303,14 +304,15 @@ class EscrowEngine:
         rows: dict[int, list[dict[str, Any]]] = {}
         for row in planned.deadlines:
             rows.setdefault(row["contract_id"], []).append(row)
-        for done, item in enumerate(todo, 1):
+
+        def move(item: dict[str, Any]) -> None:
             with self._unit(actor) as unit:
                 unit.lock_contract_of("contract", item["contract_id"])
                 terms_migration.move_contract(
                     unit, plan, item["from_terms_id"], rows.get(item["contract_id"], [])
                 )
-            if on_progress is not None:
-                on_progress(done, len(todo))
+
+        _each_in_parallel(move, todo, terms_migration.APPLY_THREADS, on_progress)
         finished = {"status": "applied", "applied_at": self.clock.now()}
         with transaction(self.db) as conn:
             terms_plans.update(conn, plan_id, finished)
@@ -333,6 +335,30 @@ class EscrowEngine:
         if key is not None:
             idempotency.remember(unit.tx, key, request, result, unit.now)
         return result
+
+
+def _each_in_parallel(
+    work: Callable[[Any], None],
+    items: list[Any],
+    threads: int,
+    on_progress: Callable[[int, int], None] | None,
+) -> None:
+    """`work(item)` for every item, on `threads` threads, each item its own transaction.
+    The first error (or one raised by `on_progress`, called here as items finish) stops
+    it: items not started are left, those started finish."""
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        try:
+            for done, future in enumerate(as_completed(futures), 1):
+                future.result()
+                if on_progress is not None:
+                    on_progress(done, len(items))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _machine(entity: str) -> type[EscrowMachine]:

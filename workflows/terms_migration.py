@@ -41,6 +41,9 @@ SHORTENING_NOTICE = timedelta(hours=24)
 PLAN_LIFETIME = timedelta(hours=1)
 """A plan not applied within this time is refused: make a new one (what it previewed
 is an hour old at most when it is applied)."""
+APPLY_THREADS = 4
+"""Contracts moved at once by an apply, each in a transaction of its own (each locks its
+own contract, so they never wait for each other where rows are locked one by one)."""
 MAX_SELECTED_IDS = 10_000
 """The most contract ids one plan's selection names (select by terms or party beyond)."""
 SHOWN_DIFFERENCES = 20

@@ -188,12 +188,8 @@ def test_tm2_x15_an_expired_plan_is_refused(sc: Scenario) -> None:
 
 
 def test_tm2_an_interrupted_apply_resumes_and_moves_each_contract_once(sc: Scenario) -> None:
-    a, (m1,) = sc.active_contract(10_000)
-    others = [sc.active_contract(10_000) for _ in range(2)]
-    for _c, (m,) in [(a, (m1,)), *others]:
-        sc.fire("milestone", m, "fund", CLIENT)
-        sc.fire("milestone", m, "submit", FREELANCER)
-    old = _terms_id(sc, a)
+    contracts = [sc.in_review(10_000)[0] for _ in range(8)]
+    old = _terms_id(sc, contracts[0])
     sc.new_terms(durations={**sc.engine.policy.durations, "review_window": 20 * DAY})
     plan = _plan(sc, sc.engine.terms.current().id, terms_id=old)
 
@@ -203,11 +199,15 @@ def test_tm2_an_interrupted_apply_resumes_and_moves_each_contract_once(sc: Scena
 
     with pytest.raises(KeyboardInterrupt):
         sc.engine.apply_terms_plan(ADMIN, plan["id"], "longer", on_progress=stop_after_one)
-    assert sc.rows("terms_plans")[0]["status"] == "applying"
+    (stopped,) = sc.rows("terms_plans")
+    assert stopped["status"] == "applying"
+    before = [c for c in sc.rows("terms_plan_contracts") if c["applied_at"] is not None]
+    assert before  # the one that finished is committed, whatever else was in flight
     resumed = sc.engine.apply_terms_plan(ADMIN, plan["id"], "longer")
-    assert resumed["moved"] == 2
+    assert resumed["moved"] == len(contracts) - len(before)
     moved = sc.rows("history", event="terms_migrated")
-    assert sorted(h["entity_id"] for h in moved) == sorted([a, *(c for c, _ in others)])
+    assert sorted(h["entity_id"] for h in moved) == contracts  # each exactly once
+    assert {_terms_id(sc, c) for c in contracts} == {plan["to_terms_id"]}
     sc.check_invariants()
 
 
