@@ -13,7 +13,7 @@ from storage import deadlines, entities
 from storage import history as storage_history
 from storage import ledger as storage_ledger
 from storage.db import translated_errors
-from workflows import views
+from workflows import terms, views
 
 _SIGN = {"deposit": 1, "release": -1, "refund": -1}
 
@@ -43,4 +43,6 @@ def contract_page(db: DBEngine, contract_id: int) -> dict[str, Any]:
         "next": views.what_next(db, contract_id),
         "history": rows,
         "ledger": ledger,
+        # TM1: the terms it runs under
+        "terms": terms.show(db, contract["terms_id"]) if contract["terms_id"] else None,
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic
@@ -23,6 +23,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import diagrams, tokens
+from escrowflow.console import terms_pages
+from escrowflow.console.access import acting as _acting
+from escrowflow.console.access import engine_of as _engine
+from escrowflow.console.access import now as _now
+from escrowflow.console.access import to_login as _to_login
+from escrowflow.console.access import viewer_of as _viewer
 from escrowflow.console.rendering import HEADERS, HERE, render_page
 from escrowflow.console.sessions import COOKIE, Sessions, Viewer, same_csrf
 from escrowflow.error_codes import http_status
@@ -44,35 +50,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.state.console_sessions = Sessions(timedelta(seconds=settings.console_session_seconds))
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.include_router(_router())
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)  # sessions last in real time, whatever the engine's clock
-
-
-async def _viewer(request: Request) -> Viewer | None:
-    sessions: Sessions = request.app.state.console_sessions
-    session_id = request.cookies.get(COOKIE)
-    session = sessions.find(session_id, _now())
-    if session is None or session_id is None:
-        return None
-    cache: tokens.TokenCache = request.app.state.token_cache
-    try:
-        caller = await offload(cache.authenticate, _engine(request).db, f"Bearer {session.token}")
-    except Unauthenticated:  # revoked since: the session ends with it
-        sessions.end(session_id)
-        return None
-    return Viewer(session_id, session, caller)
-
-
-def _engine(request: Request) -> EscrowEngine:
-    engine: EscrowEngine = request.app.state.engine
-    return engine
-
-
-def _to_login(message: str = "") -> RedirectResponse:
-    target = "/console/login" + ("?expired=1" if message else "")
-    return RedirectResponse(target, status_code=303)
+    app.include_router(terms_pages.router())
 
 
 LOGIN_COOKIE = "escrowflow_console_login"
@@ -319,21 +297,6 @@ def _router() -> APIRouter:
         return render_page(request, "workers.html", viewer, report=report)
 
     return router
-
-
-async def _acting(request: Request) -> tuple[Viewer | None, Any, Response | None]:
-    """The signed-in admin behind a form, or the answer that refuses it."""
-    viewer = await _viewer(request)
-    if viewer is None:
-        return None, {}, _to_login("expired")
-    form = await request.form()
-    if not same_csrf(viewer.session, str(form.get("csrf") or "")):
-        message = "This form has expired or did not come from this console: reload the page."
-        return viewer, form, render_page(request, "error.html", viewer, status=403, message=message)
-    if not viewer.can_act:
-        message = f"Token of {viewer.caller.service} may only read: acting needs act:admin."
-        return viewer, form, render_page(request, "error.html", viewer, status=403, message=message)
-    return viewer, form, None
 
 
 async def _with_error(

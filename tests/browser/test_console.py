@@ -14,6 +14,9 @@ from escrowflow import tokens
 from tests.browser.conftest import screenshot
 from tests.helpers import check_invariants
 from tests.served import START, Caller, Server, until
+from workflows.clock import ManualClock
+from workflows.engine import EscrowEngine
+from workflows.policy import DEFAULT_DURATIONS, Policy
 
 # Chromium against a served process.
 pytestmark = pytest.mark.slow
@@ -232,6 +235,7 @@ def test_every_page_renders_at_1280_and_800_px_wide_under_a_strict_policy(consol
         ("disputes", "/console/disputes"),
         ("webhooks", "/console/webhooks"),
         ("workers", "/console/workers"),
+        ("terms", "/console/terms"),
     ):
         for width in (1280, 800):
             page.set_viewport_size({"width": width, "height": 800})
@@ -261,3 +265,45 @@ def test_signing_out_or_revoking_the_token_ends_the_session(console: Console) ->
     expect(page.locator("h1")).to_have_text("Sign in")
     console.go("/console/deadlines")
     expect(page.locator("h1")).to_have_text("Sign in")
+
+
+def test_an_admin_previews_a_terms_plan_and_applies_it_only_once_confirmed(
+    console: Console,
+) -> None:
+    page, caller = console.page, console.caller
+    contract, m = _in_review(caller)
+    current = caller.http.get(f"/v1/contracts/{contract}").json()["terms_id"]
+    shorter = {**DEFAULT_DURATIONS, "review_window": timedelta(days=10)}
+    target = EscrowEngine(
+        console.db, Policy(durations=shorter), ManualClock(START), terms_name="ten-day"
+    )
+    new = target.terms.current()
+    target.close()
+    console.sign_in("act:admin")
+    console.go("/console/terms")
+    expect(page.locator(f"#terms-{new.id}")).to_contain_text("P10D")
+    page.select_option("#from-terms", str(current))
+    page.select_option("#to-terms", str(new.id))
+    page.locator("#plan-form button").click()
+    expect(page.locator("#plan-status")).to_have_text("planned")
+    expect(page.locator("#plan-summary")).to_contain_text("Moves 1 contracts")
+    expect(page.locator("#forecast")).to_contain_text("+500.00 USD")
+    expect(page.locator("#moves")).to_contain_text("2026-01-15 09:00 UTC")
+    screenshot(page, "terms-plan")
+    page.fill("#reason", "ten-day review for everyone")
+    page.locator("#apply-form button").click()  # not confirmed: refused, nothing moves
+    expect(page.get_by_role("alert")).to_contain_text("tick the box")
+    expect(page.locator("#plan-status")).to_have_text("planned")
+    assert caller.http.get(f"/v1/contracts/{contract}").json()["terms_id"] == current
+    page.check("#confirm")
+    page.fill("#reason", "ten-day review for everyone")
+    page.locator("#apply-form button").click()
+    expect(page.locator("#plan-status")).to_have_text("applied")
+    expect(page.get_by_role("status")).to_contain_text("1 contracts moved")
+    console.go(f"/console/contracts/{contract}")
+    expect(page.locator("#contract-terms")).to_have_text("ten-day")
+    shown = caller.http.get(f"/v1/milestones/{m}").json()["pending_deadlines"]
+    assert [d["due_at"] for d in shown if d["event"] == "auto_approve"] == [
+        (START + timedelta(days=10)).isoformat()
+    ]
+    check_invariants(console.db)
