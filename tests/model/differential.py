@@ -28,6 +28,7 @@ from storage import models
 from storage.errors import EscrowflowError
 from tests.helpers import reset
 from tests.model.escrow import FIELDS, ROLES, Model, Refused
+from tests.model.escrow import Settings as ModelTerms
 from workflows.actors import Actor, Role
 from workflows.clock import ManualClock
 from workflows.engine import EscrowEngine
@@ -45,9 +46,19 @@ ACTORS = {
 }
 ENTITIES = tuple(ROLES)
 REFUSALS: Counter[Any] = Counter()
+MIGRATIONS: Counter[str] = Counter()  # plans applied, contracts and timers they moved
 NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]
 # How far the clock moves in one step: past each window, and just short of them.
 WAITS = [timedelta(hours=h) for h in (1, 24, 6 * 24 + 23, 7 * 24, 13 * 24, 14 * 24, 15 * 24)]
+
+# Timer lengths a deployment restarts with (TM1): (review, change requests, refunds).
+DAYS = timedelta(days=1)
+TERMS = [
+    (14 * DAYS, 7 * DAYS, 7 * DAYS),
+    (10 * DAYS, 7 * DAYS, 7 * DAYS),
+    (21 * DAYS, 3 * DAYS, 10 * DAYS),
+    (2 * DAYS, 1 * DAYS, 2 * DAYS),
+]
 
 TITLES = ["Design", "Build", "Milestone 1"]
 DATES = ["2027-01-04", "2027-02-01"]
@@ -92,6 +103,8 @@ class Harness:
         self.clock = ManualClock()
         self.engine = EscrowEngine(db, Policy(reminders={}), self.clock)
         self.model = Model(now=self.clock.now().replace(tzinfo=None))
+        # TM1: the model's terms keys and the engine's terms ids, side by side.
+        self.terms_ids = {self.model.current_terms: self.engine.terms.current().id}
         self.ids: dict[str, dict[int, int]] = {entity: {} for entity in ENTITIES}
         self.steps: list[str] = []
 
@@ -120,6 +133,50 @@ class Harness:
             ),
             lambda: self.model.act(role, party, entity, key, event, payload),
         )
+
+    def restart(self, durations: tuple[timedelta, timedelta, timedelta]) -> None:
+        """The deployment restarts with other timer lengths (TM1): new terms for new
+        offers, the running contract keeps its own."""
+        review, lifetime, response = durations
+        self.steps.append(f"restart with review {review}, change requests {lifetime}, "
+                          f"refunds {response}")  # fmt: skip
+        policy = Policy(
+            reminders={},
+            durations={
+                "review_window": review,
+                "change_request_lifetime": lifetime,
+                "refund_response_time": response,
+            },
+        )
+        self.engine.close()
+        self.engine = EscrowEngine(self.db, policy, self.clock)
+        key = self.model.new_terms(
+            ModelTerms(
+                review_window=review,
+                change_request_lifetime=lifetime,
+                refund_response_time=response,
+            )
+        )
+        engine_id = self.engine.terms.current().id
+        if self.terms_ids.setdefault(key, engine_id) != engine_id:
+            raise Divergence(f"{self._where()}: terms {key} are engine terms {engine_id}, "
+                             f"not {self.terms_ids[key]}")  # fmt: skip
+
+    def migrate(self, source: int, target: int) -> None:
+        """TM2: a plan moving the contracts under `source` to `target`, applied at once."""
+        self.steps.append(f"admin migrates terms {source} -> {target}")
+        admin = Actor(Role.ADMIN, "disputes")
+        selection = {"terms_id": self.terms_ids[source]}
+        plan = self.engine.plan_terms(admin, self.terms_ids[target], selection)
+        applied = self.engine.apply_terms_plan(admin, plan["id"], "differential")
+        timers_before = sorted(self.model.timers)
+        moved = self.model.migrate(source, target)
+        MIGRATIONS["plans"] += 1
+        MIGRATIONS["contracts moved"] += moved
+        MIGRATIONS["timers moved"] += len(set(self.model.timers) - set(timers_before))
+        if applied["moved"] != moved:
+            raise Divergence(f"{self._where()}: moved {applied['moved']} contracts (engine) "
+                             f"vs {moved} (model)")  # fmt: skip
 
     def wait(self, delta: timedelta) -> None:
         self.steps.append(f"time passes: {delta}")
@@ -216,6 +273,20 @@ class Harness:
                             differences.append(
                                 f"{entity} {key} {name}: engine {actual[column]!r}, model {value!r}"
                             )
+            # TM1, TM2: every timer falls due when the model says (reminders aside).
+            deadlines = models.DEADLINES
+            pending = conn.execute(
+                sa.select(deadlines.c.entity, deadlines.c.entity_id, deadlines.c.event,
+                          deadlines.c.due_at)
+                .where(deadlines.c.status == "pending", deadlines.c.event.not_like("remind:%"))
+            ).all()  # fmt: skip
+        engine_timers = sorted((e, i, ev, due.replace(tzinfo=None)) for e, i, ev, due in pending)
+        model_timers = sorted(
+            (entity, self.ids[entity][key], event, when)
+            for when, _order, entity, key, event in self.model.timers
+        )
+        if engine_timers != model_timers:
+            differences.append(f"timers: engine {engine_timers}, model {model_timers}")
         if differences:
             raise Divergence(f"{self._where()}" + "\n".join(differences))
 
@@ -556,6 +627,28 @@ def lifecycle_machine(db: DBEngine, edges: Counter[tuple[str, str, str, str]]) -
         @rule(delta=st.sampled_from(WAITS))
         def time_passes(self, delta: timedelta) -> None:
             self.run.wait(delta)
+
+        @rule(durations=st.sampled_from(TERMS))
+        def restart_with_other_terms(
+            self, durations: tuple[timedelta, timedelta, timedelta]
+        ) -> None:
+            self.run.restart(durations)
+
+        @rule()
+        def migrate_terms(self) -> None:
+            """Mostly the lifecycle's contract from its terms to others (restarting with
+            other terms first if there are none), now and then any pair."""
+            model = self.run.model
+            if len(self.run.terms_ids) == 1:
+                self.run.restart(self.rnd.choice(TERMS[1:]))
+            known = sorted(self.run.terms_ids)
+            contract = model.entities["contract"].get(1)
+            if contract is not None and self.rnd.random() < 0.8:
+                source = contract["terms"]
+                target = self.rnd.choice([k for k in known if k != source])
+            else:
+                source, target = self.rnd.choice(known), self.rnd.choice(known)
+            self.run.migrate(source, target)
 
         @invariant()
         def engine_and_model_agree(self) -> None:

@@ -24,8 +24,10 @@ class Refused(Exception):
     """The rules refuse this request; nothing changed."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
+    """One terms version (TM1): the same numbers are the same terms."""
+
     minimum: int = 500  # MS1: 5.00 USD
     max_milestones: int = 200  # CT3
     review_window: timedelta = timedelta(days=14)  # MS10
@@ -113,9 +115,20 @@ def _only(payload: dict[str, Any], *allowed: str) -> None:
     _require(set(payload) <= {*allowed, "reason"}, "unknown field")
 
 
+# TM1: a contract's timers run by its own terms; a migration (TM2) keeps the time run.
+TIMED = {
+    "auto_approve": "review_window",
+    "expire": "change_request_lifetime",
+    "refund_by_default": "refund_response_time",
+}
+FINAL_CONTRACT = ("closed", "withdrawn", "declined")
+SHORTENING_NOTICE = timedelta(hours=24)  # X14
+
+
 @dataclass
 class Model:
-    settings: Settings = field(default_factory=Settings)
+    terms: dict[int, Settings] = field(default_factory=lambda: {1: Settings()})
+    current_terms: int = 1  # what new offers get (the deployment's settings)
     now: datetime = datetime(2026, 1, 5, 9, 0)
     entities: dict[str, dict[int, dict[str, Any]]] = field(
         default_factory=lambda: {k: {} for k in ROLES}
@@ -128,6 +141,49 @@ class Model:
     created: list[tuple[str, int]] = field(default_factory=list)
 
     # -- reading --------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The terms of the lifecycle's contract (TM1); before its offer, today's."""
+        contract = self.entities["contract"].get(1)
+        return self.terms[contract["terms"] if contract else self.current_terms]
+
+    # -- terms (TM1, TM2) -----------------------------------------------------------
+
+    def new_terms(self, settings: Settings) -> int:
+        """The deployment restarts with `settings`: later offers get them (the same
+        numbers as earlier terms are those terms)."""
+        known = [key for key, value in self.terms.items() if value == settings]
+        self.current_terms = known[0] if known else max(self.terms) + 1
+        self.terms[self.current_terms] = settings
+        return self.current_terms
+
+    def migrate(self, source: int, target: int) -> int:
+        """TM2: running contracts under `source` move to `target`; each pending timer's
+        length changes by the difference, a shortened one falls due no sooner than the
+        notice (X14). How many contracts moved."""
+        moved = 0
+        for contract in self.entities["contract"].values():
+            if contract["terms"] != source or source == target:
+                continue
+            if contract["state"] in FINAL_CONTRACT:
+                continue
+            before, after = self.terms[source], self.terms[target]
+            timers = []
+            for when, order, entity, key, event in self.timers:
+                row = self.get(entity, key)
+                if row["contract"] == contract["id"]:
+                    old = getattr(before, TIMED[event])
+                    new = getattr(after, TIMED[event])
+                    shifted = when + (new - old)
+                    if new < old:
+                        shifted = min(when, max(shifted, self.now + SHORTENING_NOTICE))
+                    when = shifted
+                timers.append((when, order, entity, key, event))
+            self.timers = timers
+            contract["terms"] = target
+            moved += 1
+        return moved
 
     def get(self, entity: str, key: int) -> dict[str, Any]:
         return self.entities[entity][key]
@@ -206,6 +262,7 @@ class Model:
             proposal=None,
             refund=None,
             count=0,
+            terms=self.current_terms,  # TM1: these govern it for life
         )
         contract["contract"] = contract["id"]
         if payload.get("milestones") is not None:
