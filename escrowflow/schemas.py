@@ -243,6 +243,10 @@ class NextOut(BaseModel):
     event: str
     due_at: str
     paused: bool = Field(default=False, description="An admin paused it: it waits.")
+    left: str | None = Field(
+        default=None,
+        description="DL1: a paused one's time left (ISO 8601); resumed, it falls due then.",
+    )
     money: MoneyOut | None
     reminds: dict[str, str] | None = Field(
         default=None,

@@ -420,6 +420,7 @@ _PLAN_COLUMNS = (
     _d.c.due_at,
     _d.c.state_version,
     _d.c.paused,
+    _d.c.paused_left_ms,
     _d.c.amount,
     _d.c.currency,
 )

@@ -4,7 +4,7 @@ deadline as the entity, so people see why a timer did not fire when expected."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from storage import deadlines, history
@@ -85,14 +85,7 @@ def adjust(
             "and its reminders follow",
             code="reminder_not_adjustable",
         )
-    changes: dict[str, Any] = {}
-    if action == "extend":
-        assert extend_by is not None
-        changes["due_at"] = row["due_at"] + extend_by
-    elif action == "retry":  # DL3: mended, so it fires on the next sweep, afresh
-        changes.update(failed_at=None, attempts=0, next_attempt_at=None)
-    else:
-        changes["paused"] = action == "pause"
+    changes = _changes(row, action, extend_by, unit.now, unit.actor.party)
     deadlines.adjust(unit.tx, deadline_id, changes)
     move_reminders(unit, {**row, **changes})
     version = 1 + history.count_of(unit.tx, "deadline", deadline_id)
@@ -107,6 +100,9 @@ def adjust(
         "entity_id": row["entity_id"],
         "due_at": str(due_at),
     }
+    left = changes.get("paused_left_ms") or row["paused_left_ms"]
+    if action in ("pause", "resume") or (action == "extend" and row["paused"]):
+        payload["left"] = reminders.iso_duration(timedelta(milliseconds=left or 0))  # DL1
     if action == "retry":
         payload["last_error"] = row["last_error"]
     step = unit.note(record, action, payload, states=(status, new_status), version=version)
@@ -120,6 +116,40 @@ def adjust(
         "due_at": due_at.isoformat(),
         "created": [],
         "replayed": False,
+    }
+
+
+def left_of(due_at: datetime, now: datetime) -> int:
+    """DL1: the milliseconds a deadline has left at `now` (none once it is due)."""
+    return max(0, (due_at - now) // timedelta(milliseconds=1))
+
+
+def _changes(
+    row: dict[str, Any], action: str, extend_by: timedelta | None, now: datetime, by: str
+) -> dict[str, Any]:
+    """The deadline's columns after `action`. DL1: a pause keeps the time left; a resume
+    makes it due that long after the resume; an extension of a paused deadline adds to
+    the time it will have left."""
+    if action == "extend":
+        assert extend_by is not None
+        changes: dict[str, Any] = {"due_at": row["due_at"] + extend_by}
+        if row["paused"]:
+            more = extend_by // timedelta(milliseconds=1)
+            changes["paused_left_ms"] = (row["paused_left_ms"] or 0) + more
+        return changes
+    if action == "retry":  # DL3: mended, so it fires on the next sweep, afresh
+        return {"failed_at": None, "attempts": 0, "next_attempt_at": None}
+    if action == "pause":
+        left = left_of(row["due_at"], now)
+        return {"paused": True, "paused_at": now, "paused_by": by, "paused_left_ms": left}
+    left = row["paused_left_ms"]
+    due_at = now + timedelta(milliseconds=left) if left is not None else row["due_at"]
+    return {
+        "paused": False,
+        "due_at": due_at,
+        "paused_at": None,
+        "paused_by": None,
+        "paused_left_ms": None,
     }
 
 

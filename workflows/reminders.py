@@ -54,6 +54,8 @@ def iso_duration(length: timedelta) -> str:
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
     clock = "".join(f"{n}{u}" for n, u in ((hours, "H"), (minutes, "M"), (seconds, "S")) if n)
+    if not days and not clock:
+        return "PT0S"
     return "P" + (f"{days}D" if days else "") + (f"T{clock}" if clock else "")
 
 

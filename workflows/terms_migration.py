@@ -175,12 +175,14 @@ def compute(
         if timer is None:
             continue
         source = book.get(conn, terms_of[d["contract_id"]]).policy
-        due = moved_due(
-            d["due_at"],
-            source.duration(timer.policy),
-            target.policy.duration(timer.policy),
-            planned_at,
+        # DL1: a paused deadline runs again from its resume with the time it had left:
+        # that time changes as a running one's would if it were resumed now.
+        left = d["paused_left_ms"] if d["paused"] else None
+        base = planned_at + timedelta(milliseconds=left) if left is not None else d["due_at"]
+        moved = moved_due(
+            base, source.duration(timer.policy), target.policy.duration(timer.policy), planned_at
         )
+        due = d["due_at"] + (moved - base)
         if due != d["due_at"]:
             computed.deadlines.append(
                 {
@@ -281,8 +283,13 @@ def move_contract(
             raise stale(plan["id"], {"deadlines_changed": [row["deadline_id"]]})
     contract.set(terms_id=plan["to_terms_id"])
     for row in planned:
-        deadlines.adjust(unit.tx, row["deadline_id"], {"due_at": row["due_after"]})
-        pending[row["deadline_id"]]["due_at"] = row["due_after"]
+        changes: dict[str, Any] = {"due_at": row["due_after"]}
+        left = pending[row["deadline_id"]]["paused_left_ms"]
+        if pending[row["deadline_id"]]["paused"] and left is not None:  # DL1
+            shift = (row["due_after"] - row["due_before"]) // timedelta(milliseconds=1)
+            changes["paused_left_ms"] = max(0, left + shift)
+        deadlines.adjust(unit.tx, row["deadline_id"], changes)
+        pending[row["deadline_id"]].update(changes)
     for deadline in pending.values():  # X15: reminders from the new due dates and terms
         if reminders.parse(deadline["event"]) is None:
             deadline_admin.move_reminders(unit, deadline)

@@ -141,6 +141,10 @@ def _deadline_of(d: dict[str, Any]) -> dict[str, Any]:
         "event": d["event"],
         "due_at": d["due_at"].isoformat(),
         "paused": bool(d["paused"]),
+        # DL1: what a paused one will have left when it is resumed
+        "left": iso_duration(timedelta(milliseconds=d["paused_left_ms"] or 0))
+        if d["paused"]
+        else None,
     }
 
 

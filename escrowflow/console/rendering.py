@@ -33,7 +33,16 @@ def _environment() -> Environment:
         "—" if amount is None else format_money(int(amount), currency)
     )
     env.filters["when"] = _when
+    env.filters["duration"] = _duration
     return env
+
+
+def _duration(seconds: float) -> str:
+    """10 days, 9 days 23 hours, 45 minutes: to the minute, the two largest units."""
+    minutes = int(seconds // 60)
+    parts = [(minutes // 1440, "day"), (minutes // 60 % 24, "hour"), (minutes % 60, "minute")]
+    shown = [f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in parts if n]
+    return " ".join(shown[:2]) or "no time"
 
 
 def _when(value: Any) -> str:

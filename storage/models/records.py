@@ -109,6 +109,11 @@ class Deadline(Leased, table=True):
     history_id: int | None = Field(default=None, foreign_key="history.id")
     # An admin paused it: sweeps skip it until it is resumed.
     paused: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # DL1: when, by whom, and the time it had left then (milliseconds); a resume makes it
+    # due that long after the resume.
+    paused_at: datetime | None = when(default=None)
+    paused_by: str | None = Field(default=None, max_length=100)
+    paused_left_ms: int | None = Field(default=None, sa_type=sa.BigInteger)
     # A failed firing is retried, with backoff, from this time on.
     next_attempt_at: datetime | None = when(default=None)
     # What it moves if it fires now (MS10: an auto-approval's release; RF2: a default

@@ -13,7 +13,7 @@ import os
 import pytest
 from sqlalchemy.engine import Engine as DBEngine
 
-from tests.model.differential import MIGRATIONS, declared_edges, run_lifecycles
+from tests.model.differential import MIGRATIONS, PAUSES, declared_edges, run_lifecycles
 
 # Under CI 1,000 lifecycles on PostgreSQL (where concurrency and the pipelined path make
 # it the stronger check) and 300 on SQLite; 300 on both otherwise.
@@ -40,3 +40,5 @@ def test_the_engine_agrees_with_the_reference_model_and_takes_every_edge(
     # TM1, TM2: restarts with other terms and migrations are among the random actions.
     print(f"terms migrations: {dict(MIGRATIONS)}")
     assert MIGRATIONS["timers moved"] > 0, "no migration moved a timer: steer the run"
+    print(f"pauses and resumes (DL1): {dict(PAUSES)}")
+    assert PAUSES["resume"] > 0, "no paused timer was resumed: steer the run"

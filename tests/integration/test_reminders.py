@@ -74,24 +74,26 @@ def test_nt2_request_changes_before_the_first_reminder_cancels_both(sc: Scenario
     assert len(_reminders(sc, contract)) == 1
 
 
-def test_nt2_a_pause_holds_reminders_and_resume_brings_back_those_still_ahead(
+def test_nt2_dl1_a_pause_holds_reminders_and_resume_schedules_them_from_the_time_left(
     sc: Scenario,
 ) -> None:
     contract, m = sc.in_review(10_000)
     deadline = _main_deadline(sc, "milestone", m)
-    sc.wait(days=1)
+    sc.wait(days=1)  # 13 days left
     sc.engine.adjust_deadline(deadline, "pause", ADMIN, "fraud check")
     assert [d["id"] for d in sc.pending_deadlines("milestone", m)] == [deadline]
-    sc.wait(days=11, hours=12)  # past the 3-day reminder's time: not sent while paused
+    sc.wait(days=11, hours=12)  # past the 3-day reminder's old time: not sent while paused
     assert _reminders(sc, contract) == []
-    sc.engine.adjust_deadline(deadline, "resume", ADMIN, "checked")
+    sc.engine.adjust_deadline(deadline, "resume", ADMIN, "checked")  # due in 13 days
     ahead = [d["event"] for d in sc.pending_deadlines("milestone", m) if d["id"] != deadline]
-    assert ahead == ["remind:auto_approve:P1D"]  # the 3-day one is in the past: dropped
-    sc.wait(hours=12)
+    assert ahead == ["remind:auto_approve:P3D", "remind:auto_approve:P1D"]
+    sc.wait(days=10)
     assert [r["data"]["event"] for r in _reminders(sc, contract)] == ["auto_approve"]
+    sc.wait(days=2)
+    assert len(_reminders(sc, contract)) == 2
+    assert sc.state("milestone", m) == "in_review"
     sc.wait(days=1)
     assert sc.state("milestone", m) == "released"
-    assert len(_reminders(sc, contract)) == 1
 
 
 def test_nt2_an_extension_moves_the_reminders_with_the_deadline(sc: Scenario) -> None:

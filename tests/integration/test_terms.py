@@ -5,6 +5,7 @@ parties told and their reminders rescheduled (X15)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from storage import models
 from storage.errors import ConflictError, PermissionDenied, ValidationError
 from tests.helpers import ADMIN, CLIENT, FREELANCER, Scenario
+from tests.integration.test_cli_admin import as_json, cli
 from tests.live import Api
 from workflows.engine import EscrowEngine
 from workflows.policy import Policy
@@ -277,3 +279,37 @@ def test_tm2_plans_over_http_preview_then_apply_once(sc: Scenario, api: Api) -> 
     assert _due(sc, ma) == start + 10 * DAY
     missing = api.request("GET", "/v1/terms/migrations/999", token=reader)
     assert (missing.status_code, missing.json()["code"]) == (404, "plan_not_found")
+
+
+@pytest.mark.slow  # several CLI processes
+def test_the_cli_lists_terms_plans_and_applies_once(sc: Scenario, tmp_path: Path) -> None:
+    start = sc.clock.now()
+    _a, ma = sc.in_review(10_000)
+    old = sc.engine.terms.current()
+    ten = {**sc.engine.policy.durations, "review_window": 10 * DAY}
+    new = EscrowEngine(sc.db, Policy(reminders={}, durations=ten), sc.clock, terms_name="ten-day")
+    target = new.terms.current()
+    clock = tmp_path / "now.txt"
+    clock.write_text(start.isoformat())
+    env = {"ESCROWFLOW_TEST_CLOCK_FILE": str(clock)}
+    listed = as_json(cli(sc.db, "terms", "list", "--json", env=env))
+    assert [(t["name"], t["contracts"]) for t in listed] == [(old.name, 1), ("ten-day", 0)]
+    shown = cli(sc.db, "terms", "show", str(target.id), env=env)
+    assert "review_window P10D" in shown.stdout, shown.stderr
+    planned = as_json(
+        cli(sc.db, "terms", "plan", "--as", "admin:disputes", "--to", str(target.id),
+            "--from", str(old.id), "--json", env=env)
+    )  # fmt: skip
+    assert [m["due_after"] for m in planned["moves"]] == [(start + 10 * DAY).isoformat()]
+    refused = cli(sc.db, "terms", "apply", str(planned["id"]), "--as", "client:acme",
+                  "--reason", "mine", env=env)  # fmt: skip
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode == 4 and len(errors) == 1, refused.stderr
+    for moved in (1, 0):
+        done = cli(sc.db, "terms", "apply", str(planned["id"]), "--as", "admin:disputes",
+                   "--reason", "ten days", env=env)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f"applied, {moved} contracts moved now" in done.stdout
+    assert _due(sc, ma) == start + 10 * DAY
+    missing = cli(sc.db, "terms", "show", "999", env=env)
+    assert missing.returncode == 3 and "terms 999 do not exist" in missing.stderr

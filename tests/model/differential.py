@@ -47,6 +47,7 @@ ACTORS = {
 ENTITIES = tuple(ROLES)
 REFUSALS: Counter[Any] = Counter()
 MIGRATIONS: Counter[str] = Counter()  # plans applied, contracts and timers they moved
+PAUSES: Counter[str] = Counter()  # DL1: an admin's pauses and resumes
 NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]
 # How far the clock moves in one step: past each window, and just short of them.
 WAITS = [timedelta(hours=h) for h in (1, 24, 6 * 24 + 23, 7 * 24, 13 * 24, 14 * 24, 15 * 24)]
@@ -178,6 +179,30 @@ class Harness:
             raise Divergence(f"{self._where()}: moved {applied['moved']} contracts (engine) "
                              f"vs {moved} (model)")  # fmt: skip
 
+    def pause_or_resume(self, rnd: random.Random) -> None:
+        """DL1: the dispute team pauses a running timer, or resumes a paused one."""
+        admin = Actor(Role.ADMIN, "disputes")
+        running = [(t[2], t[3]) for t in self.model.timers]
+        paused = list(self.model.paused)
+        if not running and not paused:
+            return
+        action = "resume" if paused and (not running or rnd.random() < 0.5) else "pause"
+        entity, key = rnd.choice(paused if action == "resume" else running)
+        self.steps.append(f"admin {action}s the timer of {entity} {key}")
+        table = models.DEADLINES
+        with self.db.connect() as conn:
+            deadline = conn.execute(
+                sa.select(table.c.id).where(
+                    table.c.entity == entity,
+                    table.c.entity_id == self.ids[entity][key],
+                    table.c.status == "pending",
+                    table.c.event.not_like("remind:%"),
+                )
+            ).scalar_one()
+        self.engine.adjust_deadline(deadline, action, admin, "differential")
+        (self.model.resume if action == "resume" else self.model.pause)(entity, key)
+        PAUSES[action] += 1
+
     def wait(self, delta: timedelta) -> None:
         self.steps.append(f"time passes: {delta}")
         self.clock.advance(delta)
@@ -277,16 +302,32 @@ class Harness:
             deadlines = models.DEADLINES
             pending = conn.execute(
                 sa.select(deadlines.c.entity, deadlines.c.entity_id, deadlines.c.event,
-                          deadlines.c.due_at)
+                          deadlines.c.due_at, deadlines.c.paused, deadlines.c.paused_left_ms)
                 .where(deadlines.c.status == "pending", deadlines.c.event.not_like("remind:%"))
             ).all()  # fmt: skip
-        engine_timers = sorted((e, i, ev, due.replace(tzinfo=None)) for e, i, ev, due in pending)
+        engine_timers = sorted(
+            (e, i, ev, due.replace(tzinfo=None))
+            for e, i, ev, due, paused, _ in pending
+            if not paused
+        )
         model_timers = sorted(
             (entity, self.ids[entity][key], event, when)
             for when, _order, entity, key, event in self.model.timers
         )
         if engine_timers != model_timers:
             differences.append(f"timers: engine {engine_timers}, model {model_timers}")
+        # DL1: each paused timer keeps the time it had left.
+        engine_paused = sorted(
+            (e, i, ev, timedelta(milliseconds=left))
+            for e, i, ev, _, paused, left in pending
+            if paused
+        )
+        model_paused = sorted(
+            (entity, self.ids[entity][key], event, left)
+            for (entity, key), (left, _order, event) in self.model.paused.items()
+        )
+        if engine_paused != model_paused:
+            differences.append(f"paused: engine {engine_paused}, model {model_paused}")
         if differences:
             raise Divergence(f"{self._where()}" + "\n".join(differences))
 
@@ -599,6 +640,10 @@ def lifecycle_machine(db: DBEngine, edges: Counter[tuple[str, str, str, str]]) -
                     self.run.act(who, entity, key, event, payload)
                 self.taken[kinds[index]] += 1
                 self.run.compare()
+                # DL1: now and then the dispute team holds a running timer, or lets one go.
+                if (self.run.model.timers or self.run.model.paused) and rnd.random() < 0.15:
+                    self.run.pause_or_resume(rnd)
+                    self.run.compare()
 
         @rule()
         def progress(self) -> None:
@@ -633,6 +678,10 @@ def lifecycle_machine(db: DBEngine, edges: Counter[tuple[str, str, str, str]]) -
             self, durations: tuple[timedelta, timedelta, timedelta]
         ) -> None:
             self.run.restart(durations)
+
+        @rule()
+        def pause_or_resume(self) -> None:
+            self.run.pause_or_resume(self.rnd)
 
         @rule()
         def migrate_terms(self) -> None:

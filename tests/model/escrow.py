@@ -134,6 +134,8 @@ class Model:
         default_factory=lambda: {k: {} for k in ROLES}
     )
     timers: list[tuple[datetime, int, str, int, str]] = field(default_factory=list)
+    # DL1: paused timers, by (entity, key): the time they had left, their order, event.
+    paused: dict[tuple[str, int], tuple[timedelta, int, str]] = field(default_factory=dict)
     _ids: dict[str, itertools.count[int]] = field(
         default_factory=lambda: {k: itertools.count(1) for k in ROLES}
     )
@@ -169,6 +171,19 @@ class Model:
             if contract["state"] in FINAL_CONTRACT:
                 continue
             before, after = self.terms[source], self.terms[target]
+            for (entity, key), (left, order, event) in list(self.paused.items()):
+                if self.get(entity, key)["contract"] != contract["id"]:
+                    continue
+                old, new = getattr(before, TIMED[event]), getattr(after, TIMED[event])
+                base = self.now + left  # DL1: as if it were resumed now
+                shifted = base + (new - old)
+                if new < old:
+                    shifted = min(base, max(shifted, self.now + SHORTENING_NOTICE))
+                self.paused[(entity, key)] = (
+                    max(timedelta(0), left + (shifted - base)),
+                    order,
+                    event,
+                )
             timers = []
             for when, order, entity, key, event in self.timers:
                 row = self.get(entity, key)
@@ -223,12 +238,12 @@ class Model:
             self.now = saved
 
     def _atomically(self, action: Any) -> list[tuple[str, int]]:
-        saved = copy.deepcopy((self.entities, self.timers, self._ids))
+        saved = copy.deepcopy((self.entities, self.timers, self.paused, self._ids))
         self.created = []
         try:
             action()
         except Refused:
-            self.entities, self.timers, self._ids = saved
+            self.entities, self.timers, self.paused, self._ids = saved
             raise
         return self.created
 
@@ -245,6 +260,21 @@ class Model:
 
     def _cancel_timer(self, entity: str, key: int) -> None:
         self.timers = [t for t in self.timers if (t[2], t[3]) != (entity, key)]
+        self.paused.pop((entity, key), None)
+
+    # -- an admin's pause and resume (DL1) ------------------------------------------
+
+    def pause(self, entity: str, key: int) -> None:
+        """The entity's timer stops; it keeps the time it had left."""
+        (timer,) = [t for t in self.timers if (t[2], t[3]) == (entity, key)]
+        self.timers.remove(timer)
+        when, order, _, _, event = timer
+        self.paused[(entity, key)] = (max(timedelta(0), when - self.now), order, event)
+
+    def resume(self, entity: str, key: int) -> None:
+        """It falls due the time it had left after now."""
+        left, order, event = self.paused.pop((entity, key))
+        self.timers.append((self.now + left, order, entity, key, event))
 
     def _offer(self, client: str, payload: dict[str, Any]) -> None:
         _require(payload["freelancer"] != client, "offer to oneself")
