@@ -410,3 +410,25 @@ class TermsPlan(BaseModel):
         default=None, description="Pass as `moves_after` for the next page; None at the end."
     )
     moved: int | None = Field(default=None, description="Contracts this apply moved.")
+
+
+class BulkPreviewCreate(BaseModel):
+    """DL4: what to do to which deadlines; answered with a preview, nothing changes."""
+
+    model_config = example(
+        {"action": "pause", "selection": {"client_id": "acme", "events": ["auto_approve"]}},
+        strict=True,
+    )
+    action: StrictStr = Field(description="pause, resume, extend or retry")
+    selection: dict[str, Any] = Field(
+        description="events, reminders, due_from, due_to, client_id, freelancer_id, ids, "
+        "currency, amount_min, amount_max, states: every one given must hold"
+    )
+    extend_by: StrictStr | None = Field(
+        default=None, max_length=40, description="extend: an ISO 8601 duration, e.g. P2D"
+    )
+
+
+class BulkApply(BaseModel):
+    model_config = example({"reason": "payment provider outage"}, strict=True)
+    reason: Reason = Field(max_length=500, description="Recorded in each deadline's history.")

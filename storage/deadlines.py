@@ -450,3 +450,52 @@ _PENDING_OF_CONTRACT = (
 def pending_of_contract(tx: Statements, contract_id: int) -> list[dict[str, Any]]:
     """A locked contract's pending deadlines (reminders too), in its transaction."""
     return tx.fetch_many(_PENDING_OF_CONTRACT, {"d_contract": contract_id})
+
+
+# -- bulk actions (DL4) ----------------------------------------------------------------
+
+_SELECTED = (*_PLAN_COLUMNS, _d.c.failed_at)
+
+
+def selected(conn: Connection, criteria: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pending deadlines a bulk action selects, by id. `criteria`: `events` (exact
+    names), `reminders` (True: reminders too; their names start with `reminder_prefix`),
+    `due_from`/`due_to`, `client_id`/`freelancer_id` (through the contract), `ids`
+    (contract ids), `currency`, `amount_min`/`amount_max`, `states` (pending, paused,
+    failed)."""
+    c = _d.c
+    query = sa.select(*_SELECTED).where(c.status == "pending")
+    events = criteria.get("events")
+    prefix = criteria["reminder_prefix"]
+    if events:
+        chosen: sa.ColumnElement[bool] = c.event.in_(events)
+        if criteria.get("reminders"):
+            chosen = sa.or_(chosen, *(c.event.like(f"{prefix}{e}:%") for e in events))
+        query = query.where(chosen)
+    elif not criteria.get("reminders"):
+        query = query.where(c.event.not_like(f"{prefix}%"))
+    if criteria.get("due_from") is not None:
+        query = query.where(c.due_at >= criteria["due_from"])
+    if criteria.get("due_to") is not None:
+        query = query.where(c.due_at < criteria["due_to"])
+    for party in ("client_id", "freelancer_id"):
+        if criteria.get(party) is not None:
+            theirs = sa.select(_contracts.c.id).where(_contracts.c[party] == criteria[party])
+            query = query.where(c.contract_id.in_(theirs))
+    if criteria.get("ids"):
+        query = query.where(id_in(conn, c.contract_id, criteria["ids"]))
+    if criteria.get("currency") is not None:
+        query = query.where(c.currency == criteria["currency"])
+    if criteria.get("amount_min") is not None:
+        query = query.where(c.amount >= criteria["amount_min"])
+    if criteria.get("amount_max") is not None:
+        query = query.where(c.amount <= criteria["amount_max"])
+    states = criteria.get("states")
+    if states:
+        conditions = {
+            "pending": sa.and_(c.paused.is_(False), c.failed_at.is_(None)),
+            "paused": c.paused.is_(True),
+            "failed": c.failed_at.is_not(None),
+        }
+        query = query.where(sa.or_(*(conditions[s] for s in states)))
+    return [dict(row) for row in conn.execute(query.order_by(c.id)).mappings()]

@@ -60,10 +60,27 @@ def check_request(action: str, reason: str, extend_by: timedelta | None) -> None
         )
 
 
+def moved_on(unit: UnitOfWork, previewed: dict[str, Any]) -> str | None:
+    """DL4: why a deadline previewed for a bulk action is no longer as it was (fired,
+    cancelled, its due date or pause changed), or None: act on it."""
+    row = deadlines.load(unit.tx, previewed["deadline_id"])
+    if row is None or row["status"] != "pending":
+        return f"it is {row['status'] if row else 'gone'} since the preview"
+    if row["due_at"] != previewed["due_at"] or bool(row["paused"]) != previewed["paused"]:
+        return "it moved since the preview (due date or pause changed)"
+    return None
+
+
 def adjust(
-    unit: UnitOfWork, deadline_id: int, action: str, reason: str, extend_by: timedelta | None
+    unit: UnitOfWork,
+    deadline_id: int,
+    action: str,
+    reason: str,
+    extend_by: timedelta | None,
+    bulk_id: int | None = None,
 ) -> dict[str, Any]:
-    """Apply the action to a deadline whose contract `unit` has locked."""
+    """Apply the action to a deadline whose contract `unit` has locked (as part of bulk
+    action `bulk_id`, if given: its history says so, DL4)."""
     row = deadlines.load(unit.tx, deadline_id)
     assert row is not None  # its contract was locked through it
     status = "paused" if row["paused"] else "failed" if row["failed_at"] else "pending"
@@ -105,6 +122,8 @@ def adjust(
         payload["left"] = reminders.iso_duration(timedelta(milliseconds=left or 0))  # DL1
     if action == "retry":
         payload["last_error"] = row["last_error"]
+    if bulk_id is not None:
+        payload["bulk_id"] = bulk_id
     step = unit.note(record, action, payload, states=(status, new_status), version=version)
     return {
         "entity": "deadline",

@@ -28,8 +28,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as DBEngine
 
 from storage import deadlines, entities, terms_plans
-from storage.errors import ConflictError, NotFound, ValidationError
-from workflows import deadline_admin, reminders
+from storage.errors import ConflictError, NotFound
+from workflows import deadline_admin, reminders, selections
 from workflows.lifecycle import Timer
 from workflows.machines import MACHINES, timer_of
 from workflows.policy import format_money
@@ -44,8 +44,6 @@ is an hour old at most when it is applied)."""
 APPLY_THREADS = 4
 """Contracts moved at once by an apply, each in a transaction of its own (each locks its
 own contract, so they never wait for each other where rows are locked one by one)."""
-MAX_SELECTED_IDS = 10_000
-"""The most contract ids one plan's selection names (select by terms or party beyond)."""
 SHOWN_DIFFERENCES = 20
 """How many differences a refused apply lists (their counts are whole)."""
 
@@ -59,55 +57,19 @@ def running_states() -> list[str]:
 
 def check_selection(selection: Mapping[str, Any]) -> dict[str, Any]:
     """The selection as stored, or a `ValidationError` naming the field to fix."""
-    unknown = sorted(set(selection) - set(CRITERIA))
-    if unknown:
-        raise ValidationError(
-            f"unknown selection field {unknown[0]!r}: use {', '.join(CRITERIA)}",
-            code="unknown_field",
-            details={"field": unknown[0]},
-        )
+    selections.refuse_unknown(selection, CRITERIA)
     found: dict[str, Any] = {}
     if selection.get("terms_id") is not None:
-        found["terms_id"] = _positive(selection["terms_id"], "terms_id")
-    for party in ("client_id", "freelancer_id"):
-        value = selection.get(party)
-        if value is not None:
-            if not isinstance(value, str) or not 0 < len(value) <= 100:
-                raise ValidationError(
-                    f"{party} is a party id of 1 to 100 characters",
-                    code="invalid_field",
-                    details={"field": party},
-                )
-            found[party] = value
-    if selection.get("ids") is not None:
-        ids = selection["ids"]
-        if not isinstance(ids, list) or not ids or len(ids) > MAX_SELECTED_IDS:
-            raise ValidationError(
-                f"ids is a list of 1 to {MAX_SELECTED_IDS:,} contract ids",
-                code="invalid_field",
-                details={"field": "ids"},
-            )
-        found["ids"] = sorted({_positive(i, "ids") for i in ids})
+        found["terms_id"] = selections.positive(selection["terms_id"], "terms_id")
+    found.update(selections.parties_and_ids(selection))
     if selection.get("states") is not None:
         states, running = selection["states"], running_states()
         if not isinstance(states, list) or not states or any(s not in running for s in states):
-            raise ValidationError(
-                f"states is a list of running contract states: {', '.join(running)}",
-                code="invalid_field",
-                details={"field": "states"},
+            raise selections.field_error(
+                "states", f"states is a list of running contract states: {', '.join(running)}"
             )
         found["states"] = sorted(set(states))
     return found
-
-
-def _positive(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(
-            f"{field} takes positive integer ids, not {value!r}",
-            code="invalid_field",
-            details={"field": field},
-        )
-    return value
 
 
 def _timer_of_event(entity: str, event: str) -> Timer | None:

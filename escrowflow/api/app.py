@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from escrowflow import request_ids, tokens
-from escrowflow.api import docs, lists, ops, reads, terms, webhooks, writes
+from escrowflow.api import bulk, docs, lists, ops, reads, terms, webhooks, writes
 from escrowflow.console import routes as console
 from escrowflow.daemon import build_worker
 from escrowflow.error_codes import http_status
@@ -95,6 +95,7 @@ def create_app(
     # Before the reads: /v1/webhooks/deliveries would otherwise match /v1/{collection}/{id}.
     app.include_router(webhooks.router())
     app.include_router(terms.router())
+    app.include_router(bulk.router())
     app.include_router(lists.router())
     app.include_router(reads.router())
     app.include_router(ops.router())

@@ -11,7 +11,7 @@ Money is always an integer number of minor units plus an ISO 4217 currency code.
 SQLModel is used to declare the tables, and only that: every query is SQLAlchemy Core
 over the tables below (`CONTRACTS`, `DEADLINES`, ...), issued by the one module that
 owns each table (docs/architecture.md). There is no ORM session anywhere; keep it so.
-The table classes live in `lifecycles.py`, `records.py` and `terms.py`.
+The table classes live in `lifecycles.py`, `records.py`, `terms.py` and `bulk.py`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import cast
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+from storage.models.bulk import BulkAction, BulkActionItem
 from storage.models.columns import UTCDateTime
 from storage.models.lifecycles import (
     ChangeRequest,
@@ -46,6 +47,8 @@ from storage.models.terms import Terms, TermsPlan, TermsPlanContract, TermsPlanD
 
 __all__ = [
     "ApiToken",
+    "BulkAction",
+    "BulkActionItem",
     "ChangeRequest",
     "Contract",
     "Deadline",
@@ -95,6 +98,8 @@ API_TOKENS = table(ApiToken)
 WEBHOOK_SUBSCRIPTIONS = table(WebhookSubscription)
 WEBHOOK_DELIVERIES = table(WebhookDelivery)
 TERMS = table(Terms)
+BULK_ACTIONS = table(BulkAction)
+BULK_ACTION_ITEMS = table(BulkActionItem)
 TERMS_PLANS = table(TermsPlan)
 TERMS_PLAN_CONTRACTS = table(TermsPlanContract)
 TERMS_PLAN_DEADLINES = table(TermsPlanDeadline)

@@ -1,0 +1,79 @@
+"""The bulk actions on deadlines (DL4): `bulk_actions` and `bulk_action_items`. Every
+query on those tables is here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from storage import models
+from storage.statements import Statements
+
+_b = models.BULK_ACTIONS
+_i = models.BULK_ACTION_ITEMS
+
+
+def create(conn: Connection, action: dict[str, Any], items: list[dict[str, Any]]) -> int:
+    inserted = conn.execute(_b.insert().values(action)).inserted_primary_key
+    assert inserted is not None
+    bulk_id = int(inserted[0])
+    if items:
+        conn.execute(_i.insert(), [{**item, "bulk_id": bulk_id} for item in items])
+    return bulk_id
+
+
+def load(conn: Connection, bulk_id: int) -> dict[str, Any] | None:
+    row = conn.execute(sa.select(_b).where(_b.c.id == bulk_id)).mappings().first()
+    return None if row is None else dict(row)
+
+
+def listing(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(_b).order_by(_b.c.id.desc()).limit(limit)).mappings()
+    return [dict(row) for row in rows]
+
+
+def update(conn: Connection, bulk_id: int, values: dict[str, Any]) -> None:
+    conn.execute(_b.update().where(_b.c.id == bulk_id).values(values))
+
+
+def items(
+    conn: Connection, bulk_id: int, *, unfinished: bool = False, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Its items by deadline id; `unfinished`: those without a result yet."""
+    query = sa.select(_i).where(_i.c.bulk_id == bulk_id)
+    if unfinished:
+        query = query.where(_i.c.result.is_(None))
+    query = query.order_by(_i.c.deadline_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def results(conn: Connection, bulk_id: int) -> dict[str, int]:
+    """How many items are done, skipped, failed or waiting (None)."""
+    query = (
+        sa.select(_i.c.result, sa.func.count()).where(_i.c.bulk_id == bulk_id).group_by(_i.c.result)
+    )
+    return {str(result or "waiting"): count for result, count in conn.execute(query)}
+
+
+_RESULT = (
+    _i.update()
+    .where(_i.c.bulk_id == sa.bindparam("b_bulk"), _i.c.deadline_id == sa.bindparam("b_deadline"))
+    .values(
+        result=sa.bindparam("b_result"),
+        detail=sa.bindparam("b_detail"),
+        done_at=sa.bindparam("b_at"),
+    )
+)
+
+
+def record_result(
+    tx: Statements, bulk_id: int, deadline_id: int, result: str, detail: str | None, at: datetime
+) -> None:
+    """An item's result, in the transaction that acted on it (or found it moved on)."""
+    values = {"b_bulk": bulk_id, "b_deadline": deadline_id, "b_result": result}
+    tx.execute(_RESULT, {**values, "b_detail": detail, "b_at": at})
