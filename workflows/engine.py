@@ -17,8 +17,7 @@ in `storage/`, one module per table. Firing deadlines is the sweeper's job
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,19 +26,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as DBEngine
 
 import workflows.effects  # noqa: F401  (registers what every event does)
-from storage import bulk_actions, deadlines, terms_plans
+from storage import deadlines
 from storage.db import transaction
 from storage.errors import (
-    ConflictError,
-    EscrowflowError,
     NotFound,
-    ValidationError,
     VersionConflict,
 )
 from storage.fastpath import FastPath
 from storage.statements import Batch, Row, Statements
-from workflows import access, bulk, deadline_admin, idempotency, reminders, terms_migration
+from workflows import access, deadline_admin, idempotency, reminders
 from workflows.actors import SYSTEM, Actor
+from workflows.bulk_admin import BulkAdmin
 from workflows.clock import Clock, skew_of
 from workflows.decision import Decider
 from workflows.effects.contracts import offer_contract
@@ -49,12 +46,13 @@ from workflows.recording import Recorder
 from workflows.retry import DEADLINE_RETRY, RetryStrategy
 from workflows.step import Step
 from workflows.terms import TermsBook
+from workflows.terms_admin import TermsAdmin
 from workflows.unit_of_work import UnitOfWork
 
 Result = dict[str, Any]
 
 
-class EscrowEngine:
+class EscrowEngine(TermsAdmin, BulkAdmin):
     """Applies events to escrow lifecycles. Thread-safe; one per database."""
 
     def __init__(
@@ -235,214 +233,6 @@ class EscrowEngine:
             unit.lock_contract_of("deadline", deadline_id)
             return deadline_admin.adjust(unit, deadline_id, action, reason, extend_by)
 
-    # -- terms (TM1, TM2) -----------------------------------------------------------
-
-    def plan_terms(self, actor: Actor, to_terms_id: int, selection: Mapping[str, Any]) -> Result:
-        """TM2: store a plan moving the selected running contracts to other terms, with
-        each deadline's due date before and after and the money it moves; nothing else
-        changes. Admin only."""
-        access.require_admin(actor, "plan a terms migration")
-        criteria = terms_migration.check_selection(selection)
-        self.terms.current()
-        now = self.clock.now()
-        with transaction(self.db) as conn:
-            target = self.terms.get(conn, to_terms_id)
-            computed = terms_migration.compute(conn, self.terms, target, criteria, now)
-            plan = {
-                "to_terms_id": target.id,
-                "selection": criteria,
-                "status": "planned",
-                "created_at": now,
-                "created_by": actor.party,
-                "valid_until": now + terms_migration.PLAN_LIFETIME,
-                "contracts": len(computed.contracts),
-                "deadlines": len(computed.deadlines),
-                "due_at_once": computed.due_at_once(now),
-                "forecast": computed.forecast(),
-            }
-            plan_id = terms_plans.create(conn, plan, computed.contracts, computed.deadlines)
-        return {"id": plan_id, **plan}
-
-    def apply_terms_plan(
-        self,
-        actor: Actor,
-        plan_id: int,
-        reason: str,
-        on_progress: Callable[[int, int], None] | None = None,
-    ) -> Result:
-        """TM2: apply a stored plan exactly as it was previewed, a transaction per
-        contract; refused with the difference if the contracts changed since. Resumes an
-        interrupted apply; a plan applied already changes nothing."""
-        access.require_admin(actor, "apply a terms migration")
-        reason = deadline_admin.checked_reason(reason)
-        self.terms.current()
-        now = self.clock.now()
-        with transaction(self.db) as conn:
-            plan, planned = terms_migration.stored(conn, plan_id)
-            if plan["status"] == "applied":
-                return {**plan, "moved": 0}
-            if plan["status"] == "planned" and now > plan["valid_until"]:  # X15
-                raise ConflictError(
-                    f"terms plan {plan_id} was made at {plan['created_at'].isoformat()} and "
-                    "has expired: make a new plan and review it",
-                    code="plan_expired",
-                )
-            todo = terms_plans.contracts(conn, plan_id, unapplied=True)
-            target = self.terms.get(conn, plan["to_terms_id"])
-            again = terms_migration.compute(
-                conn,
-                self.terms,
-                target,
-                plan["selection"],
-                plan["created_at"],
-                only={c["contract_id"] for c in todo} if plan["status"] == "applying" else None,
-            )
-            applied = {c["contract_id"] for c in planned.contracts} - {
-                c["contract_id"] for c in todo
-            }
-            found = terms_migration.differences(planned, again, applied)
-            if found:
-                raise terms_migration.stale(plan_id, found)
-            if plan["status"] == "planned":
-                started = {"status": "applying", "reason": reason, "applied_by": actor.party}
-                terms_plans.update(conn, plan_id, started)
-                plan.update(started)
-        rows: dict[int, list[dict[str, Any]]] = {}
-        for row in planned.deadlines:
-            rows.setdefault(row["contract_id"], []).append(row)
-
-        def move(item: dict[str, Any]) -> None:
-            with self._unit(actor) as unit:
-                unit.lock_contract_of("contract", item["contract_id"])
-                terms_migration.move_contract(
-                    unit, plan, item["from_terms_id"], rows.get(item["contract_id"], [])
-                )
-
-        _each_in_parallel(move, todo, terms_migration.APPLY_THREADS, on_progress)
-        finished = {"status": "applied", "applied_at": self.clock.now()}
-        with transaction(self.db) as conn:
-            terms_plans.update(conn, plan_id, finished)
-        return {**plan, **finished, "moved": len(todo)}
-
-    # -- bulk actions on deadlines (DL4) ----------------------------------------------
-
-    def preview_bulk(
-        self,
-        actor: Actor,
-        action: str,
-        selection: Mapping[str, Any],
-        extend_by: timedelta | None = None,
-        undoes: int | None = None,
-    ) -> Result:
-        """DL4: store what `action` would do to the selected deadlines: counts, money
-        per currency and day, every item as it is now. Nothing else changes."""
-        access.require_admin(actor, f"{action} deadlines in bulk")
-        extend_ms = bulk.check_action(action, extend_by)
-        criteria = bulk.check_selection(selection)
-        now = self.clock.now()
-        with transaction(self.db) as conn:
-            items = bulk.select(conn, action, criteria)
-            if undoes is not None:  # only what the undone action did
-                done = {
-                    i["deadline_id"]
-                    for i in bulk_actions.items(conn, undoes)
-                    if i["result"] == "done"
-                }
-                items = [i for i in items if i["deadline_id"] in done]
-            preview = {
-                "action": action,
-                "extend_ms": extend_ms,
-                "selection": criteria,
-                "status": "previewed",
-                "created_at": now,
-                "created_by": actor.party,
-                "valid_until": now + bulk.PREVIEW_LIFETIME,
-                "deadlines": len(items),
-                "contracts": len({i["contract_id"] for i in items}),
-                "money": bulk.money(items),
-                "undoes": undoes,
-            }
-            bulk_id = bulk_actions.create(conn, preview, items)
-        return {"id": bulk_id, **preview}
-
-    def undo_bulk(self, actor: Actor, bulk_id: int) -> Result:
-        """DL4: a preview of the inverse action (resume a freeze, pause a thaw) over the
-        deadlines `bulk_id` acted on."""
-        with self.db.connect() as conn:
-            done = bulk.stored(conn, bulk_id)
-        inverse = bulk.INVERSE.get(done["action"])
-        if inverse is None:
-            raise ValidationError(
-                f"a bulk {done['action']} cannot be undone by another: only pauses and "
-                "resumes have an inverse",
-                code="not_undoable",
-            )
-        return self.preview_bulk(actor, inverse, done["selection"], undoes=bulk_id)
-
-    def apply_bulk(
-        self,
-        actor: Actor,
-        bulk_id: int,
-        reason: str,
-        on_progress: Callable[[int, int], None] | None = None,
-    ) -> Result:
-        """DL4: apply a preview by its id, each deadline in its own transaction, its
-        result kept; resumes an interrupted apply, and a finished one does nothing."""
-        access.require_admin(actor, "apply a bulk action on deadlines")
-        reason = deadline_admin.checked_reason(reason)
-        now = self.clock.now()
-        with transaction(self.db) as conn:
-            found = bulk.stored(conn, bulk_id)
-            if found["status"] == "done":
-                return {**found, "applied": 0, "results": bulk_actions.results(conn, bulk_id)}
-            if found["status"] == "previewed" and now > found["valid_until"]:
-                raise ConflictError(
-                    f"bulk action {bulk_id} was previewed at "
-                    f"{found['created_at'].isoformat()} and has expired: preview again",
-                    code="preview_expired",
-                )
-            todo = bulk_actions.items(conn, bulk_id, unfinished=True)
-            if found["status"] == "previewed" and found["undoes"] is None:
-                again = bulk.select(conn, found["action"], found["selection"])
-                previewed = bulk_actions.items(conn, bulk_id)
-                added = bulk.differences(previewed, again)["added"]
-                if added:
-                    raise bulk.stale(bulk_id, added)
-            started = {"status": "running", "reason": reason, "applied_by": actor.party}
-            bulk_actions.update(conn, bulk_id, started)
-        extend_by = (
-            timedelta(milliseconds=found["extend_ms"]) if found["extend_ms"] is not None else None
-        )
-
-        def one(item: dict[str, Any]) -> None:
-            try:
-                with self._unit(actor) as unit:
-                    unit.lock_contract_of("deadline", item["deadline_id"])
-                    moved = deadline_admin.moved_on(unit, item)
-                    if moved is None:
-                        deadline_admin.adjust(
-                            unit, item["deadline_id"], found["action"], reason, extend_by,
-                            bulk_id=bulk_id,
-                        )  # fmt: skip
-                    bulk_actions.record_result(
-                        unit.tx, bulk_id, item["deadline_id"],
-                        "done" if moved is None else "skipped", moved, unit.now,
-                    )  # fmt: skip
-            except EscrowflowError as error:  # refused alone: the others go on
-                with transaction(self.db) as conn:
-                    tx = Statements(self.fast, conn)
-                    bulk_actions.record_result(
-                        tx, bulk_id, item["deadline_id"], "failed", error.message[:500],
-                        self.clock.now(),
-                    )  # fmt: skip
-
-        _each_in_parallel(one, todo, terms_migration.APPLY_THREADS, on_progress)
-        finished = {"status": "done", "applied_at": self.clock.now()}
-        with transaction(self.db) as conn:
-            bulk_actions.update(conn, bulk_id, finished)
-            results = bulk_actions.results(conn, bulk_id)
-        return {**found, **finished, "applied": len(todo), "results": results}
-
     @staticmethod
     def _answer(
         unit: UnitOfWork, step: Step, key: str | None, request: Mapping[str, Any]
@@ -460,30 +250,6 @@ class EscrowEngine:
         if key is not None:
             idempotency.remember(unit.tx, key, request, result, unit.now)
         return result
-
-
-def _each_in_parallel(
-    work: Callable[[Any], None],
-    items: list[Any],
-    threads: int,
-    on_progress: Callable[[int, int], None] | None,
-) -> None:
-    """`work(item)` for every item, on `threads` threads, each item its own transaction.
-    The first error (or one raised by `on_progress`, called here as items finish) stops
-    it: items not started are left, those started finish."""
-    if not items:
-        return
-    with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
-        futures = [pool.submit(work, item) for item in items]
-        try:
-            for done, future in enumerate(as_completed(futures), 1):
-                future.result()
-                if on_progress is not None:
-                    on_progress(done, len(items))
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
 
 
 def _machine(entity: str) -> type[EscrowMachine]:
