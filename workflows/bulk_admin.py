@@ -3,40 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
-
-from sqlalchemy.engine import Engine as DBEngine
 
 from storage import bulk_actions
 from storage.db import transaction
 from storage.errors import ConflictError, EscrowflowError, ValidationError
-from storage.fastpath import FastPath
 from storage.statements import Statements
 from workflows import access, bulk, deadline_admin, terms_migration
 from workflows.actors import Actor
-from workflows.clock import Clock
+from workflows.engine_part import EnginePart, Result
 from workflows.parallel import each_in_parallel
-from workflows.terms import TermsBook
-from workflows.unit_of_work import UnitOfWork
-
-Result = dict[str, Any]
 
 
-class _Engine:
-    """What these operations use of the engine they are part of."""
-
-    db: DBEngine
-    terms: TermsBook
-    clock: Clock
-    fast: FastPath
-
-    def _unit(self, actor: Actor) -> AbstractContextManager[UnitOfWork]:
-        raise NotImplementedError
-
-
-class BulkAdmin(_Engine):
+class BulkAdmin(EnginePart):
     """Part of `EscrowEngine`: pausing, resuming, extending or retrying many deadlines."""
 
     def preview_bulk(

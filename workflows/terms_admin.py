@@ -3,38 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from typing import Any
-
-from sqlalchemy.engine import Engine as DBEngine
 
 from storage import terms_plans
 from storage.db import transaction
 from storage.errors import ConflictError
-from storage.fastpath import FastPath
 from workflows import access, deadline_admin, terms_migration
 from workflows.actors import Actor
-from workflows.clock import Clock
+from workflows.engine_part import EnginePart, Result
 from workflows.parallel import each_in_parallel
-from workflows.terms import TermsBook
-from workflows.unit_of_work import UnitOfWork
-
-Result = dict[str, Any]
 
 
-class _Engine:
-    """What these operations use of the engine they are part of."""
-
-    db: DBEngine
-    terms: TermsBook
-    clock: Clock
-    fast: FastPath
-
-    def _unit(self, actor: Actor) -> AbstractContextManager[UnitOfWork]:
-        raise NotImplementedError
-
-
-class TermsAdmin(_Engine):
+class TermsAdmin(EnginePart):
     """Part of `EscrowEngine`: moving running contracts to other terms."""
 
     def plan_terms(self, actor: Actor, to_terms_id: int, selection: Mapping[str, Any]) -> Result:
