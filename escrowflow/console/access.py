@@ -13,7 +13,8 @@ from starlette.concurrency import run_in_threadpool as offload
 from escrowflow import tokens
 from escrowflow.console.rendering import render_page
 from escrowflow.console.sessions import COOKIE, Sessions, Viewer, same_csrf
-from storage.errors import Unauthenticated
+from storage.errors import Unauthenticated, ValidationError
+from workflows.actors import Actor, Role
 from workflows.engine import EscrowEngine
 
 
@@ -59,3 +60,14 @@ async def acting(request: Request) -> tuple[Viewer | None, Any, Response | None]
         message = f"Token of {viewer.caller.service} may only read: acting needs act:admin."
         return viewer, form, render_page(request, "error.html", viewer, status=403, message=message)
     return viewer, form, None
+
+
+def require_confirmation(form: Any, what: str) -> None:
+    """A form that moves much at once carries its confirmation box, ticked."""
+    if form.get("confirm") != "yes":
+        raise ValidationError(f"tick the box to confirm {what}", code="confirmation_required")
+
+
+def admin_of(viewer: Viewer) -> Actor:
+    """The dispute team member acting through the console: the token's service."""
+    return Actor(Role.ADMIN, viewer.caller.service)

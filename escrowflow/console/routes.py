@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import diagrams, tokens
-from escrowflow.console import terms_pages
+from escrowflow.console import bulk_pages, terms_pages
 from escrowflow.console.access import acting as _acting
 from escrowflow.console.access import engine_of as _engine
 from escrowflow.console.access import now as _now
@@ -51,6 +51,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.include_router(_router())
     app.include_router(terms_pages.router())
+    app.include_router(bulk_pages.router())
 
 
 LOGIN_COOKIE = "escrowflow_console_login"

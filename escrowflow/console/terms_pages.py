@@ -10,13 +10,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool as offload
 
-from escrowflow.console.access import acting, engine_of, to_login, viewer_of
+from escrowflow.console.access import (
+    acting,
+    admin_of,
+    engine_of,
+    require_confirmation,
+    to_login,
+    viewer_of,
+)
 from escrowflow.console.rendering import render_page
 from escrowflow.console.sessions import Viewer
 from escrowflow.error_codes import http_status
 from storage.errors import EscrowflowError, ValidationError
 from workflows import terms, terms_migration
-from workflows.actors import Actor, Role
 
 
 def _whole(value: Any, field: str) -> int | None:
@@ -67,7 +73,7 @@ def router() -> APIRouter:
             chosen = {k: v for k, v in selection.items() if v is not None}
             made = await offload(
                 engine_of(request).plan_terms,
-                Actor(Role.ADMIN, viewer.caller.service),
+                admin_of(viewer),
                 target,
                 chosen,
             )
@@ -103,14 +109,10 @@ def router() -> APIRouter:
             return refused
         assert viewer is not None
         try:
-            if form.get("confirm") != "yes":
-                raise ValidationError(
-                    "tick the box to confirm the contracts and deadlines this plan moves",
-                    code="confirmation_required",
-                )
+            require_confirmation(form, "the contracts and deadlines this plan moves")
             result = await offload(
                 engine_of(request).apply_terms_plan,
-                Actor(Role.ADMIN, viewer.caller.service),
+                admin_of(viewer),
                 plan_id,
                 str(form.get("reason") or ""),
             )

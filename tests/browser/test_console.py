@@ -307,3 +307,40 @@ def test_an_admin_previews_a_terms_plan_and_applies_it_only_once_confirmed(
         (START + timedelta(days=10)).isoformat()
     ]
     check_invariants(console.db)
+
+
+def test_an_admin_freezes_one_clients_deadlines_from_the_preview_and_thaws_them(
+    console: Console,
+) -> None:
+    page, caller = console.page, console.caller
+    frozen = [_in_review(caller) for _ in range(2)]
+    console.sign_in("act:admin")
+    console.go("/console/deadlines")
+    page.fill("#freeze-client", "acme")
+    page.check("input[name=events][value=auto_approve]")
+    page.locator("#freeze-form button").click()
+    expect(page.locator("#bulk-status")).to_have_text("previewed")
+    expect(page.locator("#bulk-summary")).to_contain_text("Pause 2 deadlines of 2 contracts")
+    expect(page.locator("#bulk-money")).to_contain_text("1,000.00 USD")
+    screenshot(page, "freeze-preview")
+    page.fill("#bulk-reason", "payment provider outage")
+    page.locator("#bulk-apply button").click()  # not confirmed: nothing changes
+    expect(page.get_by_role("alert")).to_contain_text("tick the box")
+    page.check("#bulk-confirm")
+    page.fill("#bulk-reason", "payment provider outage")
+    page.locator("#bulk-apply button").click()
+    expect(page.locator("#bulk-status")).to_have_text("done")
+    expect(page.locator("#bulk-results")).to_contain_text("2 done")
+    for _contract, m in frozen:
+        shown = caller.http.get(f"/v1/milestones/{m}").json()["pending_deadlines"]
+        assert [d["id"] for d in shown]  # still pending, now paused (DL1: time kept)
+    paused = caller.http.get("/v1/deadlines", params={"event": "auto_approve"}).json()["items"]
+    assert all(d["paused"] for d in paused)
+    page.locator("#bulk-undo button").click()
+    expect(page.locator("#bulk-summary")).to_contain_text("Resume 2 deadlines")
+    page.check("#bulk-confirm")
+    page.fill("#bulk-reason", "provider back")
+    page.locator("#bulk-apply button").click()
+    expect(page.locator("#bulk-results")).to_contain_text("2 done")
+    resumed = caller.http.get("/v1/deadlines", params={"event": "auto_approve"}).json()["items"]
+    assert not any(d["paused"] for d in resumed)
