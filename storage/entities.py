@@ -210,10 +210,11 @@ def read_many(conn: Connection, entity: str, entity_ids: list[int]) -> list[dict
 # -- terms (TM1) -------------------------------------------------------------------------
 
 
-def contracts_by_terms(conn: Connection) -> dict[int, int]:
-    """How many contracts run under each terms version."""
+def contracts_by_terms(conn: Connection, terms_id: int | None = None) -> dict[int, int]:
+    """How many contracts run under each terms version (or under `terms_id` only)."""
     c = _contracts.c
-    query = sa.select(c.terms_id, sa.func.count()).where(c.terms_id.is_not(None))
+    chosen = c.terms_id.is_not(None) if terms_id is None else c.terms_id == terms_id
+    query = sa.select(c.terms_id, sa.func.count()).where(chosen)
     return {row[0]: row[1] for row in conn.execute(query.group_by(c.terms_id))}
 
 

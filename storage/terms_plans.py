@@ -58,11 +58,14 @@ def contracts(conn: Connection, plan_id: int, *, unapplied: bool) -> list[dict[s
     return [dict(row) for row in conn.execute(query.order_by(_pc.c.contract_id)).mappings()]
 
 
-def count_applied(conn: Connection, plan_id: int) -> int:
-    query = sa.select(sa.func.count()).where(
-        _pc.c.plan_id == plan_id, _pc.c.applied_at.is_not(None)
+def count_applied(conn: Connection, plan_ids: list[int]) -> dict[int, int]:
+    """How many contracts each plan has moved so far, by plan id (0s left out)."""
+    query = (
+        sa.select(_pc.c.plan_id, sa.func.count())
+        .where(_pc.c.plan_id.in_(plan_ids), _pc.c.applied_at.is_not(None))
+        .group_by(_pc.c.plan_id)
     )
-    return int(conn.execute(query).scalar_one())
+    return {plan_id: count for plan_id, count in conn.execute(query)}
 
 
 def deadlines(

@@ -51,9 +51,6 @@ SAMPLE = 20
 INVERSE = {"pause": "resume", "resume": "pause"}
 
 
-_field_error = selections.field_error
-
-
 def _moment(value: Any, field: str) -> datetime:
     if isinstance(value, datetime):
         moment = value
@@ -61,20 +58,18 @@ def _moment(value: Any, field: str) -> datetime:
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            raise _field_error(
+            raise selections.field_error(
                 field, f"{field} is ISO 8601 with an offset, not {value!r}"
             ) from None
     else:
-        raise _field_error(field, f"{field} is ISO 8601 with an offset, e.g. 2026-12-03T00:00Z")
+        raise selections.field_error(
+            field, f"{field} is ISO 8601 with an offset, e.g. 2026-12-03T00:00Z"
+        )
     if moment.tzinfo is None:
-        raise _field_error(field, f"{field} needs a UTC offset, e.g. 2026-12-03T00:00:00Z")
+        raise selections.field_error(
+            field, f"{field} needs a UTC offset, e.g. 2026-12-03T00:00:00Z"
+        )
     return moment
-
-
-def _whole(value: Any, field: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _field_error(field, f"{field} is a whole number of at least {minimum}")
-    return value
 
 
 def check_selection(selection: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,26 +79,26 @@ def check_selection(selection: Mapping[str, Any]) -> dict[str, Any]:
     events = selection.get("events")
     if events is not None:
         if not isinstance(events, list) or not events or any(e not in EVENTS for e in events):
-            raise _field_error("events", f"events is a list of: {', '.join(EVENTS)}")
+            raise selections.field_error("events", f"events is a list of: {', '.join(EVENTS)}")
         found["events"] = sorted(set(events))
     if selection.get("reminders") is not None:
         if not isinstance(selection["reminders"], bool):
-            raise _field_error("reminders", "reminders is true or false")
+            raise selections.field_error("reminders", "reminders is true or false")
         found["reminders"] = selection["reminders"]
     for field in ("due_from", "due_to"):
         if selection.get(field) is not None:
             found[field] = _moment(selection[field], field).isoformat()
     if selection.get("currency") is not None:
         if selection["currency"] not in ISO_4217:
-            raise _field_error("currency", "currency is an ISO 4217 code such as USD")
+            raise selections.field_error("currency", "currency is an ISO 4217 code such as USD")
         found["currency"] = selection["currency"]
     for field in ("amount_min", "amount_max"):
         if selection.get(field) is not None:
-            found[field] = _whole(selection[field], field)
+            found[field] = selections.positive(selection[field], field, minimum=0)
     states = selection.get("states")
     if states is not None:
         if not isinstance(states, list) or not states or any(s not in STATES for s in states):
-            raise _field_error("states", f"states is a list of: {', '.join(STATES)}")
+            raise selections.field_error("states", f"states is a list of: {', '.join(STATES)}")
         found["states"] = sorted(set(states))
     if not found:
         raise ValidationError(

@@ -233,5 +233,5 @@ def show(db: DBEngine, terms_id: int) -> dict[str, Any]:
         row = stored.load(conn, terms_id)
         if row is None:
             raise NotFound(f"terms {terms_id} do not exist", code="terms_not_found")
-        counts = entities.contracts_by_terms(conn)
+        counts = entities.contracts_by_terms(conn, terms_id)
     return shown(Terms.of_row(row), counts.get(terms_id, 0))

@@ -313,7 +313,7 @@ def show(db: DBEngine, plan_id: int, after: int | None = None) -> dict[str, Any]
         if plan is None:
             raise NotFound(f"terms plan {plan_id} does not exist", code="plan_not_found")
         moved = terms_plans.deadlines(conn, plan_id, after=after, limit=DEADLINES_SHOWN + 1)
-        applied = terms_plans.count_applied(conn, plan_id)
+        applied = terms_plans.count_applied(conn, [plan_id]).get(plan_id, 0)
     found = shown(plan, moved[:DEADLINES_SHOWN], applied)
     more = len(moved) > DEADLINES_SHOWN
     found["moves_after"] = moved[DEADLINES_SHOWN - 1]["deadline_id"] if more else None
@@ -324,6 +324,5 @@ def listing(db: DBEngine, limit: int = 50) -> list[dict[str, Any]]:
     """The newest plans first, without their moves."""
     with db.connect() as conn:
         plans = terms_plans.listing(conn, limit)
-        return [
-            {**shown(p, [], terms_plans.count_applied(conn, p["id"])), "moves": None} for p in plans
-        ]
+        applied = terms_plans.count_applied(conn, [p["id"] for p in plans])
+    return [{**shown(p, [], applied.get(p["id"], 0)), "moves": None} for p in plans]
