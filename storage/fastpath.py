@@ -45,6 +45,7 @@ class Prepared:
             if processor is not None and _is_datetime(bind.type):
                 processor = _remember_last(processor)
             self.binds.append((name, bool(bind.required), bind.value, processor))
+        self.names = [name for name, *_ in self.binds]
         # Selected column names, and (position, conversion) of those that need one.
         self.keys: list[str] = []
         self.converters: list[tuple[int, Processor]] = []
@@ -57,7 +58,7 @@ class Prepared:
                     self.converters.append((index, result))
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
-        converted: dict[str, Any] = {}
+        converted: list[Any] = []
         for name, required, default, processor in self.binds:
             if name in values:
                 value = values[name]
@@ -65,8 +66,10 @@ class Prepared:
                 raise sa.exc.ArgumentError(f"no value for parameter {name!r}")
             else:
                 value = default
-            converted[name] = processor(value) if processor is not None else value
-        return tuple(converted.values()) if self.positional else converted
+            converted.append(value if processor is None else processor(value))
+        if self.positional:
+            return tuple(converted)
+        return dict(zip(self.names, converted, strict=True))
 
 
 class Unnested:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -18,18 +19,39 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     impl = sa.DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the database; use the engine's Clock")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if adapter_of(dialect).stores_naive_utc else value
+    # The processors are made once per dialect (SQLAlchemy caches them), so the backend's
+    # choice is made then, not for every value; each keeps the inner type's processing.
 
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any]:
+        naive = adapter_of(dialect).stores_naive_utc
+        inner = self.impl_instance.bind_processor(dialect)
+
+        def process(value: datetime | None) -> Any:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to the database; use the engine's Clock")
+            value = value.astimezone(UTC)
+            if naive:
+                value = value.replace(tzinfo=None)
+            return value if inner is None else inner(value)
+
+        return process
+
+    def result_processor(
+        self, dialect: Dialect, coltype: object
+    ) -> Callable[[Any], datetime | None]:
+        inner = self.impl_instance.result_processor(dialect, coltype)
+
+        def process(value: Any) -> datetime | None:
+            if inner is not None:
+                value = inner(value)
+            if value is None:
+                return None
+            moment: datetime = value
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+        return process
 
 
 def when(**kw: Any) -> Any:
