@@ -2,8 +2,9 @@
 the apply's, both ways. Not a test: it prints figures.
 
 N contracts are seeded under review, their auto-approvals due in 13 days; the freeze
-pauses every auto-approval of their client, the thaw (its undo) resumes them, each
-deadline in a transaction of its own, four at a time.
+pauses every auto-approval of their client, the thaw (its undo) resumes them, as the
+worker's job does it (`run_bulk`: chunks of `BULK_CHUNK` deadlines, a transaction each,
+`BULK_THREADS` at a time).
 
     python bench/bulk.py [--deadlines 100000] [--backends postgresql,sqlite]
 

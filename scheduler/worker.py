@@ -6,6 +6,10 @@ due, if that is sooner than the interval. The first sweep runs at once: every ov
 deadline fires on start-up, oldest first. Deadlines are rows, not APScheduler jobs, so
 several workers on one PostgreSQL share them without a leader.
 
+A third interval job carries out the bulk actions on deadlines that admins applied
+(DL4), one page of items at a time, holding each by a lease so that another worker
+resumes it if this one dies.
+
 `stop()` lets the batch in hand finish, then shuts APScheduler down.
 """
 
@@ -35,6 +39,7 @@ from workflows.sweeper import Sweeper, SweepReport
 
 JOB_ID = "escrowflow-sweep"
 WEBHOOKS_JOB_ID = "escrowflow-webhooks"
+BULK_JOB_ID = "escrowflow-bulk"
 log = logging.getLogger("escrowflow.worker")
 
 
@@ -105,25 +110,10 @@ class Worker:
 
     def start(self) -> None:
         self._heartbeat(started=True)
-        self._scheduler.add_job(
-            self._tick,
-            IntervalTrigger(seconds=self.interval, timezone=UTC),
-            id=JOB_ID,
-            next_run_time=datetime.now(UTC),  # catch up at once
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=None,  # a late sweep is still wanted, however late
-        )
+        self._every_interval(self._tick, JOB_ID)
         if self.dispatcher is not None:
-            self._scheduler.add_job(
-                self._dispatch,
-                IntervalTrigger(seconds=self.interval, timezone=UTC),
-                id=WEBHOOKS_JOB_ID,
-                next_run_time=datetime.now(UTC),
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-            )
+            self._every_interval(self._dispatch, WEBHOOKS_JOB_ID)
+        self._every_interval(self._run_bulk, BULK_JOB_ID)
         self._scheduler.start()
         log.info(
             "worker started",
@@ -143,6 +133,19 @@ class Worker:
         log.info(
             "worker stopped",
             extra={"fields": {"event": "stop", "worker": self.id, "fired": self.totals.fired}},
+        )
+
+    def _every_interval(self, job: Callable[[], None], job_id: str) -> None:
+        """An interval job that runs at once (catching up on start), one run at a time,
+        a late run still wanted however late."""
+        self._scheduler.add_job(
+            job,
+            IntervalTrigger(seconds=self.interval, timezone=UTC),
+            id=job_id,
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
         )
 
     @property
@@ -177,6 +180,17 @@ class Worker:
             log.exception(
                 "webhook dispatch failed",
                 extra={"fields": {"event": "dispatch_error", "worker": self.id}},
+            )
+
+    def _run_bulk(self) -> None:
+        """DL4: carry out applied bulk actions, one after another, until none is free."""
+        try:
+            while not self.stopping:
+                if self.engine.run_bulk(self.id, should_stop=self._stopping.is_set) is None:
+                    return
+        except Exception:
+            log.exception(
+                "bulk action failed", extra={"fields": {"event": "bulk_error", "worker": self.id}}
             )
 
     def _wake_for_next_deadline(self) -> None:

@@ -32,16 +32,23 @@ def lock_contracts(conn: Connection, contract_ids: Sequence[int]) -> set[int] | 
 def lock_and_read(conn: Connection, claimed: Sequence[Any]) -> Found | None:
     """The batch's contracts locked (see `lock_contracts`), and its deadlines and their
     entities read, by (kind, id); None on one writer."""
+    return lock_and_read_ids(conn, [r.contract_id for r in claimed], [r.id for r in claimed])
+
+
+def lock_and_read_ids(
+    conn: Connection, contract_ids: Sequence[int], deadline_ids: Sequence[int]
+) -> Found | None:
+    """`lock_and_read` by ids: the contracts locked, then the deadlines and their
+    entities read under those locks (a bulk action's chunk, DL4)."""
     if not adapter_of(conn).locks_rows:
         return None
     found: Found = {}
-    for row in entities.lock_many(conn, sorted({r.contract_id for r in claimed})):
+    for row in entities.lock_many(conn, sorted(set(contract_ids))):
         found[("contract", row["id"])] = row
-    for row in deadlines.read_many(conn, [r.id for r in claimed]):
-        found[("deadline", row["id"])] = row
     kinds: dict[str, list[int]] = {}
-    for r in claimed:
-        kinds.setdefault(r.entity, []).append(r.entity_id)
+    for row in deadlines.read_many(conn, list(deadline_ids)):
+        found[("deadline", row["id"])] = row
+        kinds.setdefault(row["entity"], []).append(row["entity_id"])
     for entity, ids in kinds.items():
         for row in entities.read_many(conn, entity, ids):
             found[(entity, row["id"])] = row

@@ -39,6 +39,52 @@ def update(conn: Connection, bulk_id: int, values: dict[str, Any]) -> None:
     conn.execute(_b.update().where(_b.c.id == bulk_id).values(values))
 
 
+def claim(
+    conn: Connection, runner: str, now: datetime, until: datetime, bulk_id: int | None = None
+) -> int | None:
+    """Take a running bulk action (`bulk_id`, or the oldest) for `runner` until `until`:
+    one no one holds, whose lease lapsed (its runner died) or that `runner` holds
+    already. Its id, or None if there is none to take."""
+    free = sa.or_(_b.c.runner.is_(None), _b.c.lease_until < now, _b.c.runner == runner)
+    query = sa.select(_b.c.id).where(_b.c.status == "running", free)
+    if bulk_id is not None:
+        query = query.where(_b.c.id == bulk_id)
+    for (found,) in conn.execute(query.order_by(_b.c.id).limit(5)):
+        taken = conn.execute(  # the same test again: of two runners, one takes it
+            _b.update()
+            .where(_b.c.id == found, _b.c.status == "running", free)
+            .values(runner=runner, lease_until=until)
+        )
+        if taken.rowcount == 1:
+            return int(found)
+    return None
+
+
+def renew(conn: Connection, bulk_id: int, runner: str, until: datetime) -> bool:
+    """Extend `runner`'s lease; False if another runner has taken the action over."""
+    renewed = conn.execute(
+        _b.update()
+        .where(_b.c.id == bulk_id, _b.c.runner == runner, _b.c.status == "running")
+        .values(lease_until=until)
+    )
+    return renewed.rowcount == 1
+
+
+def let_go(conn: Connection, bulk_id: int, runner: str) -> None:
+    """`runner` stops before the end (a worker stopping): another may resume it at once."""
+    conn.execute(
+        _b.update()
+        .where(_b.c.id == bulk_id, _b.c.runner == runner)
+        .values(runner=None, lease_until=None)
+    )
+
+
+def running(conn: Connection) -> list[dict[str, Any]]:
+    """Bulk actions applied and not finished, oldest first (what the workers run)."""
+    query = sa.select(_b).where(_b.c.status == "running").order_by(_b.c.id)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
 def items(
     conn: Connection, bulk_id: int, *, unfinished: bool = False, limit: int | None = None
 ) -> list[dict[str, Any]]:
@@ -74,6 +120,7 @@ _RESULT = (
 def record_result(
     tx: Statements, bulk_id: int, deadline_id: int, result: str, detail: str | None, at: datetime
 ) -> None:
-    """An item's result, in the transaction that acted on it (or found it moved on)."""
+    """An item's result, in the transaction that acted on it (or found it moved on);
+    with the batch, if any."""
     values = {"b_bulk": bulk_id, "b_deadline": deadline_id, "b_result": result}
-    tx.execute(_RESULT, {**values, "b_detail": detail, "b_at": at})
+    tx.execute(_RESULT, {**values, "b_detail": detail, "b_at": at}, later=True)

@@ -136,8 +136,9 @@ def close(
 
 
 def adjust(tx: Statements, deadline_id: int, changes: dict[str, Any]) -> None:
-    """An admin's pause, resume or extension."""
-    tx.update(_d, deadline_id, changes)
+    """An admin's pause, resume or extension (with the batch, if any: a bulk action's
+    chunk writes its deadlines together)."""
+    tx.update(_d, deadline_id, changes, later=True)
 
 
 # -- the sweep ----------------------------------------------------------------------
@@ -299,10 +300,13 @@ def page(
 _MOVES_MONEY = ("auto_approve", "refund_by_default")
 
 
-def money_due(conn: Connection, until: datetime) -> list[dict[str, Any]]:
+def money_due(
+    conn: Connection, until: datetime, parties: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Pending deadlines that move money and fall due before `until`, summed by UTC day,
     currency, event and whether paused: one range of ix_deadlines_due_pending, no join
-    (each deadline keeps what it moves)."""
+    (each deadline keeps what it moves). `parties`: only contracts of that `client_id`
+    and/or `freelancer_id`."""
     c = _d.c
     adapter = adapter_of(conn)
     day = adapter.utc_day(c.due_at)
@@ -320,6 +324,9 @@ def money_due(conn: Connection, until: datetime) -> list[dict[str, Any]]:
         .group_by(day, c.currency, c.event, c.paused)
         .order_by(day, c.currency)
     )
+    for party, value in (parties or {}).items():
+        theirs = sa.select(_contracts.c.id).where(_contracts.c[party] == value)
+        query = query.where(c.contract_id.in_(theirs))
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
@@ -402,6 +409,25 @@ def board(conn: Connection, now: datetime, limit: int = 200) -> dict[str, list[d
             ("paused", c.paused.is_(True)),
         )
     }
+
+
+def frozen(conn: Connection) -> list[dict[str, Any]]:
+    """The money paused deadlines hold back (DL1, DL4), per currency and who paused them:
+    how many, how much (minor units), since when (the earliest pause)."""
+    c = _d.c
+    query = (
+        sa.select(
+            c.currency,
+            c.paused_by,
+            sa.func.count().label("count"),
+            sa.func.coalesce(sa.func.sum(c.amount), 0).label("amount"),
+            sa.func.min(c.paused_at).label("since"),
+        )
+        .where(c.status == "pending", c.paused.is_(True), c.event.in_(_MOVES_MONEY))
+        .group_by(c.currency, c.paused_by)
+        .order_by(c.currency, c.paused_by)
+    )
+    return [dict(row) for row in conn.execute(query).mappings()]
 
 
 def read_many(conn: Connection, deadline_ids: list[int]) -> list[dict[str, Any]]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from storage import models
+from storage.db import id_in
 from storage.statements import Statements
 
 _h = models.HISTORY
@@ -41,6 +43,16 @@ def count_of(tx: Statements, entity: str, entity_id: int) -> int:
     """How many transitions an entity has had (a deadline's version)."""
     query = sa.select(sa.func.count()).where(_h.c.entity == entity, _h.c.entity_id == entity_id)
     return int(tx.scalar(query))
+
+
+def counts_of(conn: Connection, entity: str, entity_ids: Sequence[int]) -> dict[int, int]:
+    """`count_of` for many entities of a kind at once (those with none are left out)."""
+    query = (
+        sa.select(_h.c.entity_id, sa.func.count())
+        .where(_h.c.entity == entity, id_in(conn, _h.c.entity_id, list(entity_ids)))
+        .group_by(_h.c.entity_id)
+    )
+    return {int(entity_id): int(count) for entity_id, count in conn.execute(query)}
 
 
 def of_entity(conn: Connection, entity: str, entity_id: int) -> list[dict[str, Any]]:

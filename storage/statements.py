@@ -240,10 +240,15 @@ class Statements:
         else:
             self.fast.execute(self.conn, prepared, values)
 
-    def execute(self, statement: sa.Executable, values: Mapping[str, Any]) -> None:
-        """Run a prepared UPDATE/INSERT now."""
+    def execute(
+        self, statement: sa.Executable, values: Mapping[str, Any], *, later: bool = False
+    ) -> None:
+        """Run a prepared UPDATE/INSERT now, or (`later`) with the batch if any."""
         prepared = self._prepared(statement)  # type: ignore[arg-type]
-        self.fast.execute(self.conn, prepared, values)
+        if later and self.batch is not None:
+            self.batch.add(statement, prepared, values)
+        else:
+            self.fast.execute(self.conn, prepared, values)
 
     def settle(self, contract_id: int) -> bool:
         """Write the batch now if it holds writes for `contract_id` (to be read again);

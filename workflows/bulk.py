@@ -7,9 +7,11 @@ money they would move per currency and per UTC day, and every item as it was. No
 changes until it is applied, by its id with a reason. Applying first selects again: a
 deadline that now matches and was not previewed refuses the apply, with the difference;
 one previewed that fired, moved or changed since is reported (skipped), not acted on.
-Each item is applied in its own transaction, through the same admin action as one
-deadline (its history row names the bulk action), and its result is kept with it, so an
-interrupted apply resumes and one failure harms no other. Undo is the inverse action
+Applied, it is a running job that a worker carries out (or the CLI that applied it),
+holding it by a lease: its items a chunk per transaction, through the same admin action
+as one deadline (its history row names the bulk action); if anything in a chunk fails,
+the chunk again one savepoint per item, so one failure harms no other. Each item's
+result is kept with it, so an interrupted job resumes where it stopped. Undo is the inverse action
 (pause and resume) previewed over the items a bulk action did.
 """
 
@@ -212,9 +214,11 @@ def show(db: DBEngine, bulk_id: int) -> dict[str, Any]:
         found = stored(conn, bulk_id)
         sample = bulk_actions.items(conn, bulk_id, limit=SAMPLE)
         results = bulk_actions.results(conn, bulk_id)
+    waiting = results.get("waiting", 0)
     return {
         **{k: v.isoformat() if isinstance(v, datetime) else v for k, v in found.items()},
         "results": results,
+        "progress": {"done": found["deadlines"] - waiting, "total": found["deadlines"]},
         "sample": [
             {**item, "due_at": item["due_at"].isoformat(),
              "done_at": item["done_at"].isoformat() if item["done_at"] else None}

@@ -1,19 +1,35 @@
-"""The engine's bulk actions on deadlines (DL4): preview, apply by id, undo."""
+"""The engine's bulk actions on deadlines (DL4): preview, apply by id (a background job
+a worker carries out, leased, resumable), undo."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from storage import bulk_actions
-from storage.db import transaction
-from storage.errors import ConflictError, EscrowflowError, ValidationError
-from storage.statements import Statements
-from workflows import access, bulk, deadline_admin, terms_migration
-from workflows.actors import Actor
+from sqlalchemy.engine import Connection
+
+from storage import batches, bulk_actions, history
+from storage.db import transaction, translated_errors
+from storage.errors import (
+    ConflictError,
+    EscrowflowError,
+    NotFound,
+    StorageBusy,
+    ValidationError,
+)
+from storage.statements import Batch, Statements
+from workflows import access, bulk, deadline_admin
+from workflows.actors import Actor, Role
+from workflows.defaults import BULK_CHUNK, BULK_PAGE, BULK_THREADS, LEASE
 from workflows.engine_part import EnginePart, Result
 from workflows.parallel import each_in_parallel
+
+log = logging.getLogger("escrowflow.bulk")
+_NOTHING = contextlib.nullcontext()
 
 
 class BulkAdmin(EnginePart):
@@ -72,6 +88,99 @@ class BulkAdmin(EnginePart):
             )
         return self.preview_bulk(actor, inverse, done["selection"], undoes=bulk_id)
 
+    def start_bulk(self, actor: Actor, bulk_id: int, reason: str) -> Result:
+        """DL4: apply a preview by its id, with a reason: it becomes a running job that a
+        worker (or `run_bulk` here) carries out. Refused if expired or if its selection
+        now takes deadlines the preview did not show; applying it again changes nothing."""
+        access.require_admin(actor, "apply a bulk action on deadlines")
+        reason = deadline_admin.checked_reason(reason)
+        now = self.clock.now()
+        with transaction(self.db) as conn:
+            found = bulk.stored(conn, bulk_id)
+            if found["status"] != "previewed":
+                return found
+            if now > found["valid_until"]:
+                raise ConflictError(
+                    f"bulk action {bulk_id} was previewed at "
+                    f"{found['created_at'].isoformat()} and has expired: preview again",
+                    code="preview_expired",
+                )
+            if found["undoes"] is None:
+                again = bulk.select(conn, found["action"], found["selection"])
+                previewed = bulk_actions.items(conn, bulk_id)
+                added = bulk.differences(previewed, again)["added"]
+                if added:
+                    raise bulk.stale(bulk_id, added)
+            started = {
+                "status": "running",
+                "reason": reason,
+                "applied_by": actor.party,
+                "started_at": now,
+            }
+            bulk_actions.update(conn, bulk_id, started)
+        return {**found, **started}
+
+    def run_bulk(
+        self,
+        runner: str,
+        bulk_id: int | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Result | None:
+        """DL4: carry out a running bulk action (`bulk_id`, or the oldest one free) as
+        `runner`, holding it by a lease on the engine's clock: its items without a result,
+        a chunk per transaction, chunks in parallel; resumes where a runner that died or
+        stopped left it. None if there was none to take; else the action as it ends (done,
+        or still running if `should_stop` or another runner took it over)."""
+        self.terms.current()  # stored before any transaction, in one of its own
+        now = self.clock.now()
+        with transaction(self.db) as conn:
+            taken = bulk_actions.claim(conn, runner, now, now + LEASE, bulk_id)
+            if taken is None:
+                return None
+            job = bulk.stored(conn, taken)
+        fields = {"event": "bulk_start", "bulk": taken, "runner": runner}
+        log.info("bulk action taken", extra={"fields": fields})
+        total = job["deadlines"]
+        waiting = total + 1
+        while True:
+            with self.db.connect() as conn:
+                todo = bulk_actions.items(conn, taken, unfinished=True, limit=BULK_PAGE)
+            if not todo:
+                break
+            chunks = [todo[i : i + BULK_CHUNK] for i in range(0, len(todo), BULK_CHUNK)]
+            each_in_parallel(
+                lambda chunk: self._apply_chunk(job, chunk), chunks, BULK_THREADS, None
+            )
+            now = self.clock.now()
+            with transaction(self.db) as conn:
+                kept = bulk_actions.renew(conn, taken, runner, now + LEASE)
+                counts = bulk_actions.results(conn, taken)
+            if on_progress is not None:
+                on_progress(total - counts.get("waiting", 0), total)
+            if not kept:  # taken over (our lease lapsed): the other runner goes on
+                return {**job, "results": counts}
+            # No item of the page got a result: each waits on a contract another
+            # connection holds. Let go; the next run (a worker's next tick) tries again.
+            stalled = counts.get("waiting", 0) >= waiting
+            waiting = counts.get("waiting", 0)
+            if stalled or (should_stop is not None and should_stop()):
+                with transaction(self.db) as conn:
+                    bulk_actions.let_go(conn, taken, runner)
+                return {**job, "results": counts}
+        finished = {
+            "status": "done",
+            "applied_at": self.clock.now(),
+            "runner": None,
+            "lease_until": None,
+        }
+        with transaction(self.db) as conn:
+            bulk_actions.update(conn, taken, finished)
+            counts = bulk_actions.results(conn, taken)
+        fields = {"event": "bulk_done", "bulk": taken, "runner": runner, **counts}
+        log.info("bulk action done", extra={"fields": fields})
+        return {**job, **finished, "results": counts}
+
     def apply_bulk(
         self,
         actor: Actor,
@@ -79,59 +188,90 @@ class BulkAdmin(EnginePart):
         reason: str,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> Result:
-        """DL4: apply a preview by its id, each deadline in its own transaction, its
-        result kept; resumes an interrupted apply, and a finished one does nothing."""
-        access.require_admin(actor, "apply a bulk action on deadlines")
-        reason = deadline_admin.checked_reason(reason)
-        now = self.clock.now()
-        with transaction(self.db) as conn:
-            found = bulk.stored(conn, bulk_id)
-            if found["status"] == "done":
-                return {**found, "applied": 0, "results": bulk_actions.results(conn, bulk_id)}
-            if found["status"] == "previewed" and now > found["valid_until"]:
-                raise ConflictError(
-                    f"bulk action {bulk_id} was previewed at "
-                    f"{found['created_at'].isoformat()} and has expired: preview again",
-                    code="preview_expired",
-                )
-            todo = bulk_actions.items(conn, bulk_id, unfinished=True)
-            if found["status"] == "previewed" and found["undoes"] is None:
-                again = bulk.select(conn, found["action"], found["selection"])
-                previewed = bulk_actions.items(conn, bulk_id)
-                added = bulk.differences(previewed, again)["added"]
-                if added:
-                    raise bulk.stale(bulk_id, added)
-            started = {"status": "running", "reason": reason, "applied_by": actor.party}
-            bulk_actions.update(conn, bulk_id, started)
-        extend_by = (
-            timedelta(milliseconds=found["extend_ms"]) if found["extend_ms"] is not None else None
-        )
+        """DL4: `start_bulk`, then carry it out here (the CLI's way, with its progress);
+        if a worker holds it already, wait for nothing: it is theirs."""
+        found = self.start_bulk(actor, bulk_id, reason)
+        with self.db.connect() as conn:
+            waiting = bulk_actions.results(conn, bulk_id).get("waiting", 0)
+        if found["status"] == "running":
+            self.run_bulk(f"apply:{actor.party}:{uuid.uuid4().hex[:8]}", bulk_id, on_progress)
+        with self.db.connect() as conn:
+            done = bulk.stored(conn, bulk_id)
+            results = bulk_actions.results(conn, bulk_id)
+        return {**done, "results": results, "applied": waiting - results.get("waiting", 0)}
 
-        def one(item: dict[str, Any]) -> None:
+    def _apply_chunk(self, job: Mapping[str, Any], chunk: list[dict[str, Any]]) -> None:
+        """A chunk of items in one transaction; if anything in it raises, the chunk again
+        one savepoint per item, so only the failing one fails (and is recorded so)."""
+        ordered = sorted(chunk, key=lambda item: (item["contract_id"], item["deadline_id"]))
+        try:
+            with transaction(self.db, pipelined=True) as conn:
+                self._apply_items(conn, job, ordered, isolated=False)
+        except Exception:  # the careful pass finds and records the culprit
+            with transaction(self.db) as conn:
+                self._apply_items(conn, job, ordered, isolated=True)
+
+    def _apply_items(
+        self,
+        conn: Connection,
+        job: Mapping[str, Any],
+        items: list[dict[str, Any]],
+        *,
+        isolated: bool,
+    ) -> None:
+        """As the sweeper fires a batch: the chunk's contracts locked in ascending id
+        order (no lock cycle with a sweep), its deadlines, their entities and history
+        counts read at once, the rows nobody reads back written together at the end.
+        `isolated`: one savepoint per item instead; a failure is recorded as the
+        item's result, and an item whose contract another connection holds past the
+        lock timeout is left for the next pass."""
+        actor = Actor(Role.ADMIN, job["applied_by"])  # the history's who: who applied it
+        extend_by = None if job["extend_ms"] is None else timedelta(milliseconds=job["extend_ms"])
+        now = self.clock.now()
+        ids = [item["deadline_id"] for item in items]
+        contract_ids = [item["contract_id"] for item in items]
+        batch = None if isolated else Batch()
+        if batch is not None:
+            found = batches.lock_and_read_ids(conn, contract_ids, ids)
+            if found is not None:  # else each deadline is read with its contract
+                batch.prefetched = found
+            batch.ids["history"] = batches.history_ids(conn, len(items))
+        else:
+            batches.lock_contracts(conn, contract_ids)
+        versions = history.counts_of(conn, "deadline", ids)
+        for item in items:
+            unit = self.work(conn, actor, "request", now, batch)
+            deadline_id = item["deadline_id"]
             try:
-                with self._unit(actor) as unit:
-                    unit.lock_contract_of("deadline", item["deadline_id"])
-                    moved = deadline_admin.moved_on(unit, item)
+                with translated_errors(), unit.tx.savepoint() if isolated else _NOTHING:
+                    row = unit.lock_deadline(deadline_id)
+                    moved = deadline_admin.moved_on(row, item)
                     if moved is None:
                         deadline_admin.adjust(
-                            unit, item["deadline_id"], found["action"], reason, extend_by,
-                            bulk_id=bulk_id,
+                            unit, deadline_id, job["action"], job["reason"], extend_by,
+                            bulk_id=job["id"], row=row, version=versions.get(deadline_id, 0) + 1,
                         )  # fmt: skip
+                        unit.flush()
                     bulk_actions.record_result(
-                        unit.tx, bulk_id, item["deadline_id"],
-                        "done" if moved is None else "skipped", moved, unit.now,
+                        unit.tx, job["id"], deadline_id,
+                        "done" if moved is None else "skipped", moved, now,
                     )  # fmt: skip
-            except EscrowflowError as error:  # refused alone: the others go on
-                with transaction(self.db) as conn:
-                    tx = Statements(self.fast, conn)
-                    bulk_actions.record_result(
-                        tx, bulk_id, item["deadline_id"], "failed", error.message[:500],
-                        self.clock.now(),
-                    )  # fmt: skip
-
-        each_in_parallel(one, todo, terms_migration.APPLY_THREADS, on_progress)
-        finished = {"status": "done", "applied_at": self.clock.now()}
-        with transaction(self.db) as conn:
-            bulk_actions.update(conn, bulk_id, finished)
-            results = bulk_actions.results(conn, bulk_id)
-        return {**found, **finished, "applied": len(todo), "results": results}
+            except NotFound:  # deleted with its entity since the preview
+                if not isolated:
+                    raise
+                bulk_actions.record_result(
+                    unit.tx, job["id"], deadline_id, "skipped", "it is gone since the preview", now
+                )
+            except StorageBusy:
+                if not isolated:
+                    raise
+                continue  # its contract is held elsewhere: the next pass tries again
+            except Exception as error:
+                if not isolated:
+                    raise
+                message = error.message if isinstance(error, EscrowflowError) else repr(error)
+                bulk_actions.record_result(
+                    unit.tx, job["id"], deadline_id, "failed", message[:500], now
+                )
+        if batch is not None:
+            Statements(self.fast, conn, batch).write_batch()

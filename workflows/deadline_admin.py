@@ -60,10 +60,10 @@ def check_request(action: str, reason: str, extend_by: timedelta | None) -> None
         )
 
 
-def moved_on(unit: UnitOfWork, previewed: dict[str, Any]) -> str | None:
-    """DL4: why a deadline previewed for a bulk action is no longer as it was (fired,
-    cancelled, its due date or pause changed), or None: act on it."""
-    row = deadlines.load(unit.tx, previewed["deadline_id"])
+def moved_on(row: dict[str, Any] | None, previewed: dict[str, Any]) -> str | None:
+    """DL4: why a deadline previewed for a bulk action (`row`: as it is now, under its
+    contract's lock) is no longer as it was (fired, cancelled, its due date or pause
+    changed), or None: act on it."""
     if row is None or row["status"] != "pending":
         return f"it is {row['status'] if row else 'gone'} since the preview"
     if row["due_at"] != previewed["due_at"] or bool(row["paused"]) != previewed["paused"]:
@@ -78,10 +78,16 @@ def adjust(
     reason: str,
     extend_by: timedelta | None,
     bulk_id: int | None = None,
+    *,
+    row: dict[str, Any] | None = None,
+    version: int | None = None,
 ) -> dict[str, Any]:
     """Apply the action to a deadline whose contract `unit` has locked (as part of bulk
-    action `bulk_id`, if given: its history says so, DL4)."""
-    row = deadlines.load(unit.tx, deadline_id)
+    action `bulk_id`, if given: its history says so, DL4). A bulk action gives the
+    deadline's `row` as read under that lock, and its history `version`, read for its
+    whole chunk at once."""
+    if row is None:
+        row = deadlines.load(unit.tx, deadline_id)
     assert row is not None  # its contract was locked through it
     status = "paused" if row["paused"] else "failed" if row["failed_at"] else "pending"
     refused = (
@@ -105,7 +111,8 @@ def adjust(
     changes = _changes(row, action, extend_by, unit.now, unit.actor.party)
     deadlines.adjust(unit.tx, deadline_id, changes)
     move_reminders(unit, {**row, **changes})
-    version = 1 + history.count_of(unit.tx, "deadline", deadline_id)
+    if version is None:
+        version = 1 + history.count_of(unit.tx, "deadline", deadline_id)
     record = Row("deadline", DEADLINES, {**row, **changes})
     after = {**row, **changes}
     new_status = "paused" if after["paused"] else "failed" if after["failed_at"] else "pending"

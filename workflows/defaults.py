@@ -12,6 +12,13 @@ BATCH_SIZE = 500
 """Deadlines claimed, and fired in one transaction, per batch."""
 LEASE = timedelta(seconds=60)
 """How long a worker's claim lasts: a crashed worker's claims are taken over after it."""
+BULK_CHUNK = 250
+"""Items of a bulk action on deadlines (DL4) applied in one transaction: the longest any
+contract lock it takes is held."""
+BULK_THREADS = 4
+"""Chunks of a bulk action applied at once."""
+BULK_PAGE = 20 * BULK_CHUNK
+"""Items read at a time by a bulk action's runner; its lease is renewed after each page."""
 WEBHOOK_TIMEOUT_SECONDS = 10.0
 """The overall deadline of one webhook request (connect, send, the whole answer)."""
 WEBHOOK_BATCH_SIZE = 100

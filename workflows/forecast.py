@@ -25,15 +25,18 @@ def _blank(**keys: Any) -> dict[str, Any]:
     return {**keys, "to_freelancers": 0, "releases": 0, "to_clients": 0, "refunds": 0}
 
 
-def forecast(db: DBEngine, now: datetime, days: int = DEFAULT_DAYS) -> dict[str, Any]:
-    """What moves before `now + days` (overdue deadlines included: they fire next)."""
+def forecast(
+    db: DBEngine, now: datetime, days: int = DEFAULT_DAYS, parties: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """What moves before `now + days` (overdue deadlines included: they fire next);
+    `parties`: only one client's and/or freelancer's contracts."""
     if not 1 <= days <= MAX_DAYS:
         raise ValidationError(
             f"days {days} is out of range: give 1 to {MAX_DAYS}", code="invalid_days"
         )
     until = now + timedelta(days=days)
     with translated_errors(), db.connect() as conn:
-        rows = deadlines.money_due(conn, until)
+        rows = deadlines.money_due(conn, until, parties)
     by_day: dict[tuple[str, str], dict[str, Any]] = {}
     totals: dict[str, dict[str, Any]] = {}
     paused: dict[str, dict[str, Any]] = {}

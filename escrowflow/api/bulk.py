@@ -52,11 +52,17 @@ def router() -> APIRouter:
     async def show(bulk_id: BulkId, acting: ActingDep, engine: EngineDep) -> dict[str, Any]:
         return await offload(bulk.show, engine.db, bulk_id)
 
-    @router.post("/{bulk_id}/apply", summary="Apply a preview by its id, with a reason")
+    @router.post(
+        "/{bulk_id}/apply",
+        status_code=202,
+        summary="Apply a preview by its id, with a reason: a worker carries it out",
+        description="The action becomes a running job; its progress and per-item results "
+        "are read with GET. Applying it again changes nothing.",
+    )
     async def apply(
         bulk_id: BulkId, body: schemas.BulkApply, acting: ActingDep, engine: EngineDep
     ) -> dict[str, Any]:
-        await offload(engine.apply_bulk, acting.actor, bulk_id, body.reason)
+        await offload(engine.start_bulk, acting.actor, bulk_id, body.reason)
         return await offload(bulk.show, engine.db, bulk_id)
 
     @router.post("/{bulk_id}/undo", status_code=201, summary="Preview the inverse action")

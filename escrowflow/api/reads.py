@@ -67,6 +67,12 @@ def router() -> APIRouter:
         caller: CallerDep,
         engine: EngineDep,
         days: Annotated[int, Query(ge=1, le=forecast.MAX_DAYS)] = forecast.DEFAULT_DAYS,
+        client_id: Annotated[
+            str | None, Query(max_length=100, description="Only this client's contracts.")
+        ] = None,
+        freelancer_id: Annotated[
+            str | None, Query(max_length=100, description="Only this freelancer's contracts.")
+        ] = None,
     ) -> dict[str, Any]:
         """Per UTC day and currency: what auto-approvals release to freelancers (MS10) and
         default refunds return to clients (RF2), with counts and totals; paused deadlines
@@ -77,7 +83,12 @@ def router() -> APIRouter:
                 "scope read or act:admin",
                 code="scope_missing",
             )
-        return await offload(forecast.forecast, engine.db, engine.clock.now(), days)
+        parties = {
+            key: value
+            for key, value in (("client_id", client_id), ("freelancer_id", freelancer_id))
+            if value is not None
+        }
+        return await offload(forecast.forecast, engine.db, engine.clock.now(), days, parties)
 
     @router.get("/{collection}/{entity_id}", summary="An entity: state, version, what may happen")
     async def show(

@@ -3,6 +3,7 @@ would do to the deadlines a selection names, apply the preview by its id, undo i
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -15,6 +16,8 @@ from escrowflow.cli.options import As, AsJson, Id
 from workflows import bulk
 from workflows.actors import Actor
 
+FOLLOW_SECONDS = 0.5
+"""How often `bulk-show --follow` reads the job's progress."""
 Where = Annotated[
     str,
     typer.Option(
@@ -29,6 +32,7 @@ def preview_text(found: dict[str, Any]) -> str:
     lines = [
         f"bulk {found['id']} ({found['status']}): {found['action']} {found['deadlines']} "
         f"deadlines of {found['contracts']} contracts; valid until {found['valid_until']}",
+        f"  progress: {found['progress']['done']:,}/{found['progress']['total']:,} deadlines",
         f"  results: {results or 'none yet'}",
     ]
     lines += [f"  {m['day']}  {m['shown']} ({m['deadlines']} deadlines)" for m in found["money"]]
@@ -64,23 +68,59 @@ def deadlines_bulk(
     emit(run(make), as_json, preview_text)
 
 
+def _progress(done: int, total: int) -> None:
+    typer.echo(f"  {done:,}/{total:,} deadlines", err=True)
+
+
 @deadlines_app.command("bulk-apply")
 def deadlines_bulk_apply(
     bulk_id: Id,
     actor: As,
     reason: Annotated[str, typer.Option(help="Why: recorded in each deadline's history.")],
+    detach: Annotated[
+        bool, typer.Option(help="Only apply it: the workers carry it out (see bulk-show).")
+    ] = False,
 ) -> None:
-    """Apply a preview by its id, each deadline on its own (resumable)."""
+    """Apply a preview by its id and carry it out here, showing progress (resumable: if
+    this stops, a worker or another bulk-apply resumes it); --detach leaves it to the
+    workers."""
 
-    def progress(done: int, total: int) -> None:
-        if done == total or done % 1_000 == 0:
-            typer.echo(f"  {done}/{total} deadlines", err=True)
+    def act(engine: Any) -> dict[str, Any]:
+        if detach:
+            engine.start_bulk(Actor.parse(actor), bulk_id, reason)
+            return bulk.show(engine.db, bulk_id)
+        done: dict[str, Any] = engine.apply_bulk(
+            Actor.parse(actor), bulk_id, reason, on_progress=_progress
+        )
+        return done
 
-    result = run(
-        lambda engine: engine.apply_bulk(Actor.parse(actor), bulk_id, reason, on_progress=progress)
-    )
+    result = run(act)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(result["results"].items()))
     typer.echo(f"bulk {bulk_id}: {result['status']}: {counts}")
+
+
+@deadlines_app.command("bulk-show")
+def deadlines_bulk_show(
+    bulk_id: Id,
+    as_json: AsJson = False,
+    follow: Annotated[
+        bool, typer.Option(help="Print its progress until it is done (a worker runs it).")
+    ] = False,
+) -> None:
+    """A bulk action: its preview, progress, results and a sample of its items."""
+
+    def look(engine: Any) -> dict[str, Any]:
+        found = bulk.show(engine.db, bulk_id)
+        shown = -1
+        while follow and found["status"] == "running":
+            if found["progress"]["done"] != shown:
+                shown = found["progress"]["done"]
+                _progress(shown, found["progress"]["total"])
+            time.sleep(FOLLOW_SECONDS)  # a person watching: not a test's wait
+            found = bulk.show(engine.db, bulk_id)
+        return found
+
+    emit(run(look), as_json, preview_text)
 
 
 @deadlines_app.command("bulk-undo")

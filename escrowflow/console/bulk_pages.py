@@ -1,6 +1,7 @@
 """The console's incident freeze (DL4): a bulk pause or resume of the deadlines a form
 selects, its preview (count, contracts, money per currency and day, a sample), its
-apply with a reason and a confirmation, its results, and its undo."""
+apply with a reason and a confirmation (a job the workers carry out: the page follows
+its progress), its results, and its undo."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def router() -> APIRouter:
         try:
             require_confirmation(form, "the deadlines and money this action holds")
             await offload(
-                engine_of(request).apply_bulk,
+                engine_of(request).start_bulk,
                 admin_of(viewer),
                 bulk_id,
                 str(form.get("reason") or ""),

@@ -328,8 +328,10 @@ async def _with_error(
 def _deadline_board(engine: EscrowEngine, now: datetime) -> dict[str, Any]:
     with translated_errors(), engine.db.connect() as conn:
         board = deadlines.board(conn, now)
+        frozen = deadlines.frozen(conn)
     return {
         **board,
+        "frozen": frozen,
         "day": forecast.forecast(engine.db, now, 1),
         "week": forecast.forecast(engine.db, now, 7),
         "upcoming": lists.deadline_page(engine.db, due_before=now + timedelta(days=7), limit=200),

@@ -1,5 +1,5 @@
-"""Bulk actions on deadlines (DL4): a previewed selection, then its items applied one by
-one, each with its result."""
+"""Bulk actions on deadlines (DL4): a previewed selection, then its items applied by a
+background job, each with its result."""
 
 from __future__ import annotations
 
@@ -37,6 +37,11 @@ class BulkAction(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=500)
     applied_by: str | None = Field(default=None, max_length=100)
     applied_at: datetime | None = when(default=None)
+    # A running action's runner (a worker's id, or the CLI's) holds it until `lease_until`
+    # (the database's clock, DL2); a lapsed lease lets another take it over and resume.
+    started_at: datetime | None = when(default=None)
+    runner: str | None = Field(default=None, max_length=100)
+    lease_until: datetime | None = when(default=None)
 
 
 class BulkActionItem(SQLModel, table=True):

@@ -309,17 +309,25 @@ def test_an_admin_previews_a_terms_plan_and_applies_it_only_once_confirmed(
     check_invariants(console.db)
 
 
+def _preview_a_freeze_of_acme(console: Console) -> None:
+    """From the deadlines page (nothing frozen yet): the freeze form for acme's
+    auto-approvals, sent; its preview shown."""
+    page = console.page
+    console.go("/console/deadlines")
+    expect(page.locator("#frozen")).to_contain_text("Nothing is frozen")
+    page.fill("#freeze-client", "acme")
+    page.check("input[name=events][value=auto_approve]")
+    page.locator("#freeze-form button").click()
+    expect(page.locator("#bulk-status")).to_have_text("previewed")
+
+
 def test_an_admin_freezes_one_clients_deadlines_from_the_preview_and_thaws_them(
     console: Console,
 ) -> None:
     page, caller = console.page, console.caller
     frozen = [_in_review(caller) for _ in range(2)]
     console.sign_in("act:admin")
-    console.go("/console/deadlines")
-    page.fill("#freeze-client", "acme")
-    page.check("input[name=events][value=auto_approve]")
-    page.locator("#freeze-form button").click()
-    expect(page.locator("#bulk-status")).to_have_text("previewed")
+    _preview_a_freeze_of_acme(console)
     expect(page.locator("#bulk-summary")).to_contain_text("Pause 2 deadlines of 2 contracts")
     expect(page.locator("#bulk-money")).to_contain_text("1,000.00 USD")
     screenshot(page, "freeze-preview")
@@ -344,3 +352,43 @@ def test_an_admin_freezes_one_clients_deadlines_from_the_preview_and_thaws_them(
     expect(page.locator("#bulk-results")).to_contain_text("2 done")
     resumed = caller.http.get("/v1/deadlines", params={"event": "auto_approve"}).json()["items"]
     assert not any(d["paused"] for d in resumed)
+
+
+def test_a_freeze_is_a_job_the_page_follows_until_a_worker_has_done_it(
+    page: Page, db: DBEngine, tmp_path: Any
+) -> None:
+    """DL4: on an API-only node the applied freeze waits, running, at 0 of 2; a worker
+    starts elsewhere and the page, refreshing itself, shows it through to 2 of 2 done.
+    The deadlines page then shows the frozen money, who froze it and since when."""
+    api_only = Server(db, tmp_path, "--no-worker")
+    worker: Server | None = None
+    try:
+        api_only.wait_ready()
+        caller = Caller(api_only, db, "act:client", "act:freelancer", "read")
+        console = Console(page, api_only, db, caller)
+        for _ in range(2):
+            _in_review(caller)
+        console.sign_in("act:admin")
+        _preview_a_freeze_of_acme(console)
+        page.check("#bulk-confirm")
+        page.fill("#bulk-reason", "payment provider outage")
+        page.locator("#bulk-apply button").click()
+        expect(page.locator("#bulk-status")).to_have_text("running")
+        expect(page.locator("#bulk-progress-text")).to_contain_text("0 of 2 deadlines")
+        expect(page.locator("#bulk-progress")).to_have_attribute("max", "2")
+        screenshot(page, "freeze-running")
+        worker = Server(db, tmp_path, command="worker")
+        worker.wait_started(db)
+        expect(page.locator("#bulk-status")).to_have_text("done", timeout=30_000)
+        expect(page.locator("#bulk-progress-text")).to_have_text("2 of 2 deadlines")
+        expect(page.locator("#bulk-results")).to_contain_text("2 done")
+        screenshot(page, "freeze-done")
+        console.go("/console/deadlines")
+        expect(page.locator("#frozen-1")).to_contain_text("1,000.00 USD in 2 deadlines")
+        expect(page.locator("#frozen-1")).to_contain_text("paused by ops")
+        expect(page.locator("#frozen-1")).to_contain_text("since 2026-01-05 09:00")
+        caller.http.close()
+    finally:
+        if worker is not None:
+            worker.kill()
+        api_only.kill()
