@@ -117,6 +117,17 @@ class CreatedRef(BaseModel):
     id: int
 
 
+class ApprovalRef(BaseModel):
+    """PA4: the event waits for a second, different admin (`POST /v1/approvals/{id}/approve`)."""
+
+    id: int
+    status: str
+    amount: int = Field(description="What it moves, in minor units of `currency`.")
+    currency: str
+    shown: str = Field(description="The amount as people read it, e.g. 1,200.00 EUR.")
+    proposed_by: str
+
+
 class TransitionOut(BaseModel):
     """What an event did: the entity's new state and version, and what it created."""
 
@@ -140,6 +151,11 @@ class TransitionOut(BaseModel):
     history_id: int | None
     created: list[CreatedRef]
     replayed: bool = Field(description="True when this answers a retry of an earlier request.")
+    approval: ApprovalRef | None = Field(
+        default=None,
+        description="PA4: set when the event moves money above the threshold: it has not "
+        "happened yet (202) and waits for a second admin.",
+    )
 
 
 class DeadlineOut(BaseModel):
@@ -426,6 +442,13 @@ class BulkPreviewCreate(BaseModel):
     )
     extend_by: StrictStr | None = Field(
         default=None, max_length=40, description="extend: an ISO 8601 duration, e.g. P2D"
+    )
+
+
+class ApprovalDecision(BaseModel):
+    model_config = example({"reason": "checked the evidence"}, strict=True)
+    reason: Reason | None = Field(
+        default=None, max_length=500, description="Why; required to reject."
     )
 
 

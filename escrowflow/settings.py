@@ -33,6 +33,7 @@ from workflows.policy import (
     DEFAULT_MINIMUM_AMOUNTS,
     DEFAULT_REMINDERS,
     ISO_4217,
+    SECOND_APPROVAL_ABOVE,
     TIMER_POLICIES,
     Policy,
 )
@@ -113,6 +114,9 @@ class Settings(BaseSettings):
     # answers 503 `storage_busy` (PostgreSQL).
     lock_timeout: float = Field(default=DEFAULT_LOCK_TIMEOUT_SECONDS, gt=0, le=600)
     pool_timeout: float = Field(default=DEFAULT_POOL_TIMEOUT_SECONDS, gt=0, le=600)
+    # PA4: an admin's decision moving more than this (major units of its currency) waits
+    # for a second, different admin.
+    second_approval_above: int = Field(default=SECOND_APPROVAL_ABOVE, ge=0, le=10**12)
     # DL3: failed firings (not storage or lock trouble) before a deadline is failed.
     deadline_max_attempts: int = Field(default=DEADLINE_MAX_ATTEMPTS, ge=1, le=1000)
 
@@ -212,7 +216,13 @@ class Settings(BaseSettings):
         process = self.process_clock()
         clock = self.deployment_clock(db, process)
         return EscrowEngine(
-            db, self.policy(), clock, process, self.deadline_retry(), terms_name=self.terms_name
+            db,
+            self.policy(),
+            clock,
+            process,
+            self.deadline_retry(),
+            terms_name=self.terms_name,
+            second_approval_above=self.second_approval_above,
         )
 
     def deadline_retry(self) -> RetryStrategy:

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as DBEngine
 
-from storage import bulk_actions, deadlines
+from storage import approvals, bulk_actions, deadlines
 from storage.errors import ConflictError, NotFound, ValidationError
 from workflows import reminders, selections
 from workflows.deadline_admin import ACTIONS, MAX_EXTENSION
@@ -214,11 +214,16 @@ def show(db: DBEngine, bulk_id: int) -> dict[str, Any]:
         found = stored(conn, bulk_id)
         sample = bulk_actions.items(conn, bulk_id, limit=SAMPLE)
         results = bulk_actions.results(conn, bulk_id)
-    waiting = results.get("waiting", 0)
+        waiting = approvals.pending_for(conn, "bulk_action", bulk_id)  # PA4
+    left = results.get("waiting", 0)
     return {
         **{k: v.isoformat() if isinstance(v, datetime) else v for k, v in found.items()},
         "results": results,
-        "progress": {"done": found["deadlines"] - waiting, "total": found["deadlines"]},
+        "progress": {"done": found["deadlines"] - left, "total": found["deadlines"]},
+        "approval": None if waiting is None else {
+            "id": waiting["id"], "status": "pending", "proposed_by": waiting["proposed_by"],
+            "shown": format_money(waiting["amount"], waiting["currency"]),
+        },
         "sample": [
             {**item, "due_at": item["due_at"].isoformat(),
              "done_at": item["done_at"].isoformat() if item["done_at"] else None}

@@ -6,24 +6,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from storage import batches, bulk_actions, history
+from storage import approvals, batches, bulk_actions, history
 from storage.db import transaction, translated_errors
 from storage.errors import (
     ConflictError,
     EscrowflowError,
     NotFound,
+    PermissionDenied,
     StorageBusy,
     ValidationError,
 )
 from storage.statements import Batch, Statements
 from workflows import access, bulk, deadline_admin
 from workflows.actors import Actor, Role
+from workflows.approvals import shown, threshold_of
 from workflows.defaults import BULK_CHUNK, BULK_PAGE, BULK_THREADS, LEASE
 from workflows.engine_part import EnginePart, Result
 from workflows.parallel import each_in_parallel
@@ -111,6 +114,9 @@ class BulkAdmin(EnginePart):
                 added = bulk.differences(previewed, again)["added"]
                 if added:
                     raise bulk.stale(bulk_id, added)
+            waits = self._second_admin_for(conn, actor, found, reason, now)
+            if waits is not None:  # PA4: proposed; a second admin applies it
+                return {**found, "approval": waits}
             started = {
                 "status": "running",
                 "reason": reason,
@@ -119,6 +125,46 @@ class BulkAdmin(EnginePart):
             }
             bulk_actions.update(conn, bulk_id, started)
         return {**found, **started}
+
+    def _second_admin_for(
+        self,
+        conn: Connection,
+        actor: Actor,
+        found: Mapping[str, Any],
+        reason: str,
+        now: datetime,
+    ) -> dict[str, Any] | None:
+        """PA4: a bulk retry fires failed deadlines, which release or refund: above the
+        threshold in any currency, the first admin's apply is a proposal (returned), and
+        a second, different admin's apply approves it (None: go on)."""
+        if found["action"] != "retry":
+            return None
+        totals: dict[str, int] = defaultdict(int)
+        for day in found["money"]:
+            totals[day["currency"]] += int(day["amount"])
+        above = {c: n for c, n in totals.items() if n > threshold_of(self.second_approval_above, c)}
+        if not above:
+            return None
+        waiting = approvals.pending_for(conn, "bulk_action", found["id"])
+        if waiting is None:
+            currency, amount = max(above.items(), key=lambda item: item[1])
+            values = {
+                "contract_id": None, "entity": "bulk_action", "entity_id": found["id"],
+                "event": "apply", "payload": {"reason": reason}, "entity_version": 0,
+                "amount": amount, "currency": currency, "status": "pending",
+                "proposed_by": actor.party, "proposed_at": now, "reason": reason,
+            }  # fmt: skip
+            approval_id = approvals.create(Statements(self.fast, conn), values)
+            return shown({**values, "id": approval_id, "decided_by": None})
+        if waiting["proposed_by"] == actor.party:
+            raise PermissionDenied(
+                f"bulk action {found['id']} was proposed by {actor.party}: a second, "
+                "different admin must apply it",
+                code="same_admin",
+            )
+        decided = {"status": "approved", "decided_by": actor.party, "decided_at": now}
+        approvals.decide(conn, waiting["id"], decided)
+        return None
 
     def run_bulk(
         self,
@@ -198,7 +244,8 @@ class BulkAdmin(EnginePart):
         with self.db.connect() as conn:
             done = bulk.stored(conn, bulk_id)
             results = bulk_actions.results(conn, bulk_id)
-        return {**done, "results": results, "applied": waiting - results.get("waiting", 0)}
+        applied = waiting - results.get("waiting", 0)
+        return {**done, "results": results, "applied": applied, "approval": found.get("approval")}
 
     def _apply_chunk(self, job: Mapping[str, Any], chunk: list[dict[str, Any]]) -> None:
         """A chunk of items in one transaction; if anything in it raises, the chunk again

@@ -36,12 +36,13 @@ from storage.fastpath import FastPath
 from storage.statements import Batch, Row, Statements
 from workflows import access, deadline_admin, idempotency, reminders
 from workflows.actors import SYSTEM, Actor
+from workflows.approvals import SecondApproval
 from workflows.bulk_admin import BulkAdmin
 from workflows.clock import Clock, skew_of
 from workflows.decision import Decider
 from workflows.effects.contracts import offer_contract
 from workflows.machines import MACHINES, EscrowMachine, party_events, timer_of
-from workflows.policy import Policy
+from workflows.policy import SECOND_APPROVAL_ABOVE, Policy
 from workflows.recording import Recorder
 from workflows.retry import DEADLINE_RETRY, RetryStrategy
 from workflows.step import Step
@@ -52,7 +53,7 @@ from workflows.unit_of_work import UnitOfWork
 Result = dict[str, Any]
 
 
-class EscrowEngine(TermsAdmin, BulkAdmin):
+class EscrowEngine(TermsAdmin, BulkAdmin, SecondApproval):
     """Applies events to escrow lifecycles. Thread-safe; one per database."""
 
     def __init__(
@@ -63,17 +64,21 @@ class EscrowEngine(TermsAdmin, BulkAdmin):
         process_clock: Clock | None = None,
         deadline_retry: RetryStrategy = DEADLINE_RETRY,
         terms_name: str | None = None,
+        second_approval_above: int = SECOND_APPROVAL_ABOVE,
     ) -> None:
         """`clock` is the deployment's (DL2: the database server's on PostgreSQL): it
         decides every "now". `process_clock` is this host's own, read only to measure
         how far it is from `clock` (`clock_skew`). `policy` is the settings': it names
-        the terms new offers get (TM1; `terms_name` names them if they are new)."""
+        the terms new offers get (TM1; `terms_name` names them if they are new).
+        `second_approval_above`: an admin's decision moving more (major units of its
+        currency) waits for a second admin (PA4)."""
         self.db = db
         self.policy = policy
         self.terms = TermsBook(db, policy, clock, terms_name)
         self.clock = clock
         self.process_clock = process_clock or clock
         self.deadline_retry = deadline_retry  # DL3: how a failing deadline is retried
+        self.second_approval_above = second_approval_above  # PA4
         self.fast = FastPath(db.dialect)
         self.decider = Decider()
 
@@ -149,6 +154,10 @@ class EscrowEngine(TermsAdmin, BulkAdmin):
                     f"not {expected_version}: re-read it and decide again",
                     details={"version": record["version"], "state": record["state"]},
                 )
+            moves = self._moves_above(unit, record, event, actor, payload)
+            if moves is not None:  # PA4: it waits for a second admin
+                remember = None if idempotency_key is None else (idempotency_key, request)
+                return self._propose(unit, record, event, payload, moves, remember)
             step = self._move(unit, record, event, payload)
             return self._answer(unit, step, idempotency_key, request)
 

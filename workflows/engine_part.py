@@ -27,6 +27,7 @@ class EnginePart:
     terms: TermsBook
     clock: Clock
     fast: FastPath
+    second_approval_above: int  # PA4
 
     def _unit(self, actor: Actor) -> AbstractContextManager[UnitOfWork]:
         raise NotImplementedError

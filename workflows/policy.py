@@ -254,6 +254,11 @@ class Policy:
         return int(5 * 10 ** ISO_4217[currency])
 
 
+SECOND_APPROVAL_ABOVE = 10_000
+"""PA4: an admin's decision moving more than this (major units of its currency) waits for
+a second admin. The platform's control, not a term of any contract."""
+
+
 def format_money(amount: int, currency: str, *, signed: bool = False) -> str:
     """1234, "USD" -> "12.34 USD"; 1240000 -> "12,400.00 USD" ("+12,400.00 USD" if
     `signed`): for messages only; money itself stays an integer."""

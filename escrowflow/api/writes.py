@@ -35,6 +35,8 @@ def _answer(
         response.headers["Idempotent-Replayed"] = "true"
     if created:
         response.status_code = 201
+    if result.get("approval") is not None:  # PA4: it waits for a second admin
+        response.status_code = 202
     request.app.state.metrics.transitions.labels(result["entity"], result["event"], "request").inc()
     return schemas.TransitionOut.model_validate(result)
 

@@ -5,6 +5,7 @@ imported inside them: every command pays for the module-level imports at start-u
 """
 
 from escrowflow.cli import (  # noqa: F401  (register commands)
+    approvals,
     bulk,
     lifecycle,
     lists,

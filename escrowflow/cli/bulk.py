@@ -95,6 +95,14 @@ def deadlines_bulk_apply(
         return done
 
     result = run(act)
+    if result.get("approval"):  # PA4
+        approval = result["approval"]
+        typer.echo(
+            f"bulk {bulk_id} moves {approval['shown']}: it waits for a second admin "
+            f"(approval {approval['id']}): escrowflow approvals approve {approval['id']} "
+            "--as admin:SOMEONE-ELSE"
+        )
+        return
     counts = ", ".join(f"{n} {k}" for k, n in sorted(result["results"].items()))
     typer.echo(f"bulk {bulk_id}: {result['status']}: {counts}")
 

@@ -121,6 +121,13 @@ def fire(
 
 
 def _describe_result(result: dict[str, Any]) -> str:
+    approval = result.get("approval")
+    if approval is not None:  # PA4
+        return (
+            f"{result['entity']} {result['id']}: {result['event']} moving {approval['shown']} "
+            f"waits for a second admin: escrowflow approvals approve {approval['id']} --as "
+            "admin:SOMEONE-ELSE"
+        )
     lines = [
         f"{result['entity']} {result['id']}: {result['event']} -> {result['state']} "
         f"(version {result['version']}){' [replayed]' if result['replayed'] else ''}"

@@ -15,6 +15,7 @@ import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import pydantic
 from fastapi import APIRouter, FastAPI, Request
@@ -23,8 +24,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import diagrams, tokens
-from escrowflow.console import bulk_pages, terms_pages
+from escrowflow.console import approval_pages, bulk_pages, terms_pages
 from escrowflow.console.access import acting as _acting
+from escrowflow.console.access import admin_of
 from escrowflow.console.access import engine_of as _engine
 from escrowflow.console.access import now as _now
 from escrowflow.console.access import to_login as _to_login
@@ -52,6 +54,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.include_router(_router())
     app.include_router(terms_pages.router())
     app.include_router(bulk_pages.router())
+    app.include_router(approval_pages.router())
 
 
 LOGIN_COOKIE = "escrowflow_console_login"
@@ -224,14 +227,12 @@ def _router() -> APIRouter:
         )
 
     @router.get("/disputes")
-    async def disputes(request: Request) -> Response:
+    async def disputes(request: Request, notice: str = "") -> Response:
         viewer = await _viewer(request)
         if viewer is None:
             return _to_login()
-        page = await offload(
-            lists.entity_page, _engine(request).db, "refund", {"state": "disputed"}, None, 200
-        )
-        return render_page(request, "disputes.html", viewer, refunds=page["items"], error="")
+        found = await offload(_disputes, _engine(request), viewer)
+        return render_page(request, "disputes.html", viewer, error="", notice=notice, **found)
 
     @router.post("/refunds/{refund_id}/resolve")
     async def resolve(request: Request, refund_id: int) -> Response:
@@ -245,7 +246,7 @@ def _router() -> APIRouter:
                 "to_freelancer": _whole(form.get("to_freelancer"), "to the freelancer"),
                 "reason": str(form.get("reason") or "").strip() or "resolved in the console",
             }
-            await offload(
+            done = await offload(
                 _engine(request).apply,
                 "refund",
                 refund_id,
@@ -255,7 +256,14 @@ def _router() -> APIRouter:
             )
         except EscrowflowError as exc:
             return await _with_error(request, viewer, "disputes", exc)
-        return RedirectResponse("/console/disputes", status_code=303)
+        approval = done.get("approval")
+        notice = (
+            f"Refund {refund_id} resolved."
+            if approval is None  # PA4: above the threshold it waits for a second admin
+            else f"The resolution of refund {refund_id} moves {approval['shown']}: it waits "
+            f"for a second admin (approval {approval['id']})."
+        )
+        return RedirectResponse(f"/console/disputes?{urlencode({'notice': notice})}", 303)
 
     @router.get("/webhooks")
     async def webhooks(request: Request, status: str = "dead") -> Response:
@@ -307,22 +315,23 @@ async def _with_error(
     the status the API gives the same refusal (`error_codes`)."""
     status = http_status(exc)
     if page == "disputes":
-        found = await offload(
-            lists.entity_page, _engine(request).db, "refund", {"state": "disputed"}, None, 200
-        )
+        found = await offload(_disputes, _engine(request), viewer)
         return render_page(
-            request,
-            "disputes.html",
-            viewer,
-            status=status,
-            refunds=found["items"],
-            error=exc.message,
+            request, "disputes.html", viewer, status=status, error=exc.message, notice="", **found
         )
     engine = _engine(request)
     board = await offload(_deadline_board, engine, engine.clock.now())
     return render_page(
         request, "deadlines.html", viewer, status=status, error=exc.message, notice="", **board
     )
+
+
+def _disputes(engine: EscrowEngine, viewer: Viewer) -> dict[str, Any]:
+    """The disputes page: disputed refunds, and (for an admin) what waits for a second
+    admin (PA4)."""
+    page = lists.entity_page(engine.db, "refund", {"state": "disputed"}, None, 200)
+    waiting = engine.decisions(admin_of(viewer), "pending") if viewer.can_act else []
+    return {"refunds": page["items"], "approvals": waiting}
 
 
 def _deadline_board(engine: EscrowEngine, now: datetime) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import cast
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+from storage.models.approvals import Approval
 from storage.models.bulk import BulkAction, BulkActionItem
 from storage.models.columns import UTCDateTime
 from storage.models.lifecycles import (
@@ -47,6 +48,7 @@ from storage.models.terms import Terms, TermsPlan, TermsPlanContract, TermsPlanD
 
 __all__ = [
     "ApiToken",
+    "Approval",
     "BulkAction",
     "BulkActionItem",
     "ChangeRequest",
@@ -103,6 +105,7 @@ BULK_ACTION_ITEMS = table(BulkActionItem)
 TERMS_PLANS = table(TermsPlan)
 TERMS_PLAN_CONTRACTS = table(TermsPlanContract)
 TERMS_PLAN_DEADLINES = table(TermsPlanDeadline)
+APPROVALS = table(Approval)
 
 TABLES: dict[str, sa.Table] = {
     "contract": CONTRACTS,

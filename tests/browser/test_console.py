@@ -392,3 +392,38 @@ def test_a_freeze_is_a_job_the_page_follows_until_a_worker_has_done_it(
         if worker is not None:
             worker.kill()
         api_only.kill()
+
+
+def test_a_resolution_above_the_threshold_waits_in_the_console_for_a_second_admin(
+    page: Page, db: DBEngine, tmp_path: Any
+) -> None:
+    """Alice resolves a 500.00 USD dispute with the threshold at 100: nothing moves, the
+    disputes page says it waits and offers her no approve button; Bob approves it."""
+    served = Server(db, tmp_path, ESCROWFLOW_SECOND_APPROVAL_ABOVE="100")
+    try:
+        served.wait_ready()
+        caller = Caller(served, db, "act:client", "act:freelancer", "read")
+        console = Console(page, served, db, caller)
+        _contract, refund = _disputed(caller)
+        alice = str(tokens.create(db, START, "alice", ["act:admin"])["token"])
+        bob = str(tokens.create(db, START, "bob", ["act:admin"])["token"])
+        console.sign_in(token=alice)
+        console.go("/console/disputes")
+        page.locator(f"#refund-{refund} form.resolve button").click()
+        expect(page.locator("#notice")).to_contain_text("waits for a second admin")
+        expect(page.locator("#notice")).to_contain_text("500.00 USD")
+        row = page.locator("#approvals tbody tr")
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text("yours: another admin approves it")
+        expect(row.locator("form.approve")).to_have_count(0)
+        assert caller.http.get(f"/v1/refunds/{refund}").json()["state"] == "disputed"
+        screenshot(page, "approval-waiting")
+        console.sign_in(token=bob)
+        console.go("/console/disputes")
+        page.locator("#approvals form.approve button").click()
+        expect(page.locator("#notice")).to_contain_text("is resolved, 500.00 USD moved")
+        expect(page.locator("#approvals")).to_have_count(0)
+        assert caller.http.get(f"/v1/refunds/{refund}").json()["state"] == "resolved"
+        caller.http.close()
+    finally:
+        served.kill()

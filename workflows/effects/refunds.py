@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from storage.errors import ValidationError
 from workflows import payloads as p
 from workflows.policy import format_money
@@ -19,10 +22,18 @@ def refund_to_client(step: Step) -> None:
 @effect("refund", "resolve", takes=("to_client", "to_freelancer"))
 def resolve_dispute(step: Step) -> None:
     """RF3: the dispute team decides: all to one party, or a split."""
-    amount, currency = step.record["amount"], step.contract["currency"]
-    split = {
-        f: p.non_negative_amount(step.payload.get(f, 0), f) for f in ("to_client", "to_freelancer")
-    }
+    checked_split(step.record["amount"], step.contract["currency"], step.payload)
+    split = {f: p.non_negative_amount(step.payload.get(f, 0), f) for f in SPLIT}
+    _settle(step, **split)
+
+
+SPLIT = ("to_client", "to_freelancer")
+
+
+def checked_split(amount: int, currency: str, payload: Mapping[str, Any]) -> int:
+    """RF3: a resolution's split, refused unless it adds up to the disputed `amount`;
+    the money it moves (all of it, PA4)."""
+    split = {f: p.non_negative_amount(payload.get(f, 0), f) for f in SPLIT}
     if split["to_client"] + split["to_freelancer"] != amount:
         raise ValidationError(
             f"to_client + to_freelancer must add up to the disputed "
@@ -30,7 +41,7 @@ def resolve_dispute(step: Step) -> None:
             code="split_does_not_add_up",
             details={"amount": amount},
         )
-    _settle(step, **split)
+    return amount
 
 
 def _settle(step: Step, to_client: int, to_freelancer: int) -> None:
