@@ -35,6 +35,16 @@ def pending_for(conn: Connection, entity: str, entity_id: int) -> dict[str, Any]
     return None if row is None else dict(row)
 
 
+def pending_of(conn: Connection, entity: str, entity_ids: list[int]) -> list[dict[str, Any]]:
+    """The decisions waiting on any of these entities (one at most each)."""
+    if not entity_ids:
+        return []
+    query = sa.select(_a).where(
+        _a.c.entity == entity, _a.c.entity_id.in_(entity_ids), _a.c.status == "pending"
+    )
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
 def listing(conn: Connection, status: str | None, limit: int) -> list[dict[str, Any]]:
     """Newest first; `status`: only those (pending: what waits for a second admin)."""
     query = sa.select(_a).order_by(_a.c.id.desc()).limit(limit)

@@ -201,6 +201,14 @@ def lock_many(conn: Connection, contract_ids: list[int]) -> list[dict[str, Any]]
     return [dict(row) for row in conn.execute(locked).mappings()]
 
 
+def in_state(conn: Connection, entity: str, state: str, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` entities of a kind in `state`, oldest first (the dispute desk's
+    queue: disputed refunds)."""
+    table = TABLES[entity]
+    query = sa.select(table).where(table.c.state == state).order_by(table.c.id).limit(limit)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
 def read_many(conn: Connection, entity: str, entity_ids: list[int]) -> list[dict[str, Any]]:
     table = TABLES[entity]
     query = sa.select(table).where(id_in(conn, table.c.id, entity_ids))

@@ -6,6 +6,7 @@ timer says "after `review_window`"), and only this object knows its length.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -268,6 +269,39 @@ def format_money(amount: int, currency: str, *, signed: bool = False) -> str:
         return f"{sign}{abs(amount):,} {currency}"
     whole, part = divmod(abs(amount), 10**digits)
     return f"{sign}{whole:,}.{part:0{digits}d} {currency}"
+
+
+_TYPED_MONEY = re.compile(r"(?P<whole>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.(?P<part>[0-9]*))?")
+MAX_TYPED_MONEY = 10**15
+"""The largest amount a person may type, in minor units."""
+
+
+def parse_money(text: str, currency: str, field: str = "amount") -> int:
+    """What a person types ("600", "600.00", "1,200.5") as minor units of `currency`;
+    a `ValidationError` naming `field` and saying what to type otherwise. Grouping
+    commas are taken only in groups of three; ASCII digits only."""
+    digits = ISO_4217.get(currency, 2)
+    example = format_money(60_000 if digits == 2 else 600 * 10**digits, currency)
+    cleaned = text.strip().removesuffix(currency).strip()
+    found = _TYPED_MONEY.fullmatch(cleaned) if cleaned.isascii() else None
+    part = (found.group("part") or "") if found else ""
+    if found is None or len(part) > digits:
+        places = f"{digits} decimal places" if digits else "no decimals"
+        raise ValidationError(
+            f"{field} {text.strip()!r} is not an amount of {currency} ({places}): type it as "
+            f"people write it, e.g. {example.removesuffix(' ' + currency)}",
+            code="invalid_amount",
+            details={"field": field},
+        )
+    minor: int = int(found.group("whole").replace(",", "")) * 10**digits
+    minor += int(part.ljust(digits, "0") or 0) if digits else 0
+    if minor > MAX_TYPED_MONEY:
+        raise ValidationError(
+            f"{field} {text.strip()} is more than any escrow holds: check the amount",
+            code="invalid_amount",
+            details={"field": field},
+        )
+    return minor
 
 
 def approved_amount(milestone: Mapping[str, Any] | Any) -> int:

@@ -11,7 +11,6 @@ pages name no other host (`Content-Security-Policy: default-src 'self'`).
 from __future__ import annotations
 
 import contextlib
-import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +25,7 @@ from starlette.concurrency import run_in_threadpool as offload
 from escrowflow import diagrams, tokens
 from escrowflow.console import approval_pages, bulk_pages, terms_pages
 from escrowflow.console.access import acting as _acting
-from escrowflow.console.access import admin_of
+from escrowflow.console.access import admin_of, require_confirmation
 from escrowflow.console.access import engine_of as _engine
 from escrowflow.console.access import now as _now
 from escrowflow.console.access import to_login as _to_login
@@ -41,8 +40,10 @@ from storage.db import translated_errors
 from storage.deliveries import DeliveryFilter
 from storage.errors import EscrowflowError, NotFound, Unauthenticated, ValidationError
 from workflows import deadline_admin, feed, forecast, inspector, lists
+from workflows import disputes as dispute_desk
 from workflows.actors import Actor, Role
 from workflows.engine import EscrowEngine
+from workflows.policy import format_money, parse_money
 
 _DURATION = pydantic.TypeAdapter(timedelta)
 ENTITIES = ("contract", "milestone", "change_request", "proposal", "refund")
@@ -232,33 +233,38 @@ def _router() -> APIRouter:
         if viewer is None:
             return _to_login()
         found = await offload(_disputes, _engine(request), viewer)
-        return render_page(request, "disputes.html", viewer, error="", notice=notice, **found)
+        return render_page(
+            request, "disputes.html", viewer, error="", notice=notice, typed={}, **found
+        )
 
     @router.post("/refunds/{refund_id}/resolve")
     async def resolve(request: Request, refund_id: int) -> Response:
+        """RF3 from the desk: amounts typed as people write them (600.00), a reason, a
+        confirmation; refused, the page again with what was typed; done, what moved."""
         viewer, form, refused = await _acting(request)
         if refused is not None:
             return refused
         assert viewer is not None
+        engine = _engine(request)
+        typed = {k: str(form.get(k) or "") for k in ("to_client", "to_freelancer", "reason")}
         try:
-            payload = {
-                "to_client": _whole(form.get("to_client"), "to the client"),
-                "to_freelancer": _whole(form.get("to_freelancer"), "to the freelancer"),
-                "reason": str(form.get("reason") or "").strip() or "resolved in the console",
+            currency = await offload(dispute_desk.currency_of_refund, engine.db, refund_id)
+            split = {
+                side: parse_money(typed[side] or "0", currency, f"to the {who}")
+                for side, who in (("to_client", "client"), ("to_freelancer", "freelancer"))
             }
+            reason = deadline_admin.checked_reason(typed["reason"])
+            require_confirmation(form, "this resolution")
             done = await offload(
-                _engine(request).apply,
-                "refund",
-                refund_id,
-                "resolve",
-                Actor(Role.ADMIN, viewer.caller.service),
-                payload,
-            )
+                engine.apply, "refund", refund_id, "resolve", admin_of(viewer),
+                {**split, "reason": reason},
+            )  # fmt: skip
         except EscrowflowError as exc:
-            return await _with_error(request, viewer, "disputes", exc)
+            return await _with_error(request, viewer, "disputes", exc, typed={refund_id: typed})
         approval = done.get("approval")
         notice = (
-            f"Refund {refund_id} resolved."
+            f"Refund {refund_id} resolved: {format_money(split['to_client'], currency)} to "
+            f"the client, {format_money(split['to_freelancer'], currency)} to the freelancer."
             if approval is None  # PA4: above the threshold it waits for a second admin
             else f"The resolution of refund {refund_id} moves {approval['shown']}: it waits "
             f"for a second admin (approval {approval['id']})."
@@ -309,7 +315,11 @@ def _router() -> APIRouter:
 
 
 async def _with_error(
-    request: Request, viewer: Viewer, page: str, exc: EscrowflowError
+    request: Request,
+    viewer: Viewer,
+    page: str,
+    exc: EscrowflowError,
+    typed: dict[int, dict[str, str]] | None = None,
 ) -> Response:
     """The page again, with the engine's refusal on it (nothing changed), answered with
     the status the API gives the same refusal (`error_codes`)."""
@@ -317,8 +327,9 @@ async def _with_error(
     if page == "disputes":
         found = await offload(_disputes, _engine(request), viewer)
         return render_page(
-            request, "disputes.html", viewer, status=status, error=exc.message, notice="", **found
-        )
+            request, "disputes.html", viewer, status=status, error=exc.message, notice="",
+            typed=typed or {}, **found,
+        )  # fmt: skip
     engine = _engine(request)
     board = await offload(_deadline_board, engine, engine.clock.now())
     return render_page(
@@ -329,9 +340,8 @@ async def _with_error(
 def _disputes(engine: EscrowEngine, viewer: Viewer) -> dict[str, Any]:
     """The disputes page: disputed refunds, and (for an admin) what waits for a second
     admin (PA4)."""
-    page = lists.entity_page(engine.db, "refund", {"state": "disputed"}, None, 200)
     waiting = engine.decisions(admin_of(viewer), "pending") if viewer.can_act else []
-    return {"refunds": page["items"], "approvals": waiting}
+    return {"refunds": dispute_desk.queue(engine.db, engine.clock.now()), "approvals": waiting}
 
 
 def _deadline_board(engine: EscrowEngine, now: datetime) -> dict[str, Any]:
@@ -353,21 +363,6 @@ def _workers(engine: EscrowEngine) -> dict[str, Any]:
     with translated_errors(), engine.db.connect() as conn:
         oldest = deadlines.gauges(conn, report["now"])["oldest_due"]
     return {**report, "lag": report["now"] - oldest if oldest else None}
-
-
-_MAX_AMOUNT = 10**15  # minor units: a quadrillion cents is no typo we pay
-_ASCII_DIGITS = re.compile(r"[0-9]{1,16}")
-
-
-def _whole(value: Any, what: str) -> int:
-    """ASCII digits only (no `²`, no Arabic-Indic digits), within bounds."""
-    text = str(value or "").strip()
-    if not _ASCII_DIGITS.fullmatch(text) or int(text) > _MAX_AMOUNT:
-        raise ValidationError(
-            f"the amount {what} must be whole minor units (cents) in ASCII digits, at most "
-            f"{_MAX_AMOUNT}, e.g. 2500"
-        )
-    return int(text)
 
 
 def _duration(text: str) -> timedelta:

@@ -56,10 +56,12 @@ def console(page: Page, server: Server, db: DBEngine, caller: Caller) -> Console
     return Console(page, server, db, caller)
 
 
-def _in_review(caller: Caller, title: str = "Design") -> tuple[int, int]:
-    body = {"freelancer_id": "ada", "title": "Shop", "currency": "USD"}
+def _in_review(
+    caller: Caller, title: str = "Design", amount: int = 50_000, currency: str = "USD"
+) -> tuple[int, int]:
+    body = {"freelancer_id": "ada", "title": "Shop", "currency": currency}
     offered = caller.act(
-        "client:acme", "/v1/contracts", {**body, "milestones": [{"title": title, "amount": 50_000}]}
+        "client:acme", "/v1/contracts", {**body, "milestones": [{"title": title, "amount": amount}]}
     )
     contract = offered["id"]
     (m,) = [c["id"] for c in offered["created"] if c["entity"] == "milestone"]
@@ -69,8 +71,8 @@ def _in_review(caller: Caller, title: str = "Design") -> tuple[int, int]:
     return contract, m
 
 
-def _disputed(caller: Caller) -> tuple[int, int]:
-    contract, m = _in_review(caller)
+def _disputed(caller: Caller, amount: int = 50_000, currency: str = "USD") -> tuple[int, int]:
+    contract, m = _in_review(caller, amount=amount, currency=currency)
     caller.act("client:acme", f"/v1/milestones/{m}/events/request_changes")
     caller.act("client:acme", f"/v1/contracts/{contract}/events/end")
     refund = caller.act("client:acme", f"/v1/contracts/{contract}/refunds", {"reason": "late"})
@@ -133,29 +135,57 @@ def test_the_inspector_follows_a_milestone_through_its_auto_approval(console: Co
     expect(page.locator("#ledger tbody tr").last.locator("td.balance")).to_have_text("0.00 USD")
 
 
-def test_an_admin_resolves_a_dispute_with_a_split_and_a_split_that_does_not_add_up_fails(
+def test_an_admin_resolves_a_dispute_typed_as_money_and_a_split_that_does_not_add_up_fails(
     console: Console,
 ) -> None:
+    """The desk types amounts as people write them; the form says as they type whether
+    the split adds up; refused, it keeps what was typed; done, it says what moved."""
     page, db, caller = console.page, console.db, console.caller
-    contract, refund = console.dispute_before_an_admin()
+    _usd, small = _disputed(caller)  # 500.00 USD
+    contract, refund = _disputed(caller, 120_000, "EUR")  # 1,200.00 EUR
+    console.sign_in("act:admin")
+    console.go("/console/disputes")
+    row = page.locator(f"#refund-{refund}")
+    expect(row).to_contain_text("client acme, freelancer ada")
+    expect(row.locator("td.amount")).to_have_text("1,200.00 EUR")
+    expect(row.locator(".why-client")).to_contain_text("late")
+    expect(row.locator(".why-freelancer")).to_contain_text("done")
+    expect(row).to_contain_text("held 1,200.00 EUR")
+    form = page.locator(f"#resolve-{refund} form.resolve")
 
-    def resolve(to_client: int, to_freelancer: int) -> None:
-        form = page.locator(f"#refund-{refund} form.resolve")
-        form.locator("input[name=to_client]").fill(str(to_client))
-        form.locator("input[name=to_freelancer]").fill(str(to_freelancer))
-        form.locator("button").click()
+    def fill(to_client: str, to_freelancer: str, confirm: bool = True) -> None:
+        form.locator("input[name=to_client]").fill(to_client)
+        form.locator("input[name=to_freelancer]").fill(to_freelancer)
+        form.locator("input[name=reason]").fill("half the work was delivered")
+        if confirm:
+            form.locator("input[name=confirm]").check()
 
-    resolve(30_000, 30_000)  # 60,000 of a 50,000 refund
-    expect(page.get_by_role("alert")).to_contain_text("must add up")
+    fill("700.00", "600.00")
+    expect(form.locator("output.adds-up")).to_have_text("100.00 EUR too much")
+    form.locator("button").click()
+    expect(page.get_by_role("alert")).to_contain_text("must add up to the disputed 1,200.00 EUR")
+    expect(form.locator("input[name=to_client]")).to_have_value("700.00")  # kept
     assert caller.http.get(f"/v1/refunds/{refund}").json()["state"] == "disputed"
-    resolve(20_000, 30_000)
-    expect(page.locator("#disputes tbody")).to_contain_text("No dispute is waiting")
+    fill("600.00", "600.00", confirm=False)
+    expect(form.locator("output.adds-up")).to_have_text("adds up to 1,200.00 EUR")
+    form.locator("button").click()
+    expect(page.get_by_role("alert")).to_contain_text("tick the box")
+    fill("600.00", "600.00")
+    form.locator("button").click()
+    expect(page.locator("#notice")).to_have_text(
+        f"Refund {refund} resolved: 600.00 EUR to the client, 600.00 EUR to the freelancer."
+    )
+    expect(page.locator(f"#refund-{small}")).to_be_visible()  # the other still waits
     assert caller.http.get(f"/v1/refunds/{refund}").json()["state"] == "resolved"
+    moved = caller.http.get(f"/v1/contracts/{contract}/ledger").json()
+    assert [(e["kind"], e["amount"]) for e in moved[-2:]] == [
+        ("refund", 60_000),
+        ("release", 60_000),
+    ]
     console.go(f"/console/contracts/{contract}")
     shown = [r.inner_text().split("\t") for r in page.locator("#ledger tbody tr").all()]
-    api = caller.http.get(f"/v1/contracts/{contract}/ledger").json()
     assert [(s[1], s[4]) for s in shown] == [
-        (e["kind"], f"{e['amount'] // 100}.{e['amount'] % 100:02d} USD") for e in api
+        (e["kind"], f"{e['amount'] // 100:,}.{e['amount'] % 100:02d} EUR") for e in moved
     ]
     check_invariants(db)
 
@@ -409,7 +439,11 @@ def test_a_resolution_above_the_threshold_waits_in_the_console_for_a_second_admi
         bob = str(tokens.create(db, START, "bob", ["act:admin"])["token"])
         console.sign_in(token=alice)
         console.go("/console/disputes")
-        page.locator(f"#refund-{refund} form.resolve button").click()
+        form = page.locator(f"#resolve-{refund} form.resolve")
+        form.locator("input[name=to_client]").fill("500.00")
+        form.locator("input[name=reason]").fill("nothing was delivered")
+        form.locator("input[name=confirm]").check()
+        form.locator("button").click()
         expect(page.locator("#notice")).to_contain_text("waits for a second admin")
         expect(page.locator("#notice")).to_contain_text("500.00 USD")
         row = page.locator("#approvals tbody tr")

@@ -23,3 +23,38 @@
   tick();
   setInterval(tick, 1000);
 }());
+// A resolution's split (RF3): as amounts are typed, whether they add up to the refund.
+(function () {
+  "use strict";
+  function minor(text, exponent) {
+    var m = /^\s*([0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.([0-9]*))?\s*$/.exec(text || "0");
+    if (!m || (m[2] || "").length > exponent) { return null; }
+    var part = (m[2] || "") + "000000".slice(0, exponent - (m[2] || "").length);
+    return parseInt(m[1].replace(/,/g, ""), 10) * Math.pow(10, exponent) + (part ? parseInt(part, 10) : 0);
+  }
+  function shown(amount, exponent, currency) {
+    var whole = Math.floor(amount / Math.pow(10, exponent)).toLocaleString("en-US");
+    var part = exponent ? "." + String(amount % Math.pow(10, exponent)).padStart(exponent, "0") : "";
+    return whole + part + " " + currency;
+  }
+  var forms = document.querySelectorAll("form.resolve[data-total]");
+  for (var i = 0; i < forms.length; i++) {
+    (function (form) {
+      var total = parseInt(form.getAttribute("data-total"), 10);
+      var exponent = parseInt(form.getAttribute("data-exponent"), 10);
+      var currency = form.getAttribute("data-currency");
+      var out = form.querySelector("output.adds-up");
+      function check() {
+        var a = minor(form.elements.to_client.value, exponent);
+        var b = minor(form.elements.to_freelancer.value, exponent);
+        if (a === null || b === null) { out.textContent = "not an amount of " + currency; return; }
+        var left = total - a - b;
+        out.textContent = left === 0 ? "adds up to " + shown(total, exponent, currency)
+          : (left > 0 ? shown(left, exponent, currency) + " left to assign"
+            : shown(-left, exponent, currency) + " too much");
+      }
+      form.addEventListener("input", check);
+      check();
+    }(forms[i]));
+  }
+}());
