@@ -263,6 +263,9 @@ class NextOut(BaseModel):
         default=None,
         description="DL1: a paused one's time left (ISO 8601); resumed, it falls due then.",
     )
+    failed: bool = Field(
+        default=False, description="DL3: its firing failed for good; it waits for a retry."
+    )
     money: MoneyOut | None
     reminds: dict[str, str] | None = Field(
         default=None,

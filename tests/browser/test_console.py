@@ -218,6 +218,11 @@ def test_an_admin_pauses_and_extends_a_deadline_with_a_reason_in_the_history(
     assert [d["due_at"] for d in moved if d["id"] == deadline] == [
         (START + timedelta(days=16)).isoformat()
     ]
+    console.sign_in("read")  # a read-only viewer sees it held, not counting down (DL1)
+    console.go(f"/console/contracts/{contract}")
+    held = page.locator(f"#next-{deadline} td.timer-state")
+    expect(held).to_contain_text("paused 16 days left when resumed")
+    expect(held.locator("time.countdown")).to_have_count(0)
 
 
 def test_a_title_with_a_script_renders_as_text(console: Console) -> None:
