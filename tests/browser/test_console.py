@@ -223,6 +223,9 @@ def test_an_admin_pauses_and_extends_a_deadline_with_a_reason_in_the_history(
     held = page.locator(f"#next-{deadline} td.timer-state")
     expect(held).to_contain_text("paused 16 days left when resumed")
     expect(held.locator("time.countdown")).to_have_count(0)
+    # One id per milestone on every table: the deadline's and the milestone's agree.
+    expect(page.locator(f"#next-{deadline}")).to_contain_text(f"milestone {m} auto_approve")
+    expect(page.locator(f"#milestone-{m} td.milestone-ref")).to_contain_text(f"milestone {m} (#1")
 
 
 def test_a_title_with_a_script_renders_as_text(console: Console) -> None:
