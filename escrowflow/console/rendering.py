@@ -34,7 +34,41 @@ def _environment() -> Environment:
     )
     env.filters["when"] = _when
     env.filters["duration"] = _duration
+    env.filters["readable"] = readable
     return env
+
+
+MONEY_KEYS = frozenset(
+    {"amount", "to_client", "to_freelancer", "moves", "escrow", "deposited", "released",
+     "refunded", "held", "credit", "released_amount"}
+)  # fmt: skip
+"""Payload keys whose integers are minor units of the contract's currency."""
+
+
+def readable(value: Any, key: str, currency: str) -> str:
+    """A history payload's value as people read it: money as money, a change as
+    before → after, times in the console's one format, lists joined; never a repr."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int) and key in MONEY_KEYS:
+        return format_money(value, currency)
+    if isinstance(value, dict):
+        if set(value) <= {"before", "after"}:
+            before = readable(value.get("before"), key, currency)
+            return f"{before} → {readable(value.get('after'), key, currency)}"
+        return "; ".join(
+            f"{k.replace('_', ' ')} {readable(v, k, currency)}" for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return ", ".join(readable(item, key, currency) for item in value) or "none"
+    if isinstance(value, str) and len(value) >= 20 and value[4:5] == "-" and "T" in value:
+        try:
+            return _when(value)
+        except ValueError:
+            return value
+    return str(value)
 
 
 def _duration(seconds: float) -> str:

@@ -469,3 +469,22 @@ def test_a_resolution_above_the_threshold_waits_in_the_console_for_a_second_admi
         caller.http.close()
     finally:
         served.kill()
+
+
+def test_history_reads_as_changes_in_money_not_as_python(console: Console) -> None:
+    page, caller = console.page, console.caller
+    body = {"freelancer_id": "ada", "title": "Shop", "currency": "EUR"}
+    offered = caller.act(
+        "client:acme", "/v1/contracts", {**body, "milestones": [{"title": "A", "amount": 120_000}]}
+    )
+    contract = offered["id"]
+    (m,) = [c["id"] for c in offered["created"] if c["entity"] == "milestone"]
+    caller.act("freelancer:ada", f"/v1/contracts/{contract}/events/accept")
+    caller.act("client:acme", f"/v1/milestones/{m}/events/fund")
+    caller.act("client:acme", f"/v1/milestones/{m}/events/open_change_request", {"amount": 150_000})
+    console.sign_in("read")
+    console.go(f"/console/contracts/{contract}")
+    changes = page.locator("#history td.changes")
+    expect(changes.filter(has_text="1,500.00 EUR").first).to_be_visible()
+    texts = " ".join(changes.all_inner_texts())
+    assert "{" not in texts and "'" not in texts, texts  # no Python reprs
