@@ -1,5 +1,5 @@
 """The operator console in Debian's chromium: sign-in, the inspector through a timer,
-disputes, deadline actions, escaping, CSRF, and the pages at 1280 and 800 px."""
+disputes, deadline actions, escaping, CSRF, and the pages at 1366 and 800 px."""
 
 from __future__ import annotations
 
@@ -259,7 +259,7 @@ def test_a_form_posted_without_its_csrf_token_is_refused_and_changes_nothing(
     assert caller.http.get(f"/v1/contracts/{contract}/ledger").json()[-1]["kind"] == "deposit"
 
 
-def test_every_page_renders_at_1280_and_800_px_wide_under_a_strict_policy(console: Console) -> None:
+def test_every_page_renders_at_1366_and_800_px_wide_under_a_strict_policy(console: Console) -> None:
     page, server, caller = console.page, console.server, console.caller
     contract, _m = _in_review(caller)
     _disputed(caller)
@@ -275,7 +275,7 @@ def test_every_page_renders_at_1280_and_800_px_wide_under_a_strict_policy(consol
         ("workers", "/console/workers"),
         ("terms", "/console/terms"),
     ):
-        for width in (1280, 800):
+        for width in (1366, 800):
             page.set_viewport_size({"width": width, "height": 800})
             answer = page.goto(f"{server.url}{path}")
             assert answer is not None and answer.status == 200, path
@@ -283,8 +283,7 @@ def test_every_page_renders_at_1280_and_800_px_wide_under_a_strict_policy(consol
             expect(page.locator("h1")).to_be_visible()
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, (path, width, overflow)
-            if width == 1280:
-                screenshot(page, name)
+            screenshot(page, f"{name}-{width}")
     assert errors == []  # no script or policy error in any page
 
 
