@@ -148,3 +148,13 @@ def _instant(text: Any) -> datetime:
             "cursor is not one this list gave out: start again without it",
             code="invalid_cursor",
         ) from None
+
+
+def currencies_of(db: DBEngine, contract_ids: set[int]) -> dict[int, str]:
+    """The currency of each contract (what people read a milestone's or a refund's
+    amounts in)."""
+    if not contract_ids:
+        return {}
+    with translated_errors(), db.connect() as conn:
+        rows = entities.read_many(conn, "contract", sorted(contract_ids))
+    return {int(row["id"]): str(row["currency"]) for row in rows}

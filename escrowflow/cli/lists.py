@@ -55,9 +55,10 @@ def milestones_list(
         "milestone",
         {"contract_id": contract},
         (limit, cursor, as_json),
-        lambda m: (
-            f"{m['id']:>6}  #{m['position']:<3} {m['state']:<16} {m['amount']:>12}  "
-            f"{m['title']}" + (f"  due {m['due_date']}" if m["due_date"] else "")
+        lambda m, currency: (
+            f"milestone {m['id']:>6}  #{m['position']:<3} {m['state']:<16} "
+            f"{format_money(m['amount'], currency):>18}  {m['title']}"
+            + (f"  due {m['due_date']}" if m["due_date"] else "")
         ),
     )
 
@@ -75,9 +76,9 @@ def refunds_list(
         "refund",
         {"state": state, "contract_id": contract},
         (limit, cursor, as_json),
-        lambda r: (
-            f"{r['id']:>6}  {r['state']:<10} contract {r['contract_id']}  "
-            f"{r['amount']:>12}  {r['reason']}"
+        lambda r, currency: (
+            f"refund {r['id']:>6}  {r['state']:<10} contract {r['contract_id']}  "
+            f"{format_money(r['amount'], currency):>18}  {r['reason']}"
         ),
     )
 
@@ -88,9 +89,17 @@ def _emit_page(
     limit, cursor, as_json = paging
     chosen = {k: v for k, v in filters.items() if v is not None}
     found = run(lambda e: lists.entity_page(e.db, entity, chosen, None, limit, cursor))
+    money_in = (
+        run(lambda e: lists.currencies_of(e.db, {i["contract_id"] for i in found["items"]}))
+        if entity in ("milestone", "refund")
+        else {}
+    )
 
     def text(page: dict[str, Any]) -> str:
-        lines = [line(item) for item in page["items"]] or [f"no {entity}s match"]
+        lines = [
+            line(item, money_in[item["contract_id"]]) if money_in else line(item)
+            for item in page["items"]
+        ] or [f"no {entity}s match"]
         if page["next_cursor"]:
             lines.append(f"more: --cursor {page['next_cursor']}")
         return "\n".join(lines)

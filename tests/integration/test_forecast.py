@@ -149,6 +149,10 @@ def test_the_cli_lists_contracts_milestones_refunds_and_prints_the_forecast(
     assert [c["id"] for c in rest["items"]] == [other]
     assert [m["id"] for m in run("milestones", "list", str(contract))["items"]] == [m2, m1]
     assert [r["id"] for r in run("refunds", "list", "--state", "disputed")["items"]] == [refund_id]
+    people = cli(sc.db, "milestones", "list", str(contract)).stdout
+    assert f"milestone {m1:>6}" in people and "100.00 USD" in people  # money as money
+    disputed = cli(sc.db, "refunds", "list", "--state", "disputed").stdout
+    assert "300.00 USD  late" in disputed
     assert run("contracts", "list", "--state", "closed")["items"] == []
     text = cli(sc.db, "contracts", "list", "--state", "closed")
     assert text.returncode == 0 and "no contracts match" in text.stdout
