@@ -20,7 +20,7 @@ from escrowflow.api.deps import (
     etag,
 )
 from storage.errors import PermissionDenied
-from workflows import feed, forecast, views
+from workflows import dossier, feed, forecast, views
 from workflows.actors import Actor, Role
 
 
@@ -52,6 +52,33 @@ def router() -> APIRouter:
         await offload(views.show, engine.db, "contract", entity_id)  # 404 if it is missing
         rows = await offload(views.ledger, engine.db, entity_id)
         return [schemas.LedgerOut.model_validate(r) for r in rows]
+
+    @router.get(
+        "/contracts/{entity_id}/dossier",
+        summary="A contract's dossier for arbitration and audits (JSON)",
+        description="Terms, parties, totals, milestones and other entities, one timeline "
+        "(history, ledger moves, deadlines), the ledger with its balance, every deadline.",
+    )
+    async def contract_dossier(
+        entity_id: EntityId, caller: CallerDep, engine: EngineDep
+    ) -> dict[str, Any]:
+        return await offload(dossier.dossier, engine.db, entity_id)
+
+    @router.get(
+        "/contracts/{entity_id}/dossier.csv",
+        summary="A contract's timeline for arbitration and audits (CSV)",
+        response_class=Response,
+        responses={200: {"content": {"text/csv": {}}}},
+    )
+    async def contract_dossier_csv(
+        entity_id: EntityId, caller: CallerDep, engine: EngineDep
+    ) -> Response:
+        found = await offload(dossier.dossier, engine.db, entity_id)
+        return Response(
+            dossier.as_csv(found),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="contract-{entity_id}.csv"'},
+        )
 
     @router.get(
         "/contracts/{entity_id}/next", summary="What happens next, and when, if nobody acts"

@@ -39,7 +39,7 @@ from storage import deadlines
 from storage.db import translated_errors
 from storage.deliveries import DeliveryFilter
 from storage.errors import EscrowflowError, NotFound, Unauthenticated, ValidationError
-from workflows import deadline_admin, feed, forecast, inspector, lists
+from workflows import deadline_admin, dossier, feed, forecast, inspector, lists
 from workflows import disputes as dispute_desk
 from workflows.actors import Actor, Role
 from workflows.engine import EscrowEngine
@@ -178,6 +178,26 @@ def _router() -> APIRouter:
             status = http_status(exc)
             return render_page(request, "error.html", viewer, status=status, message=exc.message)
         return render_page(request, "contract.html", viewer, **found)
+
+    @router.get("/contracts/{contract_id}/dossier.{kind}")
+    async def contract_dossier(request: Request, contract_id: int, kind: str) -> Response:
+        """The contract's dossier as a download: JSON (everything) or CSV (the timeline)."""
+        viewer = await _viewer(request)
+        if viewer is None:
+            return _to_login()
+        if kind not in ("json", "csv"):
+            return render_page(request, "error.html", viewer, status=404, message="json or csv")
+        try:
+            found = await offload(dossier.dossier, _engine(request).db, contract_id)
+        except NotFound as exc:
+            status = http_status(exc)
+            return render_page(request, "error.html", viewer, status=status, message=exc.message)
+        text = dossier.as_json(found) if kind == "json" else dossier.as_csv(found)
+        media = "application/json" if kind == "json" else "text/csv; charset=utf-8"
+        disposition = f'attachment; filename="contract-{contract_id}.{kind}"'
+        return Response(
+            text, media_type=media, headers={**HEADERS, "Content-Disposition": disposition}
+        )
 
     @router.get("/diagram/{entity}/{entity_id}.svg")
     async def diagram(request: Request, entity: str, entity_id: int) -> Response:

@@ -487,3 +487,7 @@ def test_history_reads_as_changes_in_money_not_as_python(console: Console) -> No
     expect(changes.filter(has_text="1,500.00 EUR").first).to_be_visible()
     texts = " ".join(changes.all_inner_texts())
     assert "{" not in texts and "'" not in texts, texts  # no Python reprs
+    href = page.locator("#dossier-csv").get_attribute("href")
+    sheet = page.request.get(f"{console.server.url}{href}")  # with the console's session
+    assert sheet.status == 200 and "open_change_request" in sheet.text()
+    assert "1,200.00 EUR" in sheet.text()  # the deposit, as people read it
