@@ -169,9 +169,15 @@ ALL = DeliveryFilter()
 def listing(conn: Connection, which: DeliveryFilter) -> list[dict[str, Any]]:
     """Deliveries in id order, with their event's id and type."""
     d = _d.c
-    query = sa.select(_d, _outbox.c.event_id.label("event_uuid"), _outbox.c.type).join(
-        _outbox, _outbox.c.id == d.event_id
-    )
+    query = sa.select(
+        _d,
+        _outbox.c.event_id.label("event_uuid"),
+        _outbox.c.type,
+        _outbox.c.entity,
+        _outbox.c.entity_id,
+        _outbox.c.at.label("event_at"),
+        _outbox.c.data.label("event_data"),
+    ).join(_outbox, _outbox.c.id == d.event_id)
     if which.status is not None:
         query = query.where(d.status == which.status)
     if which.subscription_id is not None:

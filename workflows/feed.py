@@ -228,6 +228,12 @@ def deliveries(
             "last_error": r["last_error"],
             "last_status_code": r["last_status_code"],
             "delivered_at": r["delivered_at"].isoformat() if r["delivered_at"] else None,
+            "created_at": r["created_at"].isoformat(),
+            # What was sent: the event's entity, time and data.
+            "entity": r["entity"],
+            "entity_id": r["entity_id"],
+            "event_at": r["event_at"].isoformat(),
+            "data": r["event_data"],
         }
         for r in rows
     ]

@@ -292,7 +292,7 @@ def _router() -> APIRouter:
         return RedirectResponse(f"/console/disputes?{urlencode({'notice': notice})}", 303)
 
     @router.get("/webhooks")
-    async def webhooks(request: Request, status: str = "dead") -> Response:
+    async def webhooks(request: Request, status: str = "dead", notice: str = "") -> Response:
         viewer = await _viewer(request)
         if viewer is None:
             return _to_login()
@@ -307,7 +307,20 @@ def _router() -> APIRouter:
             subscriptions=subscriptions,
             deliveries=deliveries,
             shown=chosen,
+            notice=notice,
+            error="",
         )
+
+    @router.post("/deliveries/replay")
+    async def replay_all(request: Request) -> Response:
+        """Every dead letter sent again; the page says how many."""
+        _, _form, refused = await _acting(request)
+        if refused is not None:
+            return refused
+        engine = _engine(request)
+        count = await offload(feed.replay, engine.db, engine.clock.now())
+        notice = f"{count} dead letters queued to be sent again."
+        return RedirectResponse(f"/console/webhooks?{urlencode({'notice': notice})}", 303)
 
     @router.post("/deliveries/{delivery_id}/replay")
     async def replay(request: Request, delivery_id: int) -> Response:
@@ -321,7 +334,8 @@ def _router() -> APIRouter:
             assert viewer is not None
             status = http_status(exc)
             return render_page(request, "error.html", viewer, status=status, message=exc.message)
-        return RedirectResponse("/console/webhooks", status_code=303)
+        notice = f"Delivery {delivery_id} queued to be sent again."
+        return RedirectResponse(f"/console/webhooks?{urlencode({'notice': notice})}", 303)
 
     @router.get("/workers")
     async def workers(request: Request) -> Response:

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine as DBEngine
 from escrowflow import tokens
 from tests.browser.conftest import screenshot
 from tests.helpers import check_invariants
+from tests.receivers import Receiver
 from tests.served import START, Caller, Server, until
 from workflows.clock import ManualClock
 from workflows.engine import EscrowEngine
@@ -491,3 +492,43 @@ def test_history_reads_as_changes_in_money_not_as_python(console: Console) -> No
     sheet = page.request.get(f"{console.server.url}{href}")  # with the console's session
     assert sheet.status == 200 and "open_change_request" in sheet.text()
     assert "1,200.00 EUR" in sheet.text()  # the deposit, as people read it
+
+
+def test_a_dead_letter_shows_its_payload_and_answer_and_all_are_replayed_at_once(
+    page: Page, db: DBEngine, tmp_path: Any
+) -> None:
+    receiver = Receiver()
+    receiver.status = 500  # refuses everything
+    receiver.start()
+    served = Server(
+        db, tmp_path, ESCROWFLOW_WEBHOOK_ALLOW_PRIVATE="true", ESCROWFLOW_WEBHOOK_MAX_ATTEMPTS="1"
+    )
+    try:
+        served.wait_ready()
+        caller = Caller(served, db, "act:client", "act:freelancer", "read", "webhooks")
+        made = caller.http.post("/v1/webhooks", json={"url": receiver.url})
+        assert made.status_code == 201, made.text
+        caller.offer()
+        until(
+            lambda: bool(caller.http.get("/v1/webhooks/deliveries", params={"status": "dead"})
+                         .json()["items"]),
+            "a dead letter",
+        )  # fmt: skip
+        console = Console(page, served, db, caller)
+        console.sign_in("act:admin")
+        console.go("/console/webhooks?status=dead")
+        expect(page.locator("#deliveries thead")).to_contain_text("Next try")
+        row = page.locator("#deliveries tbody tr").first
+        expect(row.locator("td.last-error")).to_contain_text("HTTP 500")
+        expect(row).to_contain_text("none: dead-lettered")
+        row.locator("details summary").click()
+        expect(row.locator("pre.payload")).to_contain_text('"currency": "USD"')
+        dead = page.locator("#deliveries tbody tr").count()
+        page.locator("#replay-all button").click()
+        expect(page.locator("#notice")).to_have_text(
+            f"{dead} dead letters queued to be sent again."
+        )
+        caller.http.close()
+    finally:
+        served.kill()
+        receiver.close()
