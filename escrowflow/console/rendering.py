@@ -13,6 +13,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from escrowflow.console.sessions import Viewer
 from escrowflow.text import printable
+from workflows import reminders
 from workflows.engine import EscrowEngine
 from workflows.policy import format_money
 
@@ -35,7 +36,18 @@ def _environment() -> Environment:
     env.filters["when"] = _when
     env.filters["duration"] = _duration
     env.filters["readable"] = readable
+    env.filters["event_name"] = event_name
     return env
+
+
+def event_name(event: str) -> str:
+    """A deadline's event as people read it: a reminder (NT2) says of what and how long
+    before, not its internal name (`remind:expire:P1D`)."""
+    found = reminders.parse(event)
+    if found is None:
+        return event.replace("_", " ")
+    timer_event, before = found
+    return f"reminder {_duration(before.total_seconds())} before {timer_event.replace('_', ' ')}"
 
 
 MONEY_KEYS = frozenset(
