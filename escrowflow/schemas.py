@@ -448,6 +448,11 @@ class BulkPreviewCreate(BaseModel):
     )
 
 
+class NoteIn(BaseModel):
+    model_config = example({"text": "called the client: evidence by Friday"}, strict=True)
+    text: StrictStr = Field(max_length=2000, description="Kept in the contract's history.")
+
+
 class ApprovalDecision(BaseModel):
     model_config = example({"reason": "checked the evidence"}, strict=True)
     reason: Reason | None = Field(

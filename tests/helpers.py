@@ -205,7 +205,7 @@ def check_invariants(db: sa.Engine) -> None:
             continue
         key = (h["entity"], h["entity_id"])
         # NT2, TM2, PA4 (a decision proposed, approved or rejected): these move nothing
-        if h["event"] in ("reminder", "terms_migrated") or h["event"].endswith(
+        if h["event"] in ("reminder", "terms_migrated", "note") or h["event"].endswith(
             ("_proposed", "_approved", "_rejected")
         ):
             assert (h["from_state"], h["version"]) == (h["to_state"], replay[key][1]), h

@@ -40,6 +40,26 @@ def checked_reason(reason: str | None) -> str:
     return reason.strip()
 
 
+MAX_NOTE_LENGTH = 2000
+
+
+def checked_note(text: str | None) -> str:
+    """An admin's note on a contract, stripped: 1 to 2,000 characters."""
+    if not text or not text.strip():
+        raise ValidationError(
+            "write the note: it is kept in the contract's history",
+            code="field_required",
+            details={"field": "text"},
+        )
+    if len(text.strip()) > MAX_NOTE_LENGTH:
+        raise ValidationError(
+            f"a note is at most {MAX_NOTE_LENGTH} characters",
+            code="field_too_long",
+            details={"field": "text", "max_length": MAX_NOTE_LENGTH},
+        )
+    return text.strip()
+
+
 def check_request(action: str, reason: str, extend_by: timedelta | None) -> None:
     """Refuse a request that could not apply, before any lock is taken."""
     if action not in ACTIONS:

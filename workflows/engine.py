@@ -242,6 +242,17 @@ class EscrowEngine(TermsAdmin, BulkAdmin, SecondApproval):
             unit.lock_contract_of("deadline", deadline_id)
             return deadline_admin.adjust(unit, deadline_id, action, reason, extend_by)
 
+    def add_note(self, actor: Actor, contract_id: int, text: str) -> Result:
+        """An admin's note on a contract (the dispute desk's working record): a history
+        row and an event like any other, shown in the case's timeline; it changes
+        nothing else."""
+        access.require_admin(actor, "add a note to a contract")
+        text = deadline_admin.checked_note(text)
+        with self._unit(actor) as unit:
+            record = unit.lock_and_load("contract", contract_id)
+            step = unit.note(record, "note", {"note": text})
+            return self._answer(unit, step, None, {})
+
     @staticmethod
     def _answer(
         unit: UnitOfWork, step: Step, key: str | None, request: Mapping[str, Any]

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from escrowflow import request_ids, tokens
-from escrowflow.api import approvals, bulk, docs, lists, ops, reads, terms, webhooks, writes
+from escrowflow.api import approvals, bulk, docs, lists, notes, ops, reads, terms, webhooks, writes
 from escrowflow.console import routes as console
 from escrowflow.daemon import build_worker
 from escrowflow.error_codes import http_status
@@ -97,6 +97,7 @@ def create_app(
     app.include_router(terms.router())
     app.include_router(bulk.router())
     app.include_router(approvals.router())
+    app.include_router(notes.router())
     app.include_router(lists.router())
     app.include_router(reads.router())
     app.include_router(ops.router())

@@ -179,6 +179,23 @@ def _router() -> APIRouter:
             return render_page(request, "error.html", viewer, status=status, message=exc.message)
         return render_page(request, "contract.html", viewer, **found)
 
+    @router.post("/contracts/{contract_id}/notes")
+    async def add_note(request: Request, contract_id: int) -> Response:
+        """An admin's note, kept in the contract's history (the case's timeline)."""
+        viewer, form, refused = await _acting(request)
+        if refused is not None:
+            return refused
+        assert viewer is not None
+        engine = _engine(request)
+        try:
+            await offload(
+                engine.add_note, admin_of(viewer), contract_id, str(form.get("text") or "")
+            )
+        except EscrowflowError as exc:
+            status = http_status(exc)
+            return render_page(request, "error.html", viewer, status=status, message=exc.message)
+        return RedirectResponse(f"/console/contracts/{contract_id}#history", status_code=303)
+
     @router.get("/contracts/{contract_id}/dossier.{kind}")
     async def contract_dossier(request: Request, contract_id: int, kind: str) -> Response:
         """The contract's dossier as a download: JSON (everything) or CSV (the timeline)."""

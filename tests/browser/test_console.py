@@ -215,6 +215,10 @@ def test_an_admin_pauses_and_extends_a_deadline_with_a_reason_in_the_history(
     expect(paused_row).to_contain_text("pending → paused")
     expect(paused_row).to_contain_text("admin ops")
     expect(history.locator("tr").filter(has_text="holiday week")).to_contain_text("extend")
+    page.fill("#add-note textarea", "client will send the logs by Friday")
+    page.locator("#add-note button").click()
+    noted = page.locator("#history tr").filter(has_text="client will send the logs by Friday")
+    expect(noted).to_contain_text("admin ops")
     moved = caller.http.get("/v1/deadlines", params={"contract_id": contract}).json()["items"]
     assert [d["due_at"] for d in moved if d["id"] == deadline] == [
         (START + timedelta(days=16)).isoformat()

@@ -41,3 +41,24 @@ def test_a_contracts_dossier_holds_its_timeline_ledger_and_deadlines_as_json_and
     assert moved == [("deposit", "120000", "1,200.00 USD"), ("release", "50000", "500.00 USD")]
     missing = api.request("GET", "/v1/contracts/999/dossier", token=token)
     assert missing.status_code == 404
+
+
+def test_an_admins_note_is_kept_in_the_contracts_history_and_its_dossier(
+    sc: Scenario, api: Api
+) -> None:
+    contract, _m = sc.in_review(10_000)
+    admin = api.token("act:admin")
+    path = f"/v1/contracts/{contract}/notes"
+    made = api.request("POST", path, token=admin, actor="admin:desk", json={"text": " Called. "})
+    assert made.status_code == 201, made.text
+    assert made.json()["event"] == "note" and made.json()["state"] == "active"
+    empty = api.request("POST", path, token=admin, actor="admin:desk", json={"text": "  "})
+    assert (empty.status_code, empty.json()["code"]) == (422, "field_required")
+    client = api.request(
+        "POST", path, token=api.token("act:client"), actor="client:acme", json={"text": "hi"}
+    )
+    assert client.status_code == 403
+    body = api.request("GET", f"/v1/contracts/{contract}/dossier", token=api.token("read")).json()
+    notes = [r for r in body["timeline"] if r["event"] == "note"]
+    assert [(n["who"], n["details"]) for n in notes] == [("admin:desk", {"note": "Called."})]
+    sc.check_invariants()

@@ -1,0 +1,24 @@
+"""An admin's notes on a contract: the dispute desk's working record, kept in the
+contract's history and shown in its timeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool as offload
+
+from escrowflow import schemas
+from escrowflow.api.deps import ERRORS, ActingDep, EngineDep, EntityId
+
+
+def router() -> APIRouter:
+    router = APIRouter(prefix="/v1/contracts", tags=["contracts"], responses=ERRORS)
+
+    @router.post("/{entity_id}/notes", status_code=201, summary="An admin's note on a contract")
+    async def add_note(
+        entity_id: EntityId, body: schemas.NoteIn, acting: ActingDep, engine: EngineDep
+    ) -> dict[str, Any]:
+        return await offload(engine.add_note, acting.actor, entity_id, body.text)
+
+    return router
