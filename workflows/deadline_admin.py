@@ -21,43 +21,32 @@ MAX_EXTENSION = timedelta(days=366)
 
 
 MAX_REASON_LENGTH = 500
+MAX_NOTE_LENGTH = 2000
+
+
+def _checked_text(text: str | None, field: str, longest: int, missing: str, name: str) -> str:
+    """Text a person gives for the history, stripped: refused if empty or too long."""
+    if not text or not text.strip():
+        raise ValidationError(missing, code="field_required", details={"field": field})
+    if len(text.strip()) > longest:
+        raise ValidationError(
+            f"{name} is at most {longest} characters",
+            code="field_too_long",
+            details={"field": field, "max_length": longest},
+        )
+    return text.strip()
 
 
 def checked_reason(reason: str | None) -> str:
     """A reason recorded in history (an admin's action, a terms migration), stripped."""
-    if not reason or not reason.strip():
-        raise ValidationError(
-            "give a reason: it is recorded in the history",
-            code="field_required",
-            details={"field": "reason"},
-        )
-    if len(reason.strip()) > MAX_REASON_LENGTH:
-        raise ValidationError(
-            f"a reason is at most {MAX_REASON_LENGTH} characters",
-            code="field_too_long",
-            details={"field": "reason", "max_length": MAX_REASON_LENGTH},
-        )
-    return reason.strip()
-
-
-MAX_NOTE_LENGTH = 2000
+    missing = "give a reason: it is recorded in the history"
+    return _checked_text(reason, "reason", MAX_REASON_LENGTH, missing, "a reason")
 
 
 def checked_note(text: str | None) -> str:
     """An admin's note on a contract, stripped: 1 to 2,000 characters."""
-    if not text or not text.strip():
-        raise ValidationError(
-            "write the note: it is kept in the contract's history",
-            code="field_required",
-            details={"field": "text"},
-        )
-    if len(text.strip()) > MAX_NOTE_LENGTH:
-        raise ValidationError(
-            f"a note is at most {MAX_NOTE_LENGTH} characters",
-            code="field_too_long",
-            details={"field": "text", "max_length": MAX_NOTE_LENGTH},
-        )
-    return text.strip()
+    missing = "write the note: it is kept in the contract's history"
+    return _checked_text(text, "text", MAX_NOTE_LENGTH, missing, "a note")
 
 
 def check_request(action: str, reason: str, extend_by: timedelta | None) -> None:
