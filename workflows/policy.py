@@ -271,7 +271,10 @@ def format_money(amount: int, currency: str, *, signed: bool = False) -> str:
     return f"{sign}{whole:,}.{part:0{digits}d} {currency}"
 
 
-_TYPED_MONEY = re.compile(r"(?P<whole>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.(?P<part>[0-9]*))?")
+# Bounded, so no typed text reaches int() with thousands of digits (a ValueError there).
+_TYPED_MONEY = re.compile(
+    r"(?P<whole>[0-9]{1,3}(?:,[0-9]{3}){1,6}|[0-9]{1,19})(?:\.(?P<part>[0-9]{0,6}))?"
+)
 MAX_TYPED_MONEY = 10**15
 """The largest amount a person may type, in minor units."""
 

@@ -107,11 +107,11 @@ def test_text_stored_before_the_boundary_still_renders(
     assert "bad \ufffd text" in answer.text  # U+FFFD where the surrogate was
 
 
-@pytest.mark.parametrize("value", ["²", "٣٠٠", "1" * 5000, "-5", "12.5"])
+@pytest.mark.parametrize("value", ["²", "٣٠٠", "1" * 5000, "-5", "12.555", "1e3"])
 def test_console_amounts_are_ascii_digits_within_bounds(value: str) -> None:
-    from escrowflow.console.routes import _whole
     from storage.errors import ValidationError
+    from workflows.policy import parse_money
 
     with pytest.raises(ValidationError):
-        _whole(value, "to the client")
-    assert _whole(" 2500 ", "to the client") == 2500
+        parse_money(value, "USD", "to the client")
+    assert parse_money(" 25.00 ", "USD", "to the client") == 2500
