@@ -79,10 +79,13 @@ def let_go(conn: Connection, bulk_id: int, runner: str) -> None:
     )
 
 
-def running(conn: Connection) -> list[dict[str, Any]]:
-    """Bulk actions applied and not finished, oldest first (what the workers run)."""
-    query = sa.select(_b).where(_b.c.status == "running").order_by(_b.c.id)
-    return [dict(row) for row in conn.execute(query).mappings()]
+def any_running(conn: Connection, bulk_id: int | None = None) -> bool:
+    """Whether a bulk action (`bulk_id`, or any) is applied and not finished: a read,
+    so a worker's idle poll takes no write lock (SQLite's one writer)."""
+    query = sa.select(_b.c.id).where(_b.c.status == "running")
+    if bulk_id is not None:
+        query = query.where(_b.c.id == bulk_id)
+    return conn.execute(query.limit(1)).first() is not None
 
 
 def items(

@@ -178,6 +178,9 @@ class BulkAdmin(EnginePart):
         a chunk per transaction, chunks in parallel; resumes where a runner that died or
         stopped left it. None if there was none to take; else the action as it ends (done,
         or still running if `should_stop` or another runner took it over)."""
+        with self.db.connect() as conn:  # idle: a read, no write lock taken
+            if not bulk_actions.any_running(conn, bulk_id):
+                return None
         self.terms.current()  # stored before any transaction, in one of its own
         now = self.clock.now()
         with transaction(self.db) as conn:
