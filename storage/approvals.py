@@ -19,10 +19,8 @@ def create(tx: Statements, values: dict[str, Any]) -> int:
     return tx.insert(_a, values)
 
 
-def load(conn: Connection, approval_id: int, *, lock: bool = False) -> dict[str, Any] | None:
+def load(conn: Connection, approval_id: int) -> dict[str, Any] | None:
     query = sa.select(_a).where(_a.c.id == approval_id)
-    if lock:
-        query = query.with_for_update()
     row = conn.execute(query).mappings().first()
     return None if row is None else dict(row)
 
