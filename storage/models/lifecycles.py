@@ -12,6 +12,25 @@ from sqlmodel import Field
 from storage.models.columns import Lifecycle, MilestoneChange, one_of, pending_only
 
 
+def search_indexes() -> list[sa.Index]:
+    """PostgreSQL's indexes for a search ignoring case: a party id's prefix
+    (`lower(id) LIKE 'ac%'`, pattern operators whatever the collation) and title words
+    (`lower(title) LIKE '%logo%'`, trigrams from the pg_trgm extension)."""
+    made = [
+        sa.Index(f"ix_contracts_{column}_prefix", sa.text(f"lower({column}) varchar_pattern_ops"))
+        for column in ("client_id", "freelancer_id")
+    ]
+    words = sa.Index(
+        "ix_contracts_title_words", sa.text("lower(title) gin_trgm_ops"), postgresql_using="gin"
+    )
+    # pg_trgm ships with PostgreSQL (Debian's postgresql package) and is a trusted
+    # extension: the database's owner may create it.
+    create = sa.DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm")  # type: ignore[no-untyped-call]
+    trigrams = create.execute_if(dialect="postgresql")
+    sa.event.listen(words, "before_create", trigrams)
+    return [index.ddl_if(dialect="postgresql") for index in (*made, words)]
+
+
 class Contract(Lifecycle, table=True):
     __tablename__ = "contracts"
     __table_args__ = (
@@ -26,6 +45,11 @@ class Contract(Lifecycle, table=True):
         ),
         sa.CheckConstraint("credit >= 0 AND credit <= held", name="ck_contracts_credit_in_held"),
         sa.CheckConstraint("length(currency) = 3", name="ck_contracts_currency"),
+        # Search (storage.search): by state in id order; on PostgreSQL also party-id
+        # prefixes and title words, ignoring case (pattern and trigram indexes; SQLite
+        # scans, which stays quick at an embedded deployment's size).
+        sa.Index("ix_contracts_state", "state", "id"),
+        *search_indexes(),
     )
 
     kind: str = Field(max_length=10)

@@ -86,6 +86,19 @@ class Deadline(Leased, table=True):
             sqlite_where=sa.text("status = 'pending' AND next_attempt_at IS NOT NULL"),
             postgresql_where=sa.text("status = 'pending' AND next_attempt_at IS NOT NULL"),
         ),
+        # A contract's pending deadlines (search's "waiting on a timer", its dossier).
+        sa.Index(
+            "ix_deadlines_contract_pending",
+            "contract_id",
+            "due_at",
+            **partial("status = 'pending'"),
+        ),
+        # The few an admin paused or whose firing failed for good (DL1, DL3).
+        sa.Index(
+            "ix_deadlines_held_back",
+            "contract_id",
+            **partial("status = 'pending' AND (paused OR failed_at IS NOT NULL)"),
+        ),
         sa.Index(
             "uq_deadlines_one_pending_per_entity_event",
             "entity",
