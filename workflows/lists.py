@@ -42,15 +42,15 @@ def entity_page(
     unknown = sorted(set(filters) - set(FILTERS[entity]))
     if unknown:
         raise _unknown_filter(unknown, FILTERS[entity])
-    limit = _limit(limit)
-    after = _decode(cursor, 2 if entity == "milestone" else 1)
+    limit = checked_limit(limit)
+    after = decode_cursor(cursor, 2 if entity == "milestone" else 1)
     with translated_errors(), db.connect() as conn:
         contract_id = filters.get("contract_id")
         if entity == "milestone" and entities.read(conn, "contract", contract_id or 0) is None:
             raise NotFound(f"contract {contract_id} does not exist", code="contract_not_found")
-        rows = entities.page(conn, entity, filters, _party(viewer), after, limit + 1)
+        rows = entities.page(conn, entity, filters, party_of(viewer), after, limit + 1)
     key = (lambda r: [r["position"], r["id"]]) if entity == "milestone" else (lambda r: [r["id"]])
-    return _answer(rows, limit, key)
+    return answer(rows, limit, key)
 
 
 def deadline_page(
@@ -64,8 +64,8 @@ def deadline_page(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """A page of pending deadlines, soonest first."""
-    limit = _limit(limit)
-    after = _decode(cursor, 2)
+    limit = checked_limit(limit)
+    after = decode_cursor(cursor, 2)
     if after is not None:
         after = (_instant(after[0]), after[1])
     with translated_errors(), db.connect() as conn:
@@ -74,14 +74,15 @@ def deadline_page(
             contract_id=contract_id,
             due_before=due_before,
             event=event,
-            party=_party(viewer),
+            party=party_of(viewer),
             after=after,
             limit=limit + 1,
         )
-    return _answer(rows, limit, lambda r: [r["due_at"].isoformat(), r["id"]])
+    return answer(rows, limit, lambda r: [r["due_at"].isoformat(), r["id"]])
 
 
-def _party(viewer: Actor | None) -> tuple[str, str] | None:
+def party_of(viewer: Actor | None) -> tuple[str, str] | None:
+    """The (column, party) a viewer is restricted to, or None to see every contract."""
     if viewer is None:
         return None
     column = _PARTY_COLUMN.get(viewer.role)
@@ -90,7 +91,8 @@ def _party(viewer: Actor | None) -> tuple[str, str] | None:
     return column, viewer.party
 
 
-def _limit(limit: int) -> int:
+def checked_limit(limit: int) -> int:
+    """`limit` if a page may be that long; a ValidationError saying the range otherwise."""
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationError(
             f"limit {limit} is out of range: give 1 to {MAX_LIMIT}", code="invalid_limit"
@@ -106,7 +108,8 @@ def _unknown_filter(unknown: list[str], known: tuple[str, ...]) -> ValidationErr
     )
 
 
-def _answer(rows: list[dict[str, Any]], limit: int, key: Any) -> dict[str, Any]:
+def answer(rows: list[dict[str, Any]], limit: int, key: Any) -> dict[str, Any]:
+    """A list's answer from up to `limit` + 1 rows (one more means another page)."""
     more = len(rows) > limit
     rows = rows[:limit]
     return {
@@ -123,7 +126,8 @@ def _encode(key: list[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
 
 
-def _decode(cursor: str | None, size: int) -> tuple[Any, ...] | None:
+def decode_cursor(cursor: str | None, size: int) -> tuple[Any, ...] | None:
+    """The sort key a cursor given out by `answer` holds (`size` values, the last an id)."""
     if cursor is None:
         return None
     try:
