@@ -27,13 +27,17 @@ def on_backends(backends: list[str], measure: Callable[[str, str], float]) -> di
 
 
 def run_main(
-    doc: str, option: str, default: int, measure: Callable[[str, str, int], float]
+    doc: str,
+    option: str,
+    default: int,
+    measure: Callable[[str, str, int], float],
+    backends: str = "postgresql,sqlite",
 ) -> tuple[int, dict[str, float]]:
     """A benchmark's command line, `--<option> N --backends ...`: N and the results of
     `measure(name, url, N)` by backend."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument(f"--{option}", type=int, default=default)
-    parser.add_argument("--backends", default="postgresql,sqlite")
+    parser.add_argument("--backends", default=backends)
     args = parser.parse_args()
     count = getattr(args, option)
     return count, on_backends(args.backends.split(","), lambda n, url: measure(n, url, count))

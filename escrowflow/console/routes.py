@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import diagrams, tokens
-from escrowflow.console import approval_pages, bulk_pages, terms_pages
+from escrowflow.console import approval_pages, bulk_pages, search_pages, terms_pages
 from escrowflow.console.access import acting as _acting
 from escrowflow.console.access import admin_of, require_confirmation
 from escrowflow.console.access import engine_of as _engine
@@ -52,6 +52,7 @@ ENTITIES = ("contract", "milestone", "change_request", "proposal", "refund")
 def install(app: FastAPI, settings: Settings) -> None:
     app.state.console_sessions = Sessions(timedelta(seconds=settings.console_session_seconds))
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
+    app.include_router(search_pages.router())
     app.include_router(_router())
     app.include_router(terms_pages.router())
     app.include_router(bulk_pages.router())
@@ -141,31 +142,6 @@ def _router() -> APIRouter:
         response = RedirectResponse("/console/login", status_code=303)
         response.delete_cookie(COOKIE, path="/console")
         return response
-
-    @router.get("/contracts")
-    async def contracts(
-        request: Request,
-        client: str = "",
-        freelancer: str = "",
-        state: str = "",
-        cursor: str | None = None,
-    ) -> Response:
-        viewer = await _viewer(request)
-        if viewer is None:
-            return _to_login()
-        filters = {"client_id": client, "freelancer_id": freelancer, "state": state}
-        chosen = {k: v.strip() for k, v in filters.items() if v.strip()}
-        try:
-            page = await offload(
-                lists.entity_page, _engine(request).db, "contract", chosen, None, 50, cursor
-            )
-        except EscrowflowError as exc:
-            page, error = {"items": [], "next_cursor": None}, exc.message
-        else:
-            error = ""
-        return render_page(
-            request, "contracts.html", viewer, page=page, filters=filters, error=error
-        )
 
     @router.get("/contracts/{contract_id}")
     async def inspect(request: Request, contract_id: int) -> Response:

@@ -102,6 +102,50 @@ def test_a_read_token_signs_in_without_admin_forms_and_a_wrong_token_is_told_so(
     expect(page.get_by_role("alert")).to_contain_text("needs the scope read or act:admin")
 
 
+def test_search_by_party_prefix_title_words_and_money_and_the_attention_counts_link_views(
+    console: Console,
+) -> None:
+    page, caller = console.page, console.caller
+    reviewing, _m = _in_review(caller)  # "Shop", acme and ada, 500.00 USD held
+    disputed, _r = _disputed(caller)  # "Shop" too, its refund disputed
+    caller.act(
+        "client:bolt", "/v1/contracts", {"freelancer_id": "ada", "title": "Logo", "currency": "EUR"}
+    )
+    console.sign_in("read")
+    expect(page.locator("#attention-disputes")).to_contain_text("1 with a disputed refund")
+    expect(page.locator("#attention-held-back")).to_contain_text("0 with a paused")
+    expect(page.locator("#contracts tbody tr")).to_have_count(3)
+
+    page.fill("#search input[name=party]", "ACM")
+    page.fill("#search input[name=title]", "shop")
+    page.click("#search button[type=submit]")
+    rows = page.locator("#contracts tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("acme")
+
+    page.fill("#search input[name=held_min]", "500.01")  # no currency chosen
+    page.click("#search button[type=submit]")
+    expect(page.get_by_role("alert")).to_contain_text("held_min needs a currency")
+    expect(page.locator("#search input[name=held_min]")).to_have_value("500.01")  # kept
+    page.select_option("#search select[name=currency]", "USD")
+    page.click("#search button[type=submit]")
+    expect(page.locator("#contracts tbody")).to_contain_text("No contract matches")
+    page.fill("#search input[name=held_min]", "500")
+    page.click("#search button[type=submit]")
+    expect(rows).to_have_count(2)
+    expect(rows.first.locator("td.num")).to_have_text("500.00 USD")
+
+    page.click("#attention-disputes")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator("a")).to_have_text(str(disputed))
+    page.click("#attention-due-soon")  # the review's auto-approval is 14 days off
+    expect(page.locator("#contracts tbody")).to_contain_text("No contract matches")
+    page.fill("#search input[name=due_within_days]", "14")
+    page.click("#search button[type=submit]")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator("a")).to_have_text(str(reviewing))
+
+
 def test_the_inspector_follows_a_milestone_through_its_auto_approval(console: Console) -> None:
     page, server, caller = console.page, console.server, console.caller
     contract, m = _in_review(caller)
