@@ -43,16 +43,16 @@ def _sql(db: sa.Engine) -> dict[str, str]:
             "at": "'2026-11-30 09:00:00'",
             "due": "datetime('2026-12-01', '+' || (i % 60) || ' days', "
             "'+' || (i % 86400) || ' seconds')",
-            "paused": "CASE WHEN i % 150 = 0 THEN 1 ELSE 0 END",
-            "failed": "CASE WHEN i % 3000 = 3 THEN '2026-11-30 10:00:00' END",
+            "paused": "CASE WHEN i % 150 = 1 THEN 1 ELSE 0 END",
+            "failed": "CASE WHEN i % 3000 = 4 THEN '2026-11-30 10:00:00' END",
         }
     return {
         "series": "SELECT i FROM generate_series(1, :n) AS s(i)",
         "at": "TIMESTAMPTZ '2026-11-30 09:00:00+00'",
         "due": "TIMESTAMPTZ '2026-12-01 00:00:00+00' + (i % 60) * INTERVAL '1 day' "
         "+ (i % 86400) * INTERVAL '1 second'",
-        "paused": "(i % 150 = 0)",
-        "failed": "CASE WHEN i % 3000 = 3 THEN TIMESTAMPTZ '2026-11-30 10:00:00+00' END",
+        "paused": "(i % 150 = 1)",
+        "failed": "CASE WHEN i % 3000 = 4 THEN TIMESTAMPTZ '2026-11-30 10:00:00+00' END",
     }
 
 
@@ -68,15 +68,16 @@ def _seed(db: sa.Engine, count: int) -> None:
         pick = "CASE {x} " + " ".join(f"WHEN {n} THEN '{w}'" for n, w in enumerate(WORDS)) + " END"
         title = f"{pick.format(x='i % 12')} || ' ' || {pick.format(x='(i / 12) % 12')} || ' ' || i"
     states = "CASE i % 6 WHEN 0 THEN 'offer' WHEN 5 THEN 'ended' ELSE 'active' END"
-    currency = "CASE i % 3 WHEN 0 THEN 'USD' WHEN 1 THEN 'EUR' ELSE 'GBP' END"
+    held = "((i % 65536) * 7919) % 500000"  # all of it deposited, none released yet
+    currency = "CASE (i / 6) % 3 WHEN 0 THEN 'USD' WHEN 1 THEN 'EUR' ELSE 'GBP' END"
     with db.begin() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO contracts (id, kind, client_id, freelancer_id, title, currency, "
                 "state, version, deposited, released, refunded, held, credit, milestone_count, "
                 f"created_at, updated_at) SELECT i, 'fixed', 'client-' || (i % 5000), "
-                f"'fl-' || (i % 20000), {title}, {currency}, {states}, 1, 0, 0, 0, "
-                f"(i * 7919) % 500000, 0, 0, {q['at']}, {q['at']} FROM ({q['series']}) AS q"
+                f"'fl-' || (i % 20000), {title}, {currency}, {states}, 1, {held}, 0, 0, "
+                f"{held}, 0, 0, {q['at']}, {q['at']} FROM ({q['series']}) AS q"
             ),
             {"n": count},
         )

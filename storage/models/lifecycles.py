@@ -45,10 +45,11 @@ class Contract(Lifecycle, table=True):
         ),
         sa.CheckConstraint("credit >= 0 AND credit <= held", name="ck_contracts_credit_in_held"),
         sa.CheckConstraint("length(currency) = 3", name="ck_contracts_currency"),
-        # Search (storage.search): by state in id order; on PostgreSQL also party-id
-        # prefixes and title words, ignoring case (pattern and trigram indexes; SQLite
-        # scans, which stays quick at an embedded deployment's size).
+        # Search (storage.search): by state in id order, by money held in a currency; on
+        # PostgreSQL also party-id prefixes and title words, ignoring case (pattern and
+        # trigram indexes; SQLite scans, which stays quick at an embedded deployment's size).
         sa.Index("ix_contracts_state", "state", "id"),
+        sa.Index("ix_contracts_currency_held", "currency", "held"),
         *search_indexes(),
     )
 

@@ -191,3 +191,28 @@ def test_an_unknown_search_field_is_refused(sc: Scenario) -> None:
         search.contract_page(sc.db, {"client": "acme"}, None, sc.clock.now())
     assert refused.value.code == "unknown_filter"
     assert "search takes party, title" in refused.value.message
+
+
+def test_a_text_match_pages_alike_whether_read_through_its_index_or_by_walking_ids(
+    sc: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Few matches are read through the text's index and sorted, many by walking ids in
+    order (storage.search.NARROW decides): both give the same pages in id order."""
+    from storage import search as stored
+
+    made = [_contract(sc, f"Logo {n}", client=BOLT if n % 2 else CLIENT)[0] for n in range(7)]
+    _contract(sc, "Other", client=ZED)
+
+    def pages(**given: str) -> list[list[int]]:
+        found, cursor = [], None
+        while True:
+            page = search.contract_page(sc.db, given, None, sc.clock.now(), 2, cursor)
+            found.append([c["id"] for c in page["items"]])
+            if not (cursor := page["next_cursor"]):
+                return found
+
+    narrow = pages(title="logo"), pages(party="bolt"), pages(party="acm", title="logo")
+    monkeypatch.setattr(stored, "NARROW", 1)  # every text now matches "many"
+    assert (pages(title="logo"), pages(party="bolt"), pages(party="acm", title="logo")) == narrow
+    assert [c for page in narrow[0] for c in page] == made
+    assert [c for page in narrow[1] for c in page] == [c for n, c in enumerate(made) if n % 2]

@@ -1,4 +1,4 @@
-"""contract search: contracts by state, party-id prefix and title words (the last two on
+"""contract search: contracts by state, money held in a currency, party-id prefix and title words (the last two on
 PostgreSQL, ignoring case), a contract's pending deadlines, its held-back ones
 
 Revision ID: 0013
@@ -39,6 +39,7 @@ def _search_indexes() -> list[sa.Index]:
 
 def upgrade() -> None:
     op.create_index("ix_contracts_state", "contracts", ["state", "id"])
+    op.create_index("ix_contracts_currency_held", "contracts", ["currency", "held"])
     op.create_index(
         "ix_deadlines_contract_pending", "deadlines", ["contract_id", "due_at"], **_where(_PENDING)
     )
@@ -52,4 +53,5 @@ def downgrade() -> None:
         index.drop(op.get_bind())
     op.drop_index("ix_deadlines_held_back", table_name="deadlines")
     op.drop_index("ix_deadlines_contract_pending", table_name="deadlines")
+    op.drop_index("ix_contracts_currency_held", table_name="contracts")
     op.drop_index("ix_contracts_state", table_name="contracts")
