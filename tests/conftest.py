@@ -168,6 +168,7 @@ def api(engine: EscrowEngine) -> Iterator[Api]:
         client.close()
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture parameter
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`postgresql_only` tests are not collected for SQLite (not skipped: not run at all)."""
     keep, drop = [], []
@@ -178,3 +179,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    _heavy_first_on_each_worker(config, items)
+
+
+def _heavy_first_on_each_worker(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist worksteal` (CI's slow set), each worker starts on one of
+    the `heavy` tests (several minutes each) instead of two landing on one worker, which
+    would make that worker alone the run's length. Worksteal hands worker i the i-th of
+    N contiguous shares (`len // workers left` each), so a heavy test is put at the head
+    of each share; the others keep their order."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    heavy = [item for item in items if item.get_closest_marker("heavy")]
+    if workers < 2 or not heavy:
+        return
+    rest = [item for item in items if not item.get_closest_marker("heavy")]
+    ordered: list[pytest.Item] = []
+    left = len(items)
+    for share in range(workers):
+        size = left // (workers - share)
+        left -= size
+        # The heavy tests beyond one a worker go to the last shares' heads too.
+        mine = heavy[share::workers]
+        ordered.extend(mine)
+        take = max(0, size - len(mine))
+        ordered.extend(rest[:take])
+        rest = rest[take:]
+    ordered.extend(rest)
+    items[:] = ordered
