@@ -23,6 +23,9 @@ HTTP_STATUS: dict[type[e.EscrowflowError], int] = {
     e.StorageError: 503,
 }
 
+# Not a domain error: `serve` could not listen on its address.
+ADDRESS_IN_USE = 9
+
 EXIT_CODE: dict[type[e.EscrowflowError], int] = {
     e.EscrowflowError: 1,
     e.ValidationError: 2,

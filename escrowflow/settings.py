@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine as DBEngine
 from storage.db import (
     DEFAULT_LOCK_TIMEOUT_SECONDS,
     DEFAULT_POOL_TIMEOUT_SECONDS,
+    database_shown,
     make_engine,
 )
 from storage.server_clock import server_clock
@@ -202,11 +203,18 @@ class Settings(BaseSettings):
             },
         )
 
-    def engine(self, **engine_kwargs: Any) -> EscrowEngine:
+    def database_shown(self) -> str:
+        """The database as a person names it: a SQLite file's absolute path, a server's
+        URL without its password."""
+        return database_shown(self.database_url)
+
+    def engine(self, *, create: bool = False, **engine_kwargs: Any) -> EscrowEngine:
         """The one factory of the escrow engine: the database, the policy and the clocks
-        from these settings (`engine_kwargs` go to SQLAlchemy, e.g. `pool_size`)."""
+        from these settings (`engine_kwargs` go to SQLAlchemy, e.g. `pool_size`). A SQLite
+        file that is not there is refused (run `escrowflow migrate`) unless `create`: a
+        command run from another directory must not make an empty database there."""
         engine_kwargs.setdefault("pool_timeout", self.pool_timeout)
-        db = make_engine(self, lock_timeout=self.lock_timeout, **engine_kwargs)
+        db = make_engine(self, lock_timeout=self.lock_timeout, create=create, **engine_kwargs)
         if self.test_clock_file:
             logging.getLogger("escrowflow.clock").warning(
                 "running on a test clock: now is read from %s, not the database's clock",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -54,9 +54,12 @@ def make_engine(
     settings: DatabaseSettings,
     *,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
+    create: bool = True,
     **engine_kwargs: Any,
 ) -> Engine:
-    """Build the engine for `settings.database_url` (SQLite file or PostgreSQL).
+    """Build the engine for `settings.database_url` (SQLite file or PostgreSQL). With
+    `create` false, a SQLite file that does not exist is `StorageError` (not_migrated)
+    instead of a new empty database.
 
     Every wait is bounded: a lock held elsewhere for longer than `lock_timeout` seconds,
     or no free pooled connection within the pool timeout, is `StorageBusy`."""
@@ -69,7 +72,25 @@ def make_engine(
             "use sqlite:///path/to/file.db or postgresql://user@host/dbname",
             code="unsupported_database",
         )
-    return adapter.make(url, lock_timeout, synchronous=settings.sqlite_synchronous, **engine_kwargs)
+    return adapter.make(
+        url, lock_timeout, synchronous=settings.sqlite_synchronous, create=create, **engine_kwargs
+    )
+
+
+def database_shown(database_url: str) -> str:
+    """The database as a person names it in a message (a file's absolute path, a
+    server's URL without its password)."""
+    url = sa.make_url(database_url)
+    adapter = adapter_named(url.get_backend_name())
+    return adapter.shown(url) if adapter is not None else url.render_as_string(hide_password=True)
+
+
+def sole_worker(database_url: str) -> AbstractContextManager[None]:
+    """Held while a process runs the worker on `database_url`: on a database that takes
+    one writer (a SQLite file), a second worker is refused at start (`ConflictError`)."""
+    url = sa.make_url(database_url)
+    adapter = adapter_named(url.get_backend_name())
+    return adapter.sole_worker(url) if adapter is not None else nullcontext()
 
 
 _log = logging.getLogger("escrowflow.storage")

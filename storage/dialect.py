@@ -48,10 +48,28 @@ class Adapter(Protocol):
     """Most ALTERs copy the table (Alembic's batch mode)."""
 
     def make(
-        self, url: sa.URL, lock_timeout: float, *, synchronous: str, **engine_kwargs: Any
+        self,
+        url: sa.URL,
+        lock_timeout: float,
+        *,
+        synchronous: str,
+        create: bool,
+        **engine_kwargs: Any,
     ) -> Engine:
         """An engine whose every wait for a lock is bounded by `lock_timeout` seconds
-        (`synchronous`: SQLite's durability setting)."""
+        (`synchronous`: SQLite's durability setting; `create`: whether a database that
+        does not exist yet may be made, where the driver would make one)."""
+        ...
+
+    def shown(self, url: sa.URL) -> str:
+        """The database as a person names it: a file's absolute path, a server's URL
+        without its password."""
+        ...
+
+    def sole_worker(self, url: sa.URL) -> AbstractContextManager[None]:
+        """Held while a process runs the worker: where one writer takes the whole file,
+        a second worker is refused (`ConflictError`, database_in_use) instead of
+        starting to wait on the first."""
         ...
 
     def write_turn(self, engine: Engine) -> AbstractContextManager[None]:

@@ -137,9 +137,21 @@ class PostgreSQL:
     alters_by_copy = False
 
     def make(
-        self, url: sa.URL, lock_timeout: float, *, synchronous: str, **engine_kwargs: Any
+        self,
+        url: sa.URL,
+        lock_timeout: float,
+        *,
+        synchronous: str,
+        create: bool,
+        **engine_kwargs: Any,
     ) -> Engine:
         return make(url, lock_timeout, **engine_kwargs)
+
+    def shown(self, url: sa.URL) -> str:
+        return url.render_as_string(hide_password=True)
+
+    def sole_worker(self, url: sa.URL) -> AbstractContextManager[None]:
+        return nullcontext()  # workers share the server through their claims
 
     def write_turn(self, engine: Engine) -> AbstractContextManager[None]:
         return nullcontext()

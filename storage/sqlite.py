@@ -12,12 +12,14 @@ are bounded by the lock timeout. A claim reads, then leases: there is one writer
 
 from __future__ import annotations
 
+import fcntl
 import re
 import sqlite3
 import threading
 import weakref
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +27,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
-from storage.errors import StorageBusy, ValidationError
+from storage.errors import ConflictError, StorageBusy, StorageError, ValidationError
 
 SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 WRITES = "escrowflow_writes"
@@ -97,6 +99,22 @@ def make(url: sa.URL, synchronous: str, lock_timeout: float, **engine_kwargs: An
     return engine
 
 
+@contextmanager
+def _sole_worker(database: Path) -> Iterator[None]:
+    """An exclusive lock on `<file>.worker-lock` while this process runs the worker. The
+    kernel lets it go when the process ends, however it ends (kill -9 included)."""
+    with open(f"{database}.worker-lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConflictError(
+                f"another process already runs the worker on {database} (SQLite takes one): "
+                "stop it, add API-only nodes with `serve --no-worker`, or use PostgreSQL",
+                code="database_in_use",
+            ) from None
+        yield
+
+
 def id_in(column: sa.ColumnElement[int], ids: Sequence[int]) -> sa.ColumnElement[bool]:
     return column.in_(ids)
 
@@ -129,9 +147,27 @@ class SQLite:
     alters_by_copy = True
 
     def make(
-        self, url: sa.URL, lock_timeout: float, *, synchronous: str, **engine_kwargs: Any
+        self,
+        url: sa.URL,
+        lock_timeout: float,
+        *,
+        synchronous: str,
+        create: bool,
+        **engine_kwargs: Any,
     ) -> Engine:
+        if not create and not Path(str(url.database)).exists():
+            raise StorageError(
+                f"no database at {self.shown(url)}: run `escrowflow "
+                "migrate` to create it, or set ESCROWFLOW_DATABASE_URL to the one in use",
+                code="not_migrated",
+            )
         return make(url, synchronous, lock_timeout, **engine_kwargs)
+
+    def shown(self, url: sa.URL) -> str:
+        return str(Path(str(url.database)).resolve())
+
+    def sole_worker(self, url: sa.URL) -> AbstractContextManager[None]:
+        return _sole_worker(Path(self.shown(url)))
 
     def write_turn(self, engine: Engine) -> AbstractContextManager[None]:
         return TURNS.get(engine) or nullcontext()

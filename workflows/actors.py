@@ -30,11 +30,17 @@ class Actor:
                 code="invalid_actor",
             )
         try:
-            return cls(Role(role.strip().lower()), party.strip())
+            # Case-sensitive, as every other name in the API: `Client` is no role.
+            return cls(Role(role.strip()), party.strip())
         except ValueError:
             roles = ", ".join(r.value for r in Role)
+            hint = (
+                f" (roles are lower case: {role.strip().lower()})"
+                if role.strip().lower() in roles.split(", ")
+                else ""
+            )
             raise ValidationError(
-                f"unknown role {role!r}: use one of {roles}", code="unknown_role"
+                f"unknown role {role!r}{hint}: use one of {roles}", code="unknown_role"
             ) from None
 
     def as_dict(self) -> dict[str, str]:

@@ -3,10 +3,12 @@ and a non-zero exit (codes from `escrowflow/error_codes.py`)."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import pydantic
 import typer
@@ -18,11 +20,34 @@ from workflows.engine import EscrowEngine
 
 T = TypeVar("T")
 
+# Errors that are about which database: the line says which one this command used.
+_NAMES_THE_DATABASE = frozenset({"not_migrated", "database_unreachable"})
+
 app = typer.Typer(
     help="escrowflow: escrow lifecycles of fixed-price contracts, applied exactly once.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"escrowflow {version('escrowflow')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """escrowflow: escrow lifecycles of fixed-price contracts, applied exactly once."""
 
 
 def group(name: str, help: str) -> typer.Typer:
@@ -42,7 +67,13 @@ def errors() -> Iterator[None]:
     try:
         yield
     except EscrowflowError as exc:
-        fail(f"{exc.message} [{exc.code}]", exit_code(exc))
+        message = exc.message
+        if exc.code in _NAMES_THE_DATABASE:
+            with contextlib.suppress(pydantic.ValidationError):
+                shown = Settings().database_shown()
+                if shown not in message:
+                    message = f"{message} (database: {shown})"
+        fail(f"{message} [{exc.code}]", exit_code(exc))
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         setting = str(first["loc"][0]).upper() if first["loc"] else "?"
@@ -55,9 +86,13 @@ def load_settings() -> Settings:
 
 
 def load_engine() -> EscrowEngine:
+    """The engine of these settings; its connections are closed as the process ends
+    (the server sees a goodbye, not a dropped socket)."""
     settings = load_settings()
     with errors():
-        return settings.engine()
+        engine = settings.engine()
+    atexit.register(engine.close)
+    return engine
 
 
 def json_arg(text: str | None, option: str) -> dict[str, Any]:

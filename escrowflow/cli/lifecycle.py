@@ -187,8 +187,15 @@ def _describe_view(view: dict[str, Any]) -> str:
     if view["entity"] == "milestone":
         lines.append(
             f"  {view['title']}: amount {format_money(view['amount'], currency)}, "
-            f"in escrow {format_money(view['escrow'], currency)}"
+            f"in escrow {format_money(view['escrow'], currency)}, released "
+            f"{format_money(view['released_amount'], currency)}"
         )
+        lines.append(f"  contract {view['contract_id']}, position {view['position']}")
+        lines.append(f"  due date: {view['due_date'] or 'none given'}")
+        if view["open_change_request_id"] is not None:
+            lines.append(f"  open change request: {view['open_change_request_id']}")
+        if view["description"]:
+            lines.append(f"  description: {view['description']}")
     for role, events in view["allowed_events"].items():
         lines.append(f"  {role} may: {', '.join(events)}")
     for deadline in view["pending_deadlines"]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -16,6 +19,8 @@ import typer
 
 from escrowflow.cli.common import app, emit, emit_rows, errors, fail, load_engine, load_settings
 from escrowflow.cli.options import As, AsJson, Id
+from escrowflow.error_codes import ADDRESS_IN_USE
+from storage.db import sole_worker
 from workflows import sweeper, views
 from workflows.actors import Actor
 
@@ -37,7 +42,7 @@ def worker(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    with errors():
+    with errors(), sole_worker(settings.database_url):
         daemon.start()
         stop.wait()
         daemon.stop()  # the batch in hand finishes first
@@ -204,16 +209,36 @@ def serve(
     settings = load_settings()
     logging.basicConfig(level=logging.INFO, handlers=[_json_handler()], force=True)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    with errors():
-        api = create_app(settings, run_worker=not no_worker)
-    config = uvicorn.Config(
-        api,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        log_config=None,
-        access_log=False,
-    )
-    _graceful(config).run()
+    with contextlib.ExitStack() as held:
+        if not no_worker:  # API-only nodes may share a SQLite file; its worker may not
+            held.enter_context(errors())
+            held.enter_context(sole_worker(settings.database_url))
+        listening = _listen(host or settings.api_host, port or settings.api_port)
+        with errors():
+            api = create_app(settings, run_worker=not no_worker)
+        config = uvicorn.Config(api, log_config=None, access_log=False)
+        _graceful(config).run(sockets=[listening])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here so that an address in use is one line and its own
+    exit code rather than uvicorn's log and exit 1."""
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        if exc.errno == errno.EADDRINUSE:
+            fail(
+                f"address {host}:{port} is in use: stop what listens there, or choose "
+                "another with --port (or ESCROWFLOW_API_PORT)",
+                ADDRESS_IN_USE,
+            )
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}", ADDRESS_IN_USE)
+    listening.listen(2048)
+    listening.set_inheritable(True)
+    return listening
 
 
 def _graceful(config: Any) -> Any:

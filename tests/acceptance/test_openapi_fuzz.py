@@ -39,7 +39,8 @@ EXAMPLES = int(os.environ.get("ESCROWFLOW_FUZZ_EXAMPLES", "25"))
 def _document() -> dict[str, object]:
     """The OpenAPI document, from an app that never connects (no request is served)."""
     with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(Settings(database_url=f"sqlite:///{tmp}/schema.db"))
+        settings = Settings(database_url=f"sqlite:///{tmp}/schema.db")
+        app = create_app(settings, engine=settings.engine(create=True))
         return app.openapi()
 
 

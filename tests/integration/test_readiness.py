@@ -47,11 +47,12 @@ def test_readyz_is_not_ready_on_a_full_disk_and_ready_again_once_there_is_room(
     with live_server(engine, Settings(api_token_cache_seconds=0)) as url:
         assert httpx.get(f"{url}/readyz").json()["status"] == "ready"
         filler = small_disk / "filler"
-        with open(filler, "wb") as out:  # fill what is left of the disk
+        # Fill what is left of the disk, unbuffered: nothing is left to flush at close
+        # (a buffered file's close raised ENOSPC again).
+        with open(filler, "wb", buffering=0) as out:
             try:
                 while True:
                     out.write(b"\0" * 65536)
-                    out.flush()
             except OSError:
                 pass
         full = httpx.get(f"{url}/readyz", timeout=10)
