@@ -178,13 +178,17 @@ def check_invariants(db: sa.Engine) -> None:
                 refund_reserved[r["contract_id"]] = (
                     refund_reserved.get(r["contract_id"], 0) + r["amount"]
                 )
+    # Each contract's entries, grouped once (a scan of every entry per contract took 28 s
+    # for the drain tests' 10,000 contracts).
+    entries_of: dict[int, list[Any]] = {}
+    for entry in ledger:
+        entries_of.setdefault(entry["contract_id"], []).append(entry)
     for c in contracts:
         sums = {"deposit": 0, "release": 0, "refund": 0}
-        for entry in ledger:
-            if entry["contract_id"] == c["id"]:
-                assert entry["amount"] > 0
-                assert entry["currency"] == c["currency"]
-                sums[entry["kind"]] += entry["amount"]
+        for entry in entries_of.get(c["id"], ()):
+            assert entry["amount"] > 0
+            assert entry["currency"] == c["currency"]
+            sums[entry["kind"]] += entry["amount"]
         # ES1: what is held is deposits less releases and refunds, never negative.
         held = sums["deposit"] - sums["release"] - sums["refund"]
         assert held == c["held"] >= 0, (c, sums)
