@@ -32,6 +32,7 @@ from workflows.policy import (
     DEFAULT_DURATIONS,
     DEFAULT_MAX_MILESTONES,
     DEFAULT_MINIMUM_AMOUNTS,
+    DEFAULT_RELEASE_LIMIT_MULTIPLE,
     DEFAULT_REMINDERS,
     ISO_4217,
     SECOND_APPROVAL_ABOVE,
@@ -75,6 +76,8 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_MINIMUM_AMOUNTS)
     )  # MS1
     max_milestones: int = Field(default=DEFAULT_MAX_MILESTONES, ge=1)  # CT3
+    # MS14: a client's release above this multiple of the agreed amount needs "bonus".
+    release_limit_multiple: int = Field(default=DEFAULT_RELEASE_LIMIT_MULTIPLE, ge=1, le=1000)
     # NT2: how long before each timer its party is reminded, by timer policy, as JSON
     # ({"review_window": ["P3D", "P1D"], ...}); `[]` or `{}` turns reminders off.
     reminders: dict[str, list[timedelta]] | list[timedelta] = Field(
@@ -195,6 +198,7 @@ class Settings(BaseSettings):
             },
             minimum_amounts=dict(self.minimum_amounts),
             max_milestones=self.max_milestones,
+            release_limit_multiple=self.release_limit_multiple,
             reminders={
                 name: tuple(offsets)
                 for name, offsets in (

@@ -128,7 +128,7 @@ class MilestoneMachine(EscrowMachine):
         "delete": (CLIENT, "MS3", "CT3"),
         "submit": (FREELANCER, "MS6", "CR5"),
         "request_changes": (CLIENT, "MS7"),
-        "release": (CLIENT, "MS8", "MS9", "X11"),
+        "release": (CLIENT, "MS8", "MS9", "MS14", "X11"),
         "deposit": (CLIENT, "CR3"),
         "auto_approve": (SYSTEM, "MS10", "NT2", "TM1"),
         "open_change_request": (CLIENT, "CR1"),

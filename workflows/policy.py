@@ -201,6 +201,8 @@ DEFAULT_REMINDERS: Mapping[str, tuple[timedelta, ...]] = MappingProxyType(
 # needs five of its major units, as USD needs 5.00.
 DEFAULT_MINIMUM_AMOUNTS: Mapping[str, int] = MappingProxyType({"USD": 500})
 DEFAULT_MAX_MILESTONES = 200  # CT3
+# MS14: a release above this multiple of the milestone's agreed amount needs "bonus".
+DEFAULT_RELEASE_LIMIT_MULTIPLE = 2
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,8 @@ class Policy:
         default_factory=lambda: dict(DEFAULT_MINIMUM_AMOUNTS)
     )
     max_milestones: int = DEFAULT_MAX_MILESTONES
+    # MS14: the platform's guard, read from the deployment's policy; not kept in terms.
+    release_limit_multiple: int = DEFAULT_RELEASE_LIMIT_MULTIPLE
     currencies: frozenset[str] = frozenset(ISO_4217)
     reminders: Mapping[str, tuple[timedelta, ...]] = field(
         default_factory=lambda: dict(DEFAULT_REMINDERS)
@@ -229,6 +233,8 @@ class Policy:
             raise ValidationError(f"not ISO 4217 currencies: {', '.join(unknown)}")
         if self.max_milestones < 1:
             raise ValidationError("max_milestones must be at least 1")
+        if self.release_limit_multiple < 1:
+            raise ValidationError("release_limit_multiple must be at least 1 (MS14)")
         for name, offsets in self.reminders.items():
             if name not in TIMER_POLICIES:
                 raise ValidationError(

@@ -50,6 +50,10 @@ class UnitOfWork:
         return self.recorder.policy_of(self._contract)
 
     @property
+    def deployment_policy(self) -> Policy:
+        return self.terms.policy
+
+    @property
     def contract(self) -> Row:
         assert self._contract is not None, "lock the contract first"
         return self._contract

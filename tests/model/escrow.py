@@ -73,6 +73,10 @@ ROLES: dict[str, dict[str, set[str]]] = {
 }
 
 
+# MS14: a release above this multiple of the agreed amount needs "bonus" (the default).
+RELEASE_LIMIT = 2
+
+
 def _require(condition: bool, why: str) -> None:
     if not condition:
         raise Refused(why)
@@ -532,11 +536,15 @@ class Model:
         self._cancel_timer("milestone", m["id"])
 
     def _milestone_release(self, m: dict[str, Any], c: dict[str, Any], p: dict[str, Any]) -> None:
-        """MS8, MS9: all, part or more; without an amount, what MS10 pays."""
-        _only(p, "amount")
+        """MS8, MS9: all, part or more; without an amount, what MS10 pays. MS14: more
+        than twice the agreed amount only as a stated bonus."""
+        _only(p, "amount", "bonus")
         _require(m["state"] in ("active", "in_review"), "nothing to release")
         _require(c["state"] in ("active", "ended"), "the freelancer has not accepted (X1)")
+        bonus = p.get("bonus", False)
+        _require(bonus is True or bonus is False, "bonus is not true or false")
         amount = _amount(p["amount"]) if "amount" in p else min(m["amount"], m["escrow"])
+        _require("amount" not in p or bonus or amount <= RELEASE_LIMIT * m["amount"], "MS14")
         self._release(m, c, amount)
 
     def _approve_by_default(self, m: dict[str, Any]) -> None:

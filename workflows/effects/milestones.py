@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from storage import entities
+from storage.errors import TransitionRejected, ValidationError
 from workflows import payloads as p
 from workflows.describe import changes
 from workflows.effects.common import FIELDS, cancel_change_request, require_change
-from workflows.policy import approved_amount
+from workflows.policy import approved_amount, format_money
 from workflows.registry import effect
 from workflows.step import Step
 
@@ -55,13 +56,42 @@ def submit(step: Step) -> None:
     cancel_change_request(step, step.record)  # CR5
 
 
-@effect("milestone", "release", takes=("amount",))
+@effect("milestone", "release", takes=("amount", "bonus"))
 def release(step: Step) -> None:
-    """MS8: release all, part (MS9) or more than the milestone (the rest is deposited)."""
+    """MS8: release all, part (MS9) or more than the milestone (the rest is deposited);
+    MS14: far more only as a stated bonus."""
+    bonus = step.payload.get("bonus", False)
+    if not isinstance(bonus, bool):
+        raise ValidationError(
+            f"bonus must be true or false, not {bonus!r}",
+            code="invalid_bonus",
+            details={"field": "bonus"},
+        )
     if "amount" in step.payload:
-        _release(step, p.integer_amount(step.payload["amount"], "amount"))
+        amount = p.integer_amount(step.payload["amount"], "amount")
+        if not bonus:
+            check_release_limit(step, amount)
+        _release(step, amount)
     else:
         _release(step, approved_amount(step.record))
+
+
+def check_release_limit(step: Step, amount: int) -> None:
+    """MS14: a release above the policy's multiple of the agreed amount is refused unless
+    the client states it is a bonus: a typo must not pay a fortune."""
+    milestone, currency = step.record, step.contract["currency"]
+    # The platform's guard, not a term of the contract (TM1): the deployment's setting.
+    multiple = step.unit.deployment_policy.release_limit_multiple
+    limit = milestone["amount"] * multiple
+    if amount > limit:
+        raise TransitionRejected(
+            f"a release of {format_money(amount, currency)} is more than {multiple}x the "
+            f"{format_money(milestone['amount'], currency)} agreed for milestone "
+            f"{milestone.id}: release at most {format_money(limit, currency)}, or state "
+            'that it is a bonus ("bonus": true) (MS14)',
+            code="release_above_limit",
+            details={"limit": limit, "amount": amount, "multiple": multiple},
+        )
 
 
 @effect("milestone", "auto_approve")
