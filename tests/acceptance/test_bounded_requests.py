@@ -9,11 +9,14 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy.engine import Engine as DBEngine
 
 from escrowflow import tokens
 from tests.conftest import table_counts
 from tests.served import START, Server
+
+pytestmark = pytest.mark.slow  # each test starts `escrowflow serve`
 
 MB = 1024 * 1024
 

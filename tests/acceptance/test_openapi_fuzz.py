@@ -69,6 +69,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     db.dispose()
 
 
+@pytest.mark.slow  # every operation fuzzed: about 30 s of the fast loop otherwise
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES,

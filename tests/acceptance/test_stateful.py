@@ -36,7 +36,7 @@ from workflows.policy import Policy
 from workflows.sweeper import fire_due
 
 EXAMPLES = int(
-    os.environ.get("ESCROWFLOW_STATEFUL_EXAMPLES", "200" if os.environ.get("CI") else "40")
+    os.environ.get("ESCROWFLOW_STATEFUL_EXAMPLES", "150" if os.environ.get("CI") else "40")
 )
 
 amounts = st.integers(min_value=500, max_value=30_000)

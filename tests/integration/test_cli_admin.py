@@ -63,6 +63,7 @@ def test_webhooks_are_added_listed_removed_and_replayed(db: DBEngine) -> None:
     assert missing.returncode == 3 and "not dead-lettered" in missing.stderr
 
 
+@pytest.mark.slow  # a CLI process (start-up alone is 1.5 s)
 @pytest.mark.parametrize(
     "command",
     [["status"], ["show", "contract", "1"], ["deadlines", "list"], ["tokens", "list"]],
@@ -76,6 +77,7 @@ def test_storage_errors_are_one_line_with_exit_7(tmp_path: Path, command: list[s
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # a CLI process (start-up alone is 1.5 s)
 def test_migrate_into_a_missing_directory_says_so_in_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "ESCROWFLOW_DATABASE_URL": f"sqlite:///{tmp_path}/no/such/dir/x.db"}
     done = subprocess.run(

@@ -8,6 +8,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from escrowflow import diagrams
 from tests.helpers import Scenario
 from tests.live import Api
@@ -42,6 +44,7 @@ def test_a_milestone_under_review_is_drawn_highlighted_with_its_auto_approval_da
     assert CURRENT_FILL in _node(again, "active") and "due 2026" not in again
 
 
+@pytest.mark.slow  # a CLI process (start-up alone is 1.5 s)
 def test_show_draws_the_diagram_to_a_file(sc: Scenario, tmp_path: Path) -> None:
     _, milestone = sc.in_review(50_000)
     env = {**os.environ, "ESCROWFLOW_DATABASE_URL": sc.db.url.render_as_string(hide_password=False)}

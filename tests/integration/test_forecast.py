@@ -170,6 +170,7 @@ def test_the_cli_lists_contracts_milestones_refunds_and_prints_the_forecast(
     assert "to freelancers (1 releases)" in cli(sc.db, "forecast").stdout
 
 
+@pytest.mark.slow  # a CLI process (start-up alone is 1.5 s)
 def test_the_cli_offer_sets_a_milestones_description_and_due_date(sc: Scenario) -> None:
     done = cli(
         sc.db,

@@ -90,6 +90,7 @@ def test_timer_transitions_carry_their_duration_from_the_settings() -> None:
     assert party_edges and all("dashed" not in line for line in party_edges)
 
 
+@pytest.mark.slow  # a CLI process (start-up alone is 1.5 s)
 def test_svg_without_graphviz_fails_in_one_line_naming_the_package(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
