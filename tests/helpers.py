@@ -143,14 +143,13 @@ class Scenario:
 
 
 def reset(db: sa.Engine) -> None:
-    """Empty every table (ids start again at 1)."""
+    """Empty every table, children first. DELETE, not TRUNCATE: for the few rows one
+    lifecycle leaves, PostgreSQL's TRUNCATE (new files for 25 tables and their indexes)
+    cost 53 ms an example, a tenth of the differential run. Ids go on from where they
+    were; nothing that is compared depends on their values."""
     with db.begin() as conn:
-        if db.dialect.name == "postgresql":
-            names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-            conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-        else:
-            for table in reversed(metadata.sorted_tables):
-                conn.execute(table.delete())
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
 
 
 def check_invariants(db: sa.Engine) -> None:
