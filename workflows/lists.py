@@ -22,6 +22,7 @@ from storage import deadlines, entities
 from storage.db import translated_errors
 from storage.errors import NotFound, ValidationError
 from workflows.actors import Actor, Role
+from workflows.machines import MACHINES
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -42,6 +43,14 @@ def entity_page(
     unknown = sorted(set(filters) - set(FILTERS[entity]))
     if unknown:
         raise _unknown_filter(unknown, FILTERS[entity])
+    state = filters.get("state")
+    states = [s.id for s in MACHINES[entity].states]
+    if state is not None and state not in states:
+        raise ValidationError(
+            f"state {str(state)[:40]!r} is not a {entity} state: use one of {', '.join(states)}",
+            code="unknown_state",
+            details={"field": "state"},
+        )
     limit = checked_limit(limit)
     after = decode_cursor(cursor, 2 if entity == "milestone" else 1)
     with translated_errors(), db.connect() as conn:

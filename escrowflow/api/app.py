@@ -19,13 +19,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from escrowflow import request_ids, tokens
-from escrowflow.api import approvals, bulk, docs, lists, notes, ops, reads, terms, webhooks, writes
+from escrowflow.api import (
+    approvals,
+    bulk,
+    docs,
+    lists,
+    notes,
+    ops,
+    parameters,
+    reads,
+    terms,
+    webhooks,
+    writes,
+)
 from escrowflow.console import routes as console
 from escrowflow.daemon import build_worker
 from escrowflow.error_codes import http_status
@@ -91,16 +103,17 @@ def create_app(
     _install_error_handlers(app)
     # Outermost: before authentication and before any parsing.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
-    app.include_router(writes.router())
+    checked = [Depends(parameters.refuse_unknown)]  # every API endpoint, none of the console
+    app.include_router(writes.router(), dependencies=checked)
     # Before the reads: /v1/webhooks/deliveries would otherwise match /v1/{collection}/{id}.
-    app.include_router(webhooks.router())
-    app.include_router(terms.router())
-    app.include_router(bulk.router())
-    app.include_router(approvals.router())
-    app.include_router(notes.router())
-    app.include_router(lists.router())
-    app.include_router(reads.router())
-    app.include_router(ops.router())
+    app.include_router(webhooks.router(), dependencies=checked)
+    app.include_router(terms.router(), dependencies=checked)
+    app.include_router(bulk.router(), dependencies=checked)
+    app.include_router(approvals.router(), dependencies=checked)
+    app.include_router(notes.router(), dependencies=checked)
+    app.include_router(lists.router(), dependencies=checked)
+    app.include_router(reads.router(), dependencies=checked)
+    app.include_router(ops.router(), dependencies=checked)
     console.install(app, settings)
     app.add_middleware(_Timing, metrics=metrics)
     return app

@@ -1,0 +1,49 @@
+"""Every endpoint of the API refuses a query parameter it does not take (422
+`unknown_filter`, naming it), instead of ignoring it: `/v1/events?afterr=5` must not
+quietly read from the start. And a list's state filter takes only the machine's states."""
+
+from __future__ import annotations
+
+import re
+
+from escrowflow.api.app import create_app
+from escrowflow.settings import Settings
+from tests.helpers import Scenario
+from tests.live import Api
+
+
+def _get_paths(engine: object) -> list[str]:
+    """Every GET path the OpenAPI document declares, ids filled in."""
+    document = create_app(Settings(), engine=engine).openapi()  # type: ignore[arg-type]
+    paths = []
+    for path, operations in document["paths"].items():
+        if "get" in operations:
+            path = re.sub(r"\{collection\}", "milestones", path)
+            paths.append(re.sub(r"\{\w+\}", "1", path))
+    return sorted(set(paths))
+
+
+def test_every_get_endpoint_refuses_an_unknown_parameter_and_names_it(
+    sc: Scenario, api: Api
+) -> None:
+    sc.in_review(50_000)
+    token = api.token("read", "webhooks", "act:admin")
+    paths = _get_paths(sc.engine)
+    assert "/v1/events" in paths and "/v1/contracts" in paths and len(paths) > 15
+    for path in paths:
+        answer = api.request("GET", path, token=token, actor="admin:ops", params={"bogus": "1"})
+        assert answer.status_code == 422, (path, answer.status_code, answer.text)
+        body = answer.json()
+        assert body["code"] == "unknown_filter", (path, body)
+        assert "bogus" in body["message"] and body["details"]["parameters"] == ["bogus"]
+    # What an endpoint declares still passes.
+    assert api.request("GET", "/v1/events", token=token, params={"after": 0}).status_code == 200
+
+
+def test_a_list_refuses_a_state_its_machine_does_not_have(sc: Scenario, api: Api) -> None:
+    token = api.token("read")
+    bad = api.request("GET", "/v1/contracts", token=token, params={"state": "bogus"})
+    assert bad.status_code == 422 and bad.json()["code"] == "unknown_state"
+    assert "offer" in bad.json()["message"]
+    good = api.request("GET", "/v1/contracts", token=token, params={"state": "offer"})
+    assert good.status_code == 200
