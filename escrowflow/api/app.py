@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from escrowflow import request_ids, tokens
@@ -64,6 +65,10 @@ class SafeJSONResponse(JSONResponse):
             return super().render(encodable(content))
 
 
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
 def create_app(
     settings: Settings, *, engine: EscrowEngine | None = None, run_worker: bool = False
 ) -> FastAPI:
@@ -91,6 +96,9 @@ def create_app(
         description=__doc__,
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
+        # operationIds a generated client reads well: each route's function name (unique;
+        # tests/integration/test_parameters.py holds them to it).
+        generate_unique_id_function=_operation_id,
         docs_url=None,  # served from this process, without a CDN: escrowflow/api/docs.py
         redoc_url=None,
     )

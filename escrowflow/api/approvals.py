@@ -18,7 +18,7 @@ def router() -> APIRouter:
     router = APIRouter(prefix="/v1/approvals", tags=["approvals"], responses=ERRORS)
 
     @router.get("", summary="Money decisions, newest first (pending: waiting for an admin)")
-    async def listing(
+    async def list_approvals(
         acting: ActingDep,
         engine: EngineDep,
         status: Annotated[
@@ -30,7 +30,7 @@ def router() -> APIRouter:
         return {"items": items}
 
     @router.post("/{approval_id}/approve", summary="Approve as a second, different admin")
-    async def approve(
+    async def approve_decision(
         approval_id: ApprovalId,
         body: schemas.ApprovalDecision,
         acting: ActingDep,
@@ -39,7 +39,7 @@ def router() -> APIRouter:
         return await offload(engine.approve_decision, acting.actor, approval_id, body.reason)
 
     @router.post("/{approval_id}/reject", summary="Reject, with a reason: nothing moves")
-    async def reject(
+    async def reject_decision(
         approval_id: ApprovalId,
         body: schemas.ApprovalDecision,
         acting: ActingDep,

@@ -36,7 +36,7 @@ def router() -> APIRouter:
     router = APIRouter(prefix="/v1/deadlines/bulk", tags=["deadlines"], responses=ERRORS)
 
     @router.post("", status_code=201, summary="Preview a bulk pause, resume, extend or retry")
-    async def preview(
+    async def preview_bulk(
         body: schemas.BulkPreviewCreate, acting: ActingDep, engine: EngineDep
     ) -> dict[str, Any]:
         made = await offload(
@@ -49,7 +49,7 @@ def router() -> APIRouter:
         return await offload(bulk.show, engine.db, made["id"])
 
     @router.get("/{bulk_id}", summary="A bulk action: its preview, results and a sample")
-    async def show(bulk_id: BulkId, acting: ActingDep, engine: EngineDep) -> dict[str, Any]:
+    async def show_bulk(bulk_id: BulkId, acting: ActingDep, engine: EngineDep) -> dict[str, Any]:
         return await offload(bulk.show, engine.db, bulk_id)
 
     @router.post(
@@ -59,14 +59,14 @@ def router() -> APIRouter:
         description="The action becomes a running job; its progress and per-item results "
         "are read with GET. Applying it again changes nothing.",
     )
-    async def apply(
+    async def apply_bulk(
         bulk_id: BulkId, body: schemas.BulkApply, acting: ActingDep, engine: EngineDep
     ) -> dict[str, Any]:
         await offload(engine.start_bulk, acting.actor, bulk_id, body.reason)
         return await offload(bulk.show, engine.db, bulk_id)
 
     @router.post("/{bulk_id}/undo", status_code=201, summary="Preview the inverse action")
-    async def undo(bulk_id: BulkId, acting: ActingDep, engine: EngineDep) -> dict[str, Any]:
+    async def undo_bulk(bulk_id: BulkId, acting: ActingDep, engine: EngineDep) -> dict[str, Any]:
         made = await offload(engine.undo_bulk, acting.actor, bulk_id)
         return await offload(bulk.show, engine.db, made["id"])
 

@@ -62,7 +62,7 @@ def router() -> APIRouter:
         "/contracts",
         summary="Contracts, by id (filters: client_id, freelancer_id, state)",
     )
-    async def contracts(
+    async def list_contracts(
         engine: EngineDep,
         viewer: Viewer,
         client_id: Party = None,
@@ -78,7 +78,7 @@ def router() -> APIRouter:
         "/contracts/{entity_id}/milestones",
         summary="A contract's milestones, in contract order",
     )
-    async def milestones(
+    async def list_milestones(
         entity_id: EntityId,
         engine: EngineDep,
         viewer: Viewer,
@@ -99,7 +99,7 @@ def router() -> APIRouter:
         "/deadlines",
         summary="Pending deadlines, soonest first (filters: contract_id, due_before, event)",
     )
-    async def deadlines(
+    async def list_deadlines(
         engine: EngineDep,
         viewer: Viewer,
         contract_id: ContractId = None,

@@ -28,7 +28,7 @@ def router() -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["reading"], responses=READ_ERRORS)
 
     @router.get("/events", summary="The event feed, in commit order")
-    async def events(
+    async def list_events(
         caller: CallerDep,
         engine: EngineDep,
         after: Annotated[int, Query(ge=0, le=2**62, description="The last position seen.")] = 0,
@@ -46,7 +46,7 @@ def router() -> APIRouter:
         return schemas.EventPage.model_validate({"events": found, "next_after": cursor})
 
     @router.get("/contracts/{entity_id}/ledger", summary="A contract's escrow ledger")
-    async def ledger(
+    async def contract_ledger(
         entity_id: EntityId, caller: CallerDep, engine: EngineDep
     ) -> list[schemas.LedgerOut]:
         await offload(views.show, engine.db, "contract", entity_id)  # 404 if it is missing
@@ -83,7 +83,7 @@ def router() -> APIRouter:
     @router.get(
         "/contracts/{entity_id}/next", summary="What happens next, and when, if nobody acts"
     )
-    async def what_next(
+    async def contract_next(
         entity_id: EntityId, caller: CallerDep, engine: EngineDep
     ) -> list[schemas.NextOut]:
         rows = await offload(views.what_next, engine.db, entity_id)
@@ -118,7 +118,7 @@ def router() -> APIRouter:
         return await offload(forecast.forecast, engine.db, engine.clock.now(), days, parties)
 
     @router.get("/{collection}/{entity_id}", summary="An entity: state, version, what may happen")
-    async def show(
+    async def show_entity(
         collection: Collection,
         entity_id: EntityId,
         caller: CallerDep,
@@ -137,7 +137,7 @@ def router() -> APIRouter:
         response_class=Response,
         responses={200: {"content": {"image/svg+xml": {}}}, 503: {"model": schemas.ErrorOut}},
     )
-    async def diagram(
+    async def entity_diagram(
         collection: Collection,
         entity_id: EntityId,
         caller: CallerDep,
@@ -149,7 +149,7 @@ def router() -> APIRouter:
         return Response(drawn, media_type="image/svg+xml")
 
     @router.get("/{collection}/{entity_id}/history", summary="Every transition, oldest first")
-    async def history(
+    async def entity_history(
         collection: Collection,
         entity_id: EntityId,
         caller: CallerDep,

@@ -55,7 +55,7 @@ def router() -> APIRouter:
         status_code=201,
         summary="Plan moving running contracts to other terms: a preview, nothing changes",
     )
-    async def plan(
+    async def create_plan(
         body: schemas.TermsPlanCreate, acting: ActingDep, engine: EngineDep
     ) -> schemas.TermsPlan:
         selection = body.selection.model_dump(exclude_none=True)
@@ -77,7 +77,7 @@ def router() -> APIRouter:
         "/migrations/{plan_id}/apply",
         summary="Apply a plan exactly as previewed, with a reason (resumable, idempotent)",
     )
-    async def apply(
+    async def apply_plan(
         plan_id: PlanId, body: schemas.TermsPlanApply, acting: ActingDep, engine: EngineDep
     ) -> schemas.TermsPlan:
         result = await offload(engine.apply_terms_plan, acting.actor, plan_id, body.reason)

@@ -18,7 +18,7 @@ def router() -> APIRouter:
     router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=READ_ERRORS)
 
     @router.post("", status_code=201, summary="Subscribe a URL to events")
-    async def subscribe(
+    async def create_webhook(
         request: Request, body: schemas.SubscriptionCreate, caller: WebhookAdmin, engine: EngineDep
     ) -> schemas.SubscriptionCreated:
         created = await offload(
@@ -35,14 +35,14 @@ def router() -> APIRouter:
         return schemas.SubscriptionCreated.model_validate(created)
 
     @router.get("", summary="Live subscriptions (without their secrets)")
-    async def subscriptions(
+    async def list_webhooks(
         caller: WebhookAdmin, engine: EngineDep
     ) -> list[schemas.SubscriptionOut]:
         rows = await offload(feed.subscriptions, engine.db)
         return [schemas.SubscriptionOut.model_validate(s) for s in rows]
 
     @router.delete("/{subscription_id}", status_code=204, summary="Unsubscribe")
-    async def unsubscribe(
+    async def delete_webhook(
         subscription_id: Annotated[int, Path(ge=1, le=MAX_ID)],
         caller: WebhookAdmin,
         engine: EngineDep,
@@ -51,7 +51,7 @@ def router() -> APIRouter:
         return Response(status_code=204)
 
     @router.get("/deliveries", summary="Deliveries, e.g. the dead-lettered ones")
-    async def deliveries(
+    async def list_deliveries(
         caller: WebhookAdmin,
         engine: EngineDep,
         status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
@@ -67,7 +67,7 @@ def router() -> APIRouter:
         return schemas.DeliveryPage(items=items, next_cursor=more)
 
     @router.post("/deliveries/{delivery_id}/replay", summary="Send a dead-lettered delivery again")
-    async def replay(
+    async def replay_delivery(
         delivery_id: Annotated[int, Path(ge=1, le=MAX_ID)],
         caller: WebhookAdmin,
         engine: EngineDep,

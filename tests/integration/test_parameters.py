@@ -47,3 +47,14 @@ def test_a_list_refuses_a_state_its_machine_does_not_have(sc: Scenario, api: Api
     assert "offer" in bad.json()["message"]
     good = api.request("GET", "/v1/contracts", token=token, params={"state": "offer"})
     assert good.status_code == 200
+
+
+def test_operation_ids_are_readable_and_unique(sc: Scenario) -> None:
+    """A generated client names its functions after them: `list_contracts`, not
+    `contracts_v1_contracts_get`; no two operations share one."""
+    document = create_app(Settings(), engine=sc.engine).openapi()
+    names = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
+    assert len(names) == len(set(names)) > 40, [n for n in names if names.count(n) > 1]
+    bad = [n for n in names if not re.fullmatch(r"[a-z][a-z0-9_]{2,40}", n) or "_v1_" in n]
+    assert not bad, bad
+    assert {"list_contracts", "fire_event", "list_events", "show_entity"} <= set(names)
