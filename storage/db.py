@@ -206,6 +206,16 @@ def unclaimed(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:
 
 
 @contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """A read-only connection whose every statement sees the same committed moment, for
+    a page assembled from several reads (a contract and its milestones agree)."""
+    with translated_errors(), engine.connect() as conn:
+        conn = conn.execution_options(**adapter_of(conn).snapshot_options)
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
 def transaction(engine: Engine, *, pipelined: bool = False) -> Iterator[Connection]:
     """One write transaction: committed if the block succeeds, rolled back if it raises.
 

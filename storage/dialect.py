@@ -47,6 +47,10 @@ class Adapter(Protocol):
     alters_by_copy: bool
     """Most ALTERs copy the table (Alembic's batch mode)."""
 
+    snapshot_options: dict[str, Any]
+    """Execution options under which a read transaction sees one moment throughout
+    (PostgreSQL's REPEATABLE READ; on SQLite every read transaction already does)."""
+
     def make(
         self,
         url: sa.URL,

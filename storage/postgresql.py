@@ -135,6 +135,7 @@ class PostgreSQL:
     shares_clock = True
     stores_naive_utc = False
     alters_by_copy = False
+    snapshot_options: dict[str, Any] = {"isolation_level": "REPEATABLE READ"}
 
     def make(
         self,

@@ -145,6 +145,7 @@ class SQLite:
     shares_clock = False
     stores_naive_utc = True
     alters_by_copy = True
+    snapshot_options: dict[str, Any] = {}  # WAL: a read transaction is a snapshot
 
     def make(
         self,

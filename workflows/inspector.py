@@ -12,15 +12,16 @@ from sqlalchemy.engine import Engine as DBEngine
 from storage import deadlines, entities
 from storage import history as storage_history
 from storage import ledger as storage_ledger
-from storage.db import translated_errors
+from storage.db import snapshot
 from workflows import terms, views
 
 _SIGN = {"deposit": 1, "release": -1, "refund": -1}
 
 
 def contract_page(db: DBEngine, contract_id: int) -> dict[str, Any]:
-    contract = views.show(db, "contract", contract_id)  # names a missing contract
-    with translated_errors(), db.connect() as conn:
+    with snapshot(db) as conn:  # one moment: the milestones and the escrow agree
+        contract = views.show_in(conn, "contract", contract_id)  # names a missing one
+        what_next = views.what_next_in(conn, contract_id)
         ids = entities.ids_of_contract(conn, contract_id)
         everything = {"contract_id": contract_id}
         milestones = entities.page(conn, "milestone", everything, None, None, 10_000)
@@ -40,7 +41,7 @@ def contract_page(db: DBEngine, contract_id: int) -> dict[str, Any]:
         "contract": contract,
         "milestones": milestones,
         "others": others,
-        "next": views.what_next(db, contract_id),
+        "next": what_next,
         "history": rows,
         "ledger": ledger,
         # TM1: the terms it runs under

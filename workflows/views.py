@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as DBEngine
 
 from storage import deadlines, entities
@@ -46,17 +47,22 @@ def show(db: DBEngine, entity: str, entity_id: int) -> dict[str, Any]:
             code="unknown_entity",
         )
     with translated_errors(), db.connect() as conn:
-        row = entities.read(conn, entity, entity_id)
-        if row is None:
-            raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
-        contract_id = entity_id if entity == "contract" else row["contract_id"]
-        contract = entities.read(conn, "contract", contract_id)
-        assert contract is not None  # a row's contract is never deleted
-        extra: dict[str, Any] = {}
-        if entity == "proposal":  # FP2: what the client is asked to accept
-            items = entities.proposal_items(conn, entity_id)
-            extra["items"] = [describe_item(item) for item in items]
-        pending = deadlines.pending_of_entity(conn, entity, entity_id)
+        return show_in(conn, entity, entity_id)
+
+
+def show_in(conn: Connection, entity: str, entity_id: int) -> dict[str, Any]:
+    """`show`, read on `conn` (a page reading several things in one snapshot)."""
+    row = entities.read(conn, entity, entity_id)
+    if row is None:
+        raise NotFound(f"{entity} {entity_id} does not exist", code=f"{entity}_not_found")
+    contract_id = entity_id if entity == "contract" else row["contract_id"]
+    contract = entities.read(conn, "contract", contract_id)
+    assert contract is not None  # a row's contract is never deleted
+    extra: dict[str, Any] = {}
+    if entity == "proposal":  # FP2: what the client is asked to accept
+        items = entities.proposal_items(conn, entity_id)
+        extra["items"] = [describe_item(item) for item in items]
+    pending = deadlines.pending_of_entity(conn, entity, entity_id)
     return {
         "entity": entity,
         "id": entity_id,
@@ -99,36 +105,41 @@ def pending_deadlines(
 
 def what_next(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
     """For each pending deadline of a contract: what fires, when, and the money it moves."""
-    contract = show(db, "contract", contract_id)  # names a missing contract precisely
+    with translated_errors(), db.connect() as conn:
+        return what_next_in(conn, contract_id)
+
+
+def what_next_in(conn: Connection, contract_id: int) -> list[dict[str, Any]]:
+    """`what_next`, read on `conn`."""
+    contract = show_in(conn, "contract", contract_id)  # names a missing contract precisely
     currency = contract["currency"]
     rows = []
-    with translated_errors(), db.connect() as conn:
-        for d in deadlines.pending(conn, contract_id=contract_id):
-            entity = entities.read(conn, d["entity"], d["entity_id"])
-            reminder = reminders.parse(d["event"])
-            if reminder is not None:  # NT2: who is told, of what
-                rows.append(_reminder_next(d, reminder, contract))
-                continue
-            money = _money_moved(d["event"], entity)
-            moves = f", {format_money(money[1], currency)} {money[0]}" if money else ""
-            kept = _kept_for_client(d["event"], entity)
-            if kept:
-                moves += f", {format_money(kept, currency)} stays in escrow for the client"
-            rows.append(
-                {
-                    **_deadline_of(d),
-                    "money": {
-                        "to": money[0],
-                        "amount": money[1],
-                        "currency": currency,
-                        "stays_for_client": kept,
-                    }
-                    if money
-                    else None,
-                    "summary": f"{d['due_at'].isoformat()}: {d['entity']} {d['entity_id']} "
-                    f"{d['event']}{moves}",
+    for d in deadlines.pending(conn, contract_id=contract_id):
+        entity = entities.read(conn, d["entity"], d["entity_id"])
+        reminder = reminders.parse(d["event"])
+        if reminder is not None:  # NT2: who is told, of what
+            rows.append(_reminder_next(d, reminder, contract))
+            continue
+        money = _money_moved(d["event"], entity)
+        moves = f", {format_money(money[1], currency)} {money[0]}" if money else ""
+        kept = _kept_for_client(d["event"], entity)
+        if kept:
+            moves += f", {format_money(kept, currency)} stays in escrow for the client"
+        rows.append(
+            {
+                **_deadline_of(d),
+                "money": {
+                    "to": money[0],
+                    "amount": money[1],
+                    "currency": currency,
+                    "stays_for_client": kept,
                 }
-            )
+                if money
+                else None,
+                "summary": f"{d['due_at'].isoformat()}: {d['entity']} {d['entity_id']} "
+                f"{d['event']}{moves}",
+            }
+        )
     return rows
 
 
