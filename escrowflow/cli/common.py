@@ -85,14 +85,25 @@ def load_settings() -> Settings:
         return Settings()
 
 
+_OPEN: list[EscrowEngine] = []
+
+
 def load_engine() -> EscrowEngine:
     """The engine of these settings; its connections are closed as the process ends
-    (the server sees a goodbye, not a dropped socket)."""
+    (the server sees a goodbye, not a dropped socket), or at `close_engines`."""
     settings = load_settings()
     with errors():
         engine = settings.engine()
-    atexit.register(engine.close)
+    atexit.unregister(close_engines)  # once, however many commands one process runs
+    atexit.register(close_engines)
+    _OPEN.append(engine)
     return engine
+
+
+def close_engines() -> None:
+    """Close every engine a command opened (a command run in-process, then the next)."""
+    while _OPEN:
+        _OPEN.pop().close()
 
 
 def json_arg(text: str | None, option: str) -> dict[str, Any]:

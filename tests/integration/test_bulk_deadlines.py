@@ -233,7 +233,6 @@ def test_a_freeze_over_http_previews_applies_and_is_undone(sc: Scenario, api: Ap
     assert client.status_code == 403
 
 
-@pytest.mark.slow  # CLI processes
 def test_a_freeze_from_the_cli_previews_then_applies(sc: Scenario, tmp_path: Path) -> None:
     _in_review(sc, "fraudco", 1_000)
     clock = tmp_path / "now.txt"

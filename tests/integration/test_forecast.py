@@ -9,8 +9,6 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
-
 from tests.helpers import ADMIN, CLIENT, FREELANCER, Scenario
 from tests.integration.test_cli_admin import cli
 from tests.live import Api
@@ -125,7 +123,6 @@ def test_the_forecast_over_http_needs_a_read_token_and_refuses_bad_days(
     assert (refused.status_code, refused.json()["code"]) == (403, "scope_missing")
 
 
-@pytest.mark.slow  # the CLI as processes
 def test_the_cli_lists_contracts_milestones_refunds_and_prints_the_forecast(
     sc: Scenario,
 ) -> None:
@@ -170,7 +167,6 @@ def test_the_cli_lists_contracts_milestones_refunds_and_prints_the_forecast(
     assert "to freelancers (1 releases)" in cli(sc.db, "forecast").stdout
 
 
-@pytest.mark.slow  # a CLI process (start-up alone is 1.5 s)
 def test_the_cli_offer_sets_a_milestones_description_and_due_date(sc: Scenario) -> None:
     done = cli(
         sc.db,

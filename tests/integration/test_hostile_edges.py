@@ -22,7 +22,6 @@ def _deadline_id(sc: Scenario, milestone: int) -> int:
     return int(row["id"])
 
 
-@pytest.mark.slow  # a CLI process (start-up alone is 1.5 s)
 @pytest.mark.parametrize("by", ["P3000000D", "P367D", "P99999999999999D", "PT-5S", "P２D"])  # noqa: RUF001
 def test_an_extension_too_long_or_malformed_is_one_line_and_exit_2(
     sc: Scenario, db: DBEngine, by: str

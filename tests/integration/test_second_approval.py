@@ -146,7 +146,6 @@ def test_pa4_over_http_the_resolution_answers_202_and_another_admin_approves(
     assert client.status_code == 403
 
 
-@pytest.mark.slow  # CLI processes
 def test_a_second_admin_approves_from_the_cli(desk: Scenario, tmp_path: Path) -> None:
     sc = desk
     _contract, refund = _disputed(sc, 120_000)

@@ -281,7 +281,6 @@ def test_tm2_plans_over_http_preview_then_apply_once(sc: Scenario, api: Api) -> 
     assert (missing.status_code, missing.json()["code"]) == (404, "plan_not_found")
 
 
-@pytest.mark.slow  # several CLI processes
 def test_the_cli_lists_terms_plans_and_applies_once(sc: Scenario, tmp_path: Path) -> None:
     start = sc.clock.now()
     _a, ma = sc.in_review(10_000)
