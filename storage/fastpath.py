@@ -155,6 +155,11 @@ def _remember_last(processor: Processor) -> Processor:
     return convert
 
 
+_COMPILED: dict[tuple[Any, Any], Prepared] = {}
+"""Prepared statements by (dialect class, server version) and key. A key names one
+statement in the process: a module-level statement, or (kind, table, columns)."""
+
+
 class FastPath:
     """Caches prepared statements by key and runs them on a connection's cursor."""
 
@@ -165,10 +170,15 @@ class FastPath:
         self._unnested_cache: dict[Any, Unnested | None] = {}
 
     def prepare(self, key: Any, build: Callable[..., sa.ClauseElement], *args: Any) -> Prepared:
-        """The statement `build(*args)` compiled for this dialect, once per `key`."""
+        """The statement `build(*args)` compiled for this dialect, once per `key` in the
+        process (an engine made again, as a CLI command or a test does, compiles none)."""
         prepared = self._prepared.get(key)
         if prepared is None:
-            prepared = self._prepared[key] = Prepared(build(*args), self.dialect)
+            kind = (type(self.dialect), self.dialect.server_version_info)
+            prepared = _COMPILED.get((kind, key))
+            if prepared is None:
+                prepared = _COMPILED[(kind, key)] = Prepared(build(*args), self.dialect)
+            self._prepared[key] = prepared
         return prepared
 
     @contextmanager

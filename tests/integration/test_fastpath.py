@@ -38,7 +38,9 @@ def _contract(conn: sa.Connection, fast: FastPath) -> int:
         "created_at": WHEN,
         "updated_at": WHEN,
     }
-    prepared = fast.prepare("c", insert_statement, CONTRACTS, tuple(values), fast.dialect)
+    prepared = fast.prepare(
+        ("c", tuple(values)), insert_statement, CONTRACTS, tuple(values), fast.dialect
+    )
     return fast.insert(conn, prepared, values_of(values))
 
 
@@ -57,7 +59,9 @@ def test_insert_returns_id_applies_defaults_and_reads_back_types(db: DBEngine) -
             "created_at": WHEN,
             "updated_at": WHEN,
         }
-        prepared = fast.prepare("m", insert_statement, MILESTONES, tuple(row), fast.dialect)
+        prepared = fast.prepare(
+            ("m", tuple(row)), insert_statement, MILESTONES, tuple(row), fast.dialect
+        )
         milestone = fast.insert(conn, prepared, values_of(row))
         history = {
             "contract_id": contract,
@@ -72,7 +76,9 @@ def test_insert_returns_id_applies_defaults_and_reads_back_types(db: DBEngine) -
             "at": WHEN,
             "payload": {"reason": "ü", "n": [1, 2]},
         }
-        prepared = fast.prepare("h", insert_statement, HISTORY, tuple(history), fast.dialect)
+        prepared = fast.prepare(
+            ("h", tuple(history)), insert_statement, HISTORY, tuple(history), fast.dialect
+        )
         fast.insert(conn, prepared, values_of(history))
         load = fast.prepare(
             "load", lambda: sa.select(MILESTONES).where(MILESTONES.c.id == sa.bindparam("pk"))
@@ -91,7 +97,7 @@ def test_update_and_missing_row(db: DBEngine) -> None:
     fast = FastPath(db.dialect)
     with transaction(db) as conn:
         contract = _contract(conn, fast)
-        update = fast.prepare("u", update_statement, CONTRACTS, ("state", "version"))
+        update = fast.prepare("u-state", update_statement, CONTRACTS, ("state", "version"))
         fast.execute(conn, update, {"pk": contract, **values_of({"state": "active", "version": 2})})
         load = fast.prepare(
             "l", lambda: sa.select(CONTRACTS).where(CONTRACTS.c.id == sa.bindparam("pk"))
@@ -104,7 +110,7 @@ def test_driver_errors_become_domain_errors(db: DBEngine) -> None:
     fast = FastPath(db.dialect)
     with pytest.raises(ConflictError) as refused, transaction(db) as conn:
         contract = _contract(conn, fast)
-        update = fast.prepare("u", update_statement, CONTRACTS, ("held",))
+        update = fast.prepare("u-held", update_statement, CONTRACTS, ("held",))
         fast.execute(conn, update, {"pk": contract, **values_of({"held": -5})})
     assert refused.value.code == "constraint_violated"
     with db.connect() as conn:  # rolled back: nothing of it stayed
@@ -198,3 +204,18 @@ def test_an_idle_connection_whose_server_side_died_is_replaced_before_use(
     with db.connect() as conn:
         fresh = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
     assert fresh != dead
+
+
+def test_an_engine_made_again_compiles_no_statement_twice(db: DBEngine) -> None:
+    # A CLI command or a test makes its engine anew: the statements compiled by the
+    # first engine of this kind in the process are the ones it runs.
+    columns = ("state", "title")
+    first = FastPath(db.dialect).prepare(
+        ("update", "contracts", columns), update_statement, CONTRACTS, columns
+    )
+
+    def never() -> sa.ClauseElement:
+        raise AssertionError("compiled again")
+
+    again = FastPath(db.dialect).prepare(("update", "contracts", columns), never)
+    assert again is first
