@@ -7,9 +7,21 @@ applies the domain rules (minimum amounts, currencies, states) with its own code
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, WithJsonSchema
+
+from escrowflow.vocabulary import (
+    CURRENCIES,
+    Currency,
+    EntityName,
+    EventName,
+    LedgerKind,
+    OptionalTimestamp,
+    RoleName,
+    StateName,
+    Timestamp,
+)
 
 _strict = ConfigDict(extra="forbid")
 
@@ -31,6 +43,9 @@ class ErrorOut(BaseModel):
     code: str = Field(description="Stable and machine-readable, e.g. `amount_below_minimum`.")
     message: str = Field(description="What went wrong and how to fix it, for people.")
     details: dict[str, Any] = Field(default_factory=dict)
+    request_id: str | None = Field(
+        default=None, description="The request's id (X-Request-Id), as the logs name it."
+    )
 
     model_config = example(
         {
@@ -61,7 +76,9 @@ class ContractCreate(BaseModel):
     )
     freelancer_id: StrictStr = Field(max_length=100)
     title: StrictStr = Field(max_length=200)
-    currency: StrictStr = Field(min_length=3, max_length=3, description="ISO 4217, e.g. USD")
+    currency: Annotated[StrictStr, WithJsonSchema({"type": "string", "enum": CURRENCIES})] = Field(
+        min_length=3, max_length=3, description="ISO 4217, e.g. USD"
+    )
     kind: StrictStr = Field(default="fixed", description="fixed or hourly")
     milestones: list[MilestoneIn] | None = Field(default=None, max_length=1000)
 
@@ -113,7 +130,7 @@ class RefundCreate(BaseModel):
 
 
 class CreatedRef(BaseModel):
-    entity: str
+    entity: EntityName
     id: int
 
 
@@ -123,7 +140,7 @@ class ApprovalRef(BaseModel):
     id: int
     status: str
     amount: int = Field(description="What it moves, in minor units of `currency`.")
-    currency: str
+    currency: Currency
     shown: str = Field(description="The amount as people read it, e.g. 1,200.00 EUR.")
     proposed_by: str
 
@@ -143,10 +160,10 @@ class TransitionOut(BaseModel):
             "replayed": False,
         }
     )
-    entity: str
+    entity: EntityName
     id: int
-    event: str
-    state: str
+    event: EventName
+    state: StateName
     version: int
     history_id: int | None
     created: list[CreatedRef]
@@ -161,11 +178,11 @@ class TransitionOut(BaseModel):
 class DeadlineOut(BaseModel):
     id: int
     event: str
-    due_at: str
+    due_at: Timestamp
 
 
 class EscrowOut(BaseModel):
-    currency: str
+    currency: Currency
     deposited: int
     released: int
     refunded: int
@@ -197,11 +214,11 @@ class EntityOut(BaseModel):
             },
         }
     )
-    entity: str
+    entity: EntityName
     id: int
     contract_id: int
     terms_id: int | None = Field(description="The terms its contract runs under (TM1).")
-    state: str
+    state: StateName
     version: int
     fields: dict[str, Any]
     allowed_events: list[str] = Field(
@@ -221,13 +238,13 @@ class HistoryOut(BaseModel):
     from_state: str | None
     to_state: str
     version: int
-    actor_role: str
+    actor_role: RoleName
     actor_party: str
     cause: str = Field(description="request (a party asked) or timer (a deadline fired).")
     caused_by: int | None = Field(description="The transition this one followed from.")
     deadline_id: int | None
-    due_at: str | None = Field(description="When the deadline that fired it was due.")
-    at: str
+    due_at: OptionalTimestamp = Field(description="When the deadline that fired it was due.")
+    at: Timestamp
     payload: dict[str, Any]
 
 
@@ -237,16 +254,16 @@ class LedgerOut(BaseModel):
     milestone_id: int | None
     refund_id: int | None
     history_id: int
-    kind: str = Field(description="deposit, release or refund")
+    kind: LedgerKind
     amount: int = Field(description="Minor units.")
-    currency: str
-    at: str
+    currency: Currency
+    at: Timestamp
 
 
 class MoneyOut(BaseModel):
     to: str
     amount: int
-    currency: str
+    currency: Currency
     stays_for_client: int = Field(
         0, description="MS10, MS9: what stays in escrow for the client (minor units)."
     )
@@ -254,10 +271,10 @@ class MoneyOut(BaseModel):
 
 class NextOut(BaseModel):
     deadline_id: int
-    entity: str
+    entity: EntityName
     entity_id: int
     event: str
-    due_at: str
+    due_at: Timestamp
     paused: bool = Field(default=False, description="An admin paused it: it waits.")
     left: str | None = Field(
         default=None,
@@ -278,18 +295,35 @@ class EventOut(BaseModel):
     id: str = Field(description="Stable UUID: deliveries of one event share it.")
     position: int = Field(description="Its place in the feed; ask for `after` it.")
     type: str = Field(description="ENTITY.EVENT, e.g. milestone.auto_approve.")
-    entity: str
+    entity: EntityName
     entity_id: int
     contract_id: int
     history_id: int
-    at: str
+    at: Timestamp
     recipients: list[str]
     data: dict[str, Any]
 
 
 class EventPage(BaseModel):
-    events: list[EventOut]
-    next_after: int = Field(description="The cursor for the next page (`after`).")
+    """A page of the feed: pass `next_cursor` (the last position read) as `after` or
+    `cursor` for the next; it is never null (the feed goes on)."""
+
+    items: list[EventOut]
+    next_cursor: str = Field(description='The feed position to read after, e.g. "42".')
+
+
+class HistoryPage(BaseModel):
+    """A page of an entity's history, oldest first; `next_cursor` null at the end."""
+
+    items: list[HistoryOut]
+    next_cursor: str | None
+
+
+class LedgerPage(BaseModel):
+    """A page of a contract's ledger, in the order written; `next_cursor` null at the end."""
+
+    items: list[LedgerOut]
+    next_cursor: str | None
 
 
 class SubscriptionCreate(BaseModel):
@@ -309,7 +343,7 @@ class SubscriptionOut(BaseModel):
     url: str
     event_types: list[str]
     description: str
-    created_at: str
+    created_at: Timestamp
 
 
 class SubscriptionCreated(SubscriptionOut):
@@ -323,10 +357,10 @@ class DeliveryOut(BaseModel):
     type: str
     status: str
     attempts: int
-    next_attempt_at: str
+    next_attempt_at: Timestamp
     last_error: str | None
     last_status_code: int | None
-    delivered_at: str | None
+    delivered_at: OptionalTimestamp
 
 
 class DeliveryPage(BaseModel):
@@ -393,7 +427,7 @@ class Terms(BaseModel):
     )
     id: int
     name: str
-    created_at: str
+    created_at: Timestamp
     created_by: str
     durations: dict[str, str]
     reminders: dict[str, list[str]]
@@ -409,9 +443,9 @@ class TermsPlan(BaseModel):
     status: str = Field(description="planned, applying or applied")
     to_terms_id: int
     selection: dict[str, Any]
-    created_at: str
+    created_at: Timestamp
     created_by: str
-    valid_until: str
+    valid_until: Timestamp
     contracts: int
     contracts_applied: int
     deadlines: int
@@ -421,7 +455,7 @@ class TermsPlan(BaseModel):
     )
     reason: str | None
     applied_by: str | None
-    applied_at: str | None
+    applied_at: OptionalTimestamp
     moves: list[dict[str, Any]] | None = Field(
         description="A page of the deadlines it moves: due_before and due_after."
     )

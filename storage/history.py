@@ -55,10 +55,20 @@ def counts_of(conn: Connection, entity: str, entity_ids: Sequence[int]) -> dict[
     return {int(entity_id): int(count) for entity_id, count in conn.execute(query)}
 
 
-def of_entity(conn: Connection, entity: str, entity_id: int) -> list[dict[str, Any]]:
-    """An entity's transitions, oldest first."""
+def of_entity(
+    conn: Connection,
+    entity: str,
+    entity_id: int,
+    *,
+    after_id: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """An entity's transitions, oldest first: all, or up to `limit` after `after_id`."""
     query = sa.select(_h).where(_h.c.entity == entity, _h.c.entity_id == entity_id)
-    return [dict(row) for row in conn.execute(query.order_by(_h.c.id)).mappings()]
+    if after_id is not None:
+        query = query.where(_h.c.id > after_id)
+    query = query.order_by(_h.c.id).limit(limit)
+    return [dict(row) for row in conn.execute(query).mappings()]
 
 
 def of_entities(conn: Connection, ids: dict[str, list[int]]) -> list[dict[str, Any]]:

@@ -18,7 +18,13 @@ def append(tx: Statements, values: dict[str, Any]) -> None:
     tx.append(_l, values)
 
 
-def of_contract(conn: Connection, contract_id: int) -> list[dict[str, Any]]:
-    """A contract's entries, in the order they were written."""
-    query = sa.select(_l).where(_l.c.contract_id == contract_id).order_by(_l.c.id)
+def of_contract(
+    conn: Connection, contract_id: int, *, after_id: int | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """A contract's entries in the order they were written: all, or up to `limit` after
+    `after_id`."""
+    query = sa.select(_l).where(_l.c.contract_id == contract_id)
+    if after_id is not None:
+        query = query.where(_l.c.id > after_id)
+    query = query.order_by(_l.c.id).limit(limit)
     return [dict(row) for row in conn.execute(query).mappings()]

@@ -96,6 +96,17 @@ def public_event(row: Any) -> dict[str, Any]:
     }
 
 
+def position_of(cursor: str, after: int) -> int:
+    """The feed position a `next_cursor` names (a page's last position, in decimal)."""
+    if not cursor.isdigit() or after not in (0, int(cursor)):
+        raise ValidationError(
+            f"cursor {cursor[:20]!r} is not a feed position: pass the next_cursor of the "
+            "last page (or `after`, not both)",
+            code="invalid_cursor",
+        )
+    return int(cursor)
+
+
 def read_events(
     db: DBEngine,
     now: datetime,

@@ -13,7 +13,7 @@ from storage import history as storage_history
 from storage import ledger as storage_ledger
 from storage.db import translated_errors
 from storage.errors import NotFound
-from workflows import reminders
+from workflows import lists, reminders
 from workflows.actors import Role
 from workflows.describe import describe_item
 from workflows.lifecycle import Timer
@@ -87,6 +87,32 @@ def history(db: DBEngine, entity: str, entity_id: int) -> list[dict[str, Any]]:
     if not rows:
         show(db, entity, entity_id)  # names the missing entity precisely
     return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
+
+
+def history_page(
+    db: DBEngine, entity: str, entity_id: int, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """A page of an entity's history, oldest first (`items`, `next_cursor`)."""
+    limit = lists.checked_limit(limit)
+    after = lists.decode_cursor(cursor, 1)
+    with translated_errors(), db.connect() as conn:
+        after_id = None if after is None else int(after[0])
+        rows = storage_history.of_entity(
+            conn, entity, entity_id, after_id=after_id, limit=limit + 1
+        )
+    if not rows and after is None:
+        show(db, entity, entity_id)  # names the missing entity precisely
+    return lists.answer(rows, limit, lambda r: [r["id"]])
+
+
+def ledger_page(db: DBEngine, contract_id: int, limit: int, cursor: str | None) -> dict[str, Any]:
+    """A page of a contract's ledger, in the order written (`items`, `next_cursor`)."""
+    limit = lists.checked_limit(limit)
+    after = lists.decode_cursor(cursor, 1)
+    with translated_errors(), db.connect() as conn:
+        after_id = None if after is None else int(after[0])
+        rows = storage_ledger.of_contract(conn, contract_id, after_id=after_id, limit=limit + 1)
+    return lists.answer(rows, limit, lambda r: [r["id"]])
 
 
 def ledger(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from escrowflow import request_ids, tokens
 from escrowflow.api import (
     approvals,
     bulk,
+    contract,
     docs,
     lists,
     notes,
@@ -103,6 +104,14 @@ def create_app(
         redoc_url=None,
     )
     docs.install(app)
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = contract.finish(plain_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.engine = engine
     app.state.settings = settings
     app.state.metrics = metrics

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import schemas, tokens
+from escrowflow.vocabulary import COLLECTIONS
 from storage.errors import (
     MalformedRequest,
     NotFound,
@@ -23,13 +24,6 @@ from workflows.access import refuse_system_role
 from workflows.actors import Actor
 from workflows.engine import EscrowEngine
 
-COLLECTIONS = {
-    "contracts": "contract",
-    "milestones": "milestone",
-    "change_requests": "change_request",
-    "proposals": "proposal",
-    "refunds": "refund",
-}
 MAX_ID = 2**31 - 1
 MAX_STORED_KEY = MAX_KEY_LENGTH  # the idempotency_keys column
 CALLER_KEY_LENGTH = 150
@@ -54,7 +48,9 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 EntityId = Annotated[int, Path(ge=1, le=MAX_ID, description="The entity's id.")]
-Collection = Annotated[str, Path(description=", ".join(COLLECTIONS))]
+Collection = Annotated[
+    str, Path(description="A collection of the API.", json_schema_extra={"enum": list(COLLECTIONS)})
+]
 IdempotencyKey = Annotated[
     str | None,
     Header(

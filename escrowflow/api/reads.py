@@ -19,8 +19,9 @@ from escrowflow.api.deps import (
     entity_of,
     etag,
 )
+from escrowflow.api.lists import Cursor, Limit
 from storage.errors import PermissionDenied
-from workflows import dossier, feed, forecast, views
+from workflows import dossier, feed, forecast, lists, views
 from workflows.actors import Actor, Role
 
 
@@ -37,21 +38,33 @@ def router() -> APIRouter:
             list[str] | None,
             Query(description="ENTITY.EVENT patterns, e.g. milestone.*", max_length=100),
         ] = None,
+        cursor: Annotated[
+            str | None,
+            Query(
+                max_length=20, description="The `next_cursor` of the previous page (or `after`)."
+            ),
+        ] = None,
     ) -> schemas.EventPage:
-        found, cursor = await offload(
+        if cursor is not None:
+            after = feed.position_of(cursor, after)
+        found, position = await offload(
             partial(feed.read_events, after=after, limit=limit, types=type or ()),
             engine.db,
             engine.clock.now(),
         )
-        return schemas.EventPage.model_validate({"events": found, "next_after": cursor})
+        return schemas.EventPage.model_validate({"items": found, "next_cursor": str(position)})
 
     @router.get("/contracts/{entity_id}/ledger", summary="A contract's escrow ledger")
     async def contract_ledger(
-        entity_id: EntityId, caller: CallerDep, engine: EngineDep
-    ) -> list[schemas.LedgerOut]:
+        entity_id: EntityId,
+        caller: CallerDep,
+        engine: EngineDep,
+        limit: Limit = lists.DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> schemas.LedgerPage:
         await offload(views.show, engine.db, "contract", entity_id)  # 404 if it is missing
-        rows = await offload(views.ledger, engine.db, entity_id)
-        return [schemas.LedgerOut.model_validate(r) for r in rows]
+        page = await offload(views.ledger_page, engine.db, entity_id, limit, cursor)
+        return schemas.LedgerPage.model_validate(page)
 
     @router.get(
         "/contracts/{entity_id}/dossier",
@@ -154,9 +167,13 @@ def router() -> APIRouter:
         entity_id: EntityId,
         caller: CallerDep,
         engine: EngineDep,
-    ) -> list[schemas.HistoryOut]:
-        rows = await offload(views.history, engine.db, entity_of(collection), entity_id)
-        return [schemas.HistoryOut.model_validate(r) for r in rows]
+        limit: Limit = lists.DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> schemas.HistoryPage:
+        page = await offload(
+            views.history_page, engine.db, entity_of(collection), entity_id, limit, cursor
+        )
+        return schemas.HistoryPage.model_validate(page)
 
     return router
 

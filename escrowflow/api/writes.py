@@ -6,10 +6,10 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from starlette.concurrency import run_in_threadpool as offload
 
-from escrowflow import schemas
+from escrowflow import event_bodies, schemas
 from escrowflow.api.deps import (
     ERRORS,
     Acting,
@@ -24,7 +24,10 @@ from escrowflow.api.deps import (
     expected_version,
     scoped_key,
 )
+from escrowflow.vocabulary import COLLECTIONS
+from workflows.actors import Role
 from workflows.engine import EscrowEngine, Result
+from workflows.machines import MACHINES
 
 
 def _answer(
@@ -123,6 +126,7 @@ def router() -> APIRouter:
         body_model: type[Any] | None,
         summary: str,
         *,
+        name: str,
         method: str = "post",
         created: bool = False,
     ) -> None:
@@ -146,7 +150,7 @@ def router() -> APIRouter:
             methods=[method.upper()],
             status_code=201 if created else 200,
             summary=summary,
-            name=f"{entity}_{event}",
+            name=name,
         )
 
     event_route(
@@ -156,6 +160,7 @@ def router() -> APIRouter:
         schemas.MilestonesCreate,
         "The client adds milestones, one or many (MS2)",
         created=True,
+        name="add_milestones",
     )
     event_route(
         "/contracts/{entity_id}/milestones/order",
@@ -164,6 +169,7 @@ def router() -> APIRouter:
         schemas.MilestoneOrder,
         "The client reorders the milestones not yet started (MS3)",
         method="put",
+        name="reorder_milestones",
     )
     event_route(
         "/contracts/{entity_id}/proposals",
@@ -172,6 +178,7 @@ def router() -> APIRouter:
         schemas.ProposalCreate,
         "The freelancer proposes milestone changes (FP1)",
         created=True,
+        name="propose_changes",
     )
     event_route(
         "/contracts/{entity_id}/refunds",
@@ -180,6 +187,7 @@ def router() -> APIRouter:
         schemas.RefundCreate,
         "The client requests a refund of held escrow (RF1)",
         created=True,
+        name="request_refund",
     )
     event_route(
         "/milestones/{entity_id}",
@@ -188,6 +196,7 @@ def router() -> APIRouter:
         schemas.MilestoneChange,
         "The client edits a milestone not yet started",
         method="patch",
+        name="edit_milestone",
     )
     event_route(
         "/milestones/{entity_id}",
@@ -196,6 +205,7 @@ def router() -> APIRouter:
         None,
         "The client deletes a milestone not yet started",
         method="delete",
+        name="delete_milestone",
     )
     event_route(
         "/milestones/{entity_id}/change_requests",
@@ -204,38 +214,53 @@ def router() -> APIRouter:
         schemas.MilestoneChange,
         "The client asks to change the active milestone (CR1)",
         created=True,
+        name="open_change_request",
     )
 
-    @router.post(
-        "/{collection}/{entity_id}/events/{event}",
-        summary="Fire any event on any entity",
-        description="The uniform way to fire an event: the body is the event's payload "
-        '(e.g. `{"amount": 20000}` for a partial release, `{"reason": "..."}`).',
-    )
-    async def fire_event(
+    for collection, entity in COLLECTIONS.items():
+        for event in (e for (n, e) in event_bodies.party_events() if n == entity):
+            _add_event_route(router, collection, entity, event)
+
+    @router.post("/{collection}/{entity_id}/events/{event}", include_in_schema=False)
+    async def fire_other_event(
         collection: Collection,
         entity_id: EntityId,
-        event: Annotated[str, Path(max_length=40, description="e.g. fund, submit, release")],
+        event: Annotated[str, Path(max_length=40)],
         write: WriteDep,
-        body: Annotated[
-            dict[str, Any] | None,
-            _body_examples(),
-        ] = None,
+        body: dict[str, Any] | None = None,
     ) -> schemas.TransitionOut:
+        """An event no route above declares (the engine's own, or none): the engine
+        answers why not, with its code."""
         return await write.fire(entity_of(collection), entity_id, event, body or {})
 
     return router
 
 
-def _body_examples() -> Any:
-    return Body(
-        openapi_examples={
-            "fund": {"summary": "fund, submit, accept...: no payload", "value": {}},
-            "partial release": {"summary": "release part (MS9)", "value": {"amount": 20000}},
-            "with a reason": {"summary": "any event may say why", "value": {"reason": "late"}},
-            "resolve a dispute": {
-                "summary": "refund resolve (RF3)",
-                "value": {"to_client": 30000, "to_freelancer": 20000},
-            },
-        }
+def _add_event_route(router: APIRouter, collection: str, entity: str, event: str) -> None:
+    """`POST /v1/COLLECTION/{entity_id}/events/EVENT`, with the event's own body model
+    (optional where every field is) and operationId ENTITY_EVENT."""
+    model = event_bodies.body_of(entity, event)
+    optional = not any(field.is_required() for field in model.model_fields.values())
+    roles = sorted(r.value for r in MACHINES[entity].permissions[event] if r is not Role.SYSTEM)
+
+    async def fire(entity_id: EntityId, write: WriteDep, body: Any = None) -> schemas.TransitionOut:
+        payload = {} if body is None else body.model_dump(exclude_unset=True)
+        return await write.fire(entity, entity_id, event, payload)
+
+    # Annotations are strings here (PEP 563); FastAPI reads the class from this.
+    fire.__annotations__["body"] = (model | None) if optional else model
+    if not optional:
+        fire.__defaults__ = None
+        fire.__kwdefaults__ = None
+    router.add_api_route(
+        f"/{collection}/{{entity_id}}/events/{event}",
+        fire,
+        methods=["POST"],
+        summary=f"{entity.replace('_', ' ').capitalize()}: {event.replace('_', ' ')} "
+        f"(by {', '.join(roles)})",
+        name=f"{entity}_{event}",
+        responses={202: {"model": schemas.TransitionOut, "description": _WAITS}},
     )
+
+
+_WAITS = "PA4: it moves money above the threshold and waits for a second admin (`approval`)."

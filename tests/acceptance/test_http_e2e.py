@@ -71,7 +71,9 @@ def test_a_contract_lives_its_life_over_http_with_timers_firing_in_the_server(
     server.set_clock(START + timedelta(days=7, seconds=1))
     until(lambda: state(f"/v1/refunds/{r}") == "refunded", "the default refund")
     (fired,) = [
-        h for h in http.get(f"/v1/refunds/{r}/history").json() if h["event"] == "refund_by_default"
+        h
+        for h in http.get(f"/v1/refunds/{r}/history").json()["items"]
+        if h["event"] == "refund_by_default"
     ]
     assert fired["cause"] == "timer" and fired["due_at"] is not None
 
@@ -81,7 +83,9 @@ def test_a_contract_lives_its_life_over_http_with_timers_firing_in_the_server(
     server.set_clock(START + timedelta(days=21, seconds=2))
     until(lambda: state(f"/v1/milestones/{m2}") == "released", "the auto-approval")
 
-    ledger = [(e["kind"], e["amount"]) for e in http.get(f"/v1/contracts/{c}/ledger").json()]
+    ledger = [
+        (e["kind"], e["amount"]) for e in http.get(f"/v1/contracts/{c}/ledger").json()["items"]
+    ]
     assert ledger == [
         ("deposit", 50_000),
         ("release", 20_000),
@@ -89,7 +93,7 @@ def test_a_contract_lives_its_life_over_http_with_timers_firing_in_the_server(
         ("deposit", 30_000),
         ("release", 30_000),
     ]
-    events = http.get("/v1/events", params={"limit": 1000}).json()["events"]
+    events = http.get("/v1/events", params={"limit": 1000}).json()["items"]
     timers = [(e["type"], e["data"]["cause"]) for e in events if e["data"].get("cause") == "timer"]
     assert ("refund.refund_by_default", "timer") in timers
     assert ("milestone.auto_approve", "timer") in timers
@@ -100,7 +104,7 @@ def test_a_contract_lives_its_life_over_http_with_timers_firing_in_the_server(
         headers={"Escrowflow-Actor": client, "Idempotency-Key": "rel-1"},
     )
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
-    assert len(http.get(f"/v1/contracts/{c}/ledger").json()) == 5
+    assert len(http.get(f"/v1/contracts/{c}/ledger").json()["items"]) == 5
     http.close()
     check_invariants(db)
     assert server.stop() == 0

@@ -74,7 +74,7 @@ def test_nt2_reminders_reach_the_feed_and_a_webhook_once_each_before_the_auto_ap
 
         def feed(kind: str) -> list[dict[str, Any]]:
             page = http.get("/v1/events", params={"type": kind, "limit": 100}).json()
-            return list(page["events"])
+            return list(page["items"])
 
         server.set_clock(START + timedelta(days=11, minutes=1))
         until(lambda: len(received("milestone.reminder")) == 1, "the 3-day reminder")

@@ -84,7 +84,7 @@ def test_ms10_auto_approval_after_an_accepted_decrease_pays_3000_and_keeps_2000_
 
         server.set_clock(START + timedelta(days=14, seconds=1))
         until(lambda: api.get(f"/v1/milestones/{m}")["state"] == "released", "the auto-approval")
-        ledger = [(e["kind"], e["amount"]) for e in api.get(f"/v1/contracts/{c}/ledger")]
+        ledger = [(e["kind"], e["amount"]) for e in api.get(f"/v1/contracts/{c}/ledger")["items"]]
         assert ledger == [("deposit", 5_000), ("release", 3_000)]  # what `next` promised
         escrow = api.get(f"/v1/contracts/{c}")["escrow"]
         assert (escrow["released"], escrow["held"], escrow["credit"]) == (3_000, 2_000, 2_000)
@@ -121,10 +121,12 @@ def test_fp2_nt1_a_proposal_is_readable_before_answering_over_http(
         assert items[1]["changes"]["title"] == {"before": "Build", "after": None}
         assert items[2]["changes"]["title"] == {"before": None, "after": "Launch"}
         (created,) = [
-            h for h in api.get(f"/v1/proposals/{proposal}/history") if h["event"] == "create"
+            h
+            for h in api.get(f"/v1/proposals/{proposal}/history")["items"]
+            if h["event"] == "create"
         ]
         assert created["payload"]["items"] == items
-        events = api.get("/v1/events", type="proposal.create")["events"]
+        events = api.get("/v1/events", type="proposal.create")["items"]
         assert [e["data"]["items"] for e in events] == [items]
         assert server.stop() == 0
 

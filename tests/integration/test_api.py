@@ -71,9 +71,9 @@ def test_a_milestone_is_funded_submitted_and_released_over_http(
     assert released.json()["state"] == "released"
     assert released.headers["ETag"] == f'"v{released.json()["version"]}"'
 
-    ledger = api.ok("GET", f"/v1/contracts/{contract['id']}/ledger", token=web)
+    ledger = api.ok("GET", f"/v1/contracts/{contract['id']}/ledger", token=web)["items"]
     assert [(e["kind"], e["amount"]) for e in ledger] == [("deposit", 50_000), ("release", 50_000)]
-    history = api.ok("GET", f"/v1/milestones/{milestone}/history", token=web)
+    history = api.ok("GET", f"/v1/milestones/{milestone}/history", token=web)["items"]
     assert [h["event"] for h in history] == ["create", "fund", "submit", "release"]
     assert sc.state("milestone", milestone) == "released"
 
@@ -320,13 +320,14 @@ def test_the_feed_pages_through_every_event_in_order(api: Api, web: str) -> None
     api.ok("POST", f"/v1/contracts/{contract['id']}/events/accept", token=web, actor=FREELANCER)
     api.ok("POST", f"/v1/milestones/{m}/events/fund", token=web, actor=CLIENT)
     seen: list[dict[str, Any]] = []
-    after = 0
-    while True:
-        page = api.ok("GET", "/v1/events", token=reader, params={"after": after, "limit": 2})
-        if not page["events"]:
+    cursor = "0"
+    while True:  # the feed's next_cursor is its position: pass it as cursor (or after)
+        page = api.ok("GET", "/v1/events", token=reader, params={"cursor": cursor, "limit": 2})
+        if not page["items"]:
+            assert page["next_cursor"] == cursor  # at the end, it stays where it was
             break
-        seen += page["events"]
-        after = page["next_after"]
+        seen += page["items"]
+        cursor = page["next_cursor"]
     assert [e["type"] for e in seen] == [
         "contract.create",
         "milestone.create",
@@ -336,8 +337,13 @@ def test_the_feed_pages_through_every_event_in_order(api: Api, web: str) -> None
     ]
     assert [e["position"] for e in seen] == list(range(1, 6))
     only = api.ok("GET", "/v1/events", token=reader, params={"type": "milestone.*"})
-    assert [e["type"] for e in only["events"]] == ["milestone.create", "milestone.fund"]
-    assert only["next_after"] == 5
+    assert [e["type"] for e in only["items"]] == ["milestone.create", "milestone.fund"]
+    assert only["next_cursor"] == "5"
+    assert (
+        api.ok("GET", "/v1/events", token=reader, params={"after": 4})["items"][0]["position"] == 5
+    )
+    bad = api.request("GET", "/v1/events", token=reader, params={"cursor": "Wzdd"})
+    assert (bad.status_code, bad.json()["code"]) == (422, "invalid_cursor")
 
 
 @pytest.mark.postgresql_only
@@ -347,7 +353,7 @@ def test_the_feed_never_skips_an_event_that_commits_late(api: Api, web: str, sc:
     c = offer(api, web, 50_000)["id"]
     other = offer(api, web, 50_000)["id"]  # the late transaction's FK locks c
     page = api.ok("GET", "/v1/events", token=reader)
-    cursor = page["next_after"]
+    cursor = page["next_cursor"]
     with api.engine.db.connect() as late, late.begin():
         late.execute(
             models.HISTORY.insert().values(
@@ -381,10 +387,10 @@ def test_the_feed_never_skips_an_event_that_commits_late(api: Api, web: str, sc:
         # Meanwhile a later transaction commits a higher id, and a reader reads it.
         api.ok("POST", f"/v1/contracts/{other}/events/accept", token=web, actor=FREELANCER)
         page = api.ok("GET", "/v1/events", token=reader, params={"after": cursor})
-        assert [e["type"] for e in page["events"]] == ["contract.accept"]
-        cursor = page["next_after"]
+        assert [e["type"] for e in page["items"]] == ["contract.accept"]
+        cursor = page["next_cursor"]
     page = api.ok("GET", "/v1/events", token=reader, params={"after": cursor})
-    assert [e["type"] for e in page["events"]] == ["contract.note"]
+    assert [e["type"] for e in page["items"]] == ["contract.note"]
 
 
 def test_health_readiness_and_metrics(api: Api, web: str) -> None:
