@@ -13,9 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as DBEngine
 
 from storage import deadlines, entities
@@ -115,6 +117,21 @@ def _unknown_filter(unknown: list[str], known: tuple[str, ...]) -> ValidationErr
         "limit and cursor",
         code="unknown_filter",
     )
+
+
+def id_page(
+    db: DBEngine,
+    read: Callable[[Connection, int | None, int], list[dict[str, Any]]],
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """A page of rows in id order: `read(conn, after_id, count)` reads up to `count` of
+    them after `after_id` (None: from the first)."""
+    limit = checked_limit(limit)
+    after = decode_cursor(cursor, 1)
+    with translated_errors(), db.connect() as conn:
+        rows = read(conn, None if after is None else int(after[0]), limit + 1)
+    return answer(rows, limit, lambda r: [r["id"]])
 
 
 def answer(rows: list[dict[str, Any]], limit: int, key: Any) -> dict[str, Any]:

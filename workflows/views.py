@@ -93,32 +93,26 @@ def history_page(
     db: DBEngine, entity: str, entity_id: int, limit: int, cursor: str | None
 ) -> dict[str, Any]:
     """A page of an entity's history, oldest first (`items`, `next_cursor`)."""
-    limit = lists.checked_limit(limit)
-    after = lists.decode_cursor(cursor, 1)
-    with translated_errors(), db.connect() as conn:
-        after_id = None if after is None else int(after[0])
-        rows = storage_history.of_entity(
-            conn, entity, entity_id, after_id=after_id, limit=limit + 1
-        )
-    if not rows and after is None:
+
+    def read(conn: Connection, after_id: int | None, count: int) -> list[dict[str, Any]]:
+        return storage_history.of_entity(conn, entity, entity_id, after_id=after_id, limit=count)
+
+    page = lists.id_page(db, read, limit, cursor)
+    if not page["items"] and cursor is None:
         show(db, entity, entity_id)  # names the missing entity precisely
-    return lists.answer(rows, limit, lambda r: [r["id"]])
+    return page
 
 
 def ledger_page(db: DBEngine, contract_id: int, limit: int, cursor: str | None) -> dict[str, Any]:
     """A page of a contract's ledger, in the order written (`items`, `next_cursor`)."""
-    limit = lists.checked_limit(limit)
-    after = lists.decode_cursor(cursor, 1)
-    with translated_errors(), db.connect() as conn:
-        after_id = None if after is None else int(after[0])
-        rows = storage_ledger.of_contract(conn, contract_id, after_id=after_id, limit=limit + 1)
-    return lists.answer(rows, limit, lambda r: [r["id"]])
 
+    def read(conn: Connection, after_id: int | None, count: int) -> list[dict[str, Any]]:
+        return storage_ledger.of_contract(conn, contract_id, after_id=after_id, limit=count)
 
-def ledger(db: DBEngine, contract_id: int) -> list[dict[str, Any]]:
-    with translated_errors(), db.connect() as conn:
-        rows = storage_ledger.of_contract(conn, contract_id)
-    return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
+    page = lists.id_page(db, read, limit, cursor)
+    if not page["items"] and cursor is None:
+        show(db, "contract", contract_id)  # a contract without entries does not exist
+    return page
 
 
 def pending_deadlines(

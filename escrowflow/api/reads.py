@@ -62,7 +62,6 @@ def router() -> APIRouter:
         limit: Limit = lists.DEFAULT_LIMIT,
         cursor: Cursor = None,
     ) -> schemas.LedgerPage:
-        await offload(views.show, engine.db, "contract", entity_id)  # 404 if it is missing
         page = await offload(views.ledger_page, engine.db, entity_id, limit, cursor)
         return schemas.LedgerPage.model_validate(page)
 

@@ -250,8 +250,7 @@ def _add_event_route(router: APIRouter, collection: str, entity: str, event: str
     # Annotations are strings here (PEP 563); FastAPI reads the class from this.
     fire.__annotations__["body"] = (model | None) if optional else model
     if not optional:
-        fire.__defaults__ = None
-        fire.__kwdefaults__ = None
+        fire.__defaults__ = None  # the body is required
     router.add_api_route(
         f"/{collection}/{{entity_id}}/events/{event}",
         fire,
