@@ -10,6 +10,7 @@ from escrowflow.api.app import create_app
 from escrowflow.event_bodies import BODIES, EventNote, party_events
 from escrowflow.settings import Settings
 from tests.helpers import Scenario
+from tests.live import Api
 from workflows.registry import EFFECTS
 
 
@@ -57,3 +58,20 @@ def test_every_list_answers_items_and_next_cursor(sc: Scenario) -> None:
         answer = document["paths"][path]["get"]["responses"]["200"]["content"]
         ref = answer["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
         assert set(schemas[ref]["properties"]) == {"items", "next_cursor"}, path
+
+
+def test_history_and_ledger_page_by_cursor_and_name_a_missing_entity(
+    sc: Scenario, api: Api
+) -> None:
+    contract, m = sc.in_review(50_000)
+    token = api.token("read")
+    first = api.ok("GET", f"/v1/milestones/{m}/history", token=token, params={"limit": 2})
+    rest = api.ok("GET", f"/v1/milestones/{m}/history", token=token,
+                  params={"cursor": first["next_cursor"]})  # fmt: skip
+    events = [h["event"] for h in first["items"] + rest["items"]]
+    assert events == ["create", "fund", "submit"] and rest["next_cursor"] is None
+    ledger = api.ok("GET", f"/v1/contracts/{contract}/ledger", token=token, params={"limit": 1})
+    assert [e["kind"] for e in ledger["items"]] == ["deposit"] and ledger["next_cursor"] is None
+    for path in ("/v1/contracts/999/ledger", "/v1/milestones/999/history"):
+        missing = api.request("GET", path, token=token)
+        assert missing.status_code == 404 and missing.json()["code"].endswith("_not_found")
