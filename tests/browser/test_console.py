@@ -222,7 +222,7 @@ def test_an_admin_resolves_a_dispute_typed_as_money_and_a_split_that_does_not_ad
     )
     expect(page.locator(f"#refund-{small}")).to_be_visible()  # the other still waits
     assert caller.http.get(f"/v1/refunds/{refund}").json()["state"] == "resolved"
-    moved = caller.http.get(f"/v1/contracts/{contract}/ledger").json()
+    moved = caller.http.get(f"/v1/contracts/{contract}/ledger").json()["items"]
     assert [(e["kind"], e["amount"]) for e in moved[-2:]] == [
         ("refund", 60_000),
         ("release", 60_000),
@@ -305,7 +305,9 @@ def test_a_form_posted_without_its_csrf_token_is_refused_and_changes_nothing(
     )
     assert wrong.status == 403
     assert caller.http.get(f"/v1/refunds/{refund}").json()["state"] == "disputed"
-    assert caller.http.get(f"/v1/contracts/{contract}/ledger").json()[-1]["kind"] == "deposit"
+    assert (
+        caller.http.get(f"/v1/contracts/{contract}/ledger").json()["items"][-1]["kind"] == "deposit"
+    )
 
 
 def test_every_page_renders_at_1366_and_800_px_wide_under_a_strict_policy(console: Console) -> None:
