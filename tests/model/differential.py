@@ -273,56 +273,45 @@ class Harness:
 
     def compare(self) -> None:
         """States, and per contract: deposited, paid, refunded, credit, each milestone's
-        escrow and payments, each refund's outcome. Once a step: a second call before the
-        next step (the rule's invariant after its last move's comparison) reads nothing."""
+        escrow and payments, each refund's outcome; every pending timer. Once a step: a
+        second call before the next step (the rule's invariant after its last move's
+        comparison) reads nothing. The database holds this lifecycle's rows only (reset
+        at its start), so two statements built once read them all (`_ROWS`, `_TIMERS`),
+        and the engine may hold no entity the model does not know."""
         if len(self.steps) == self._compared_after:
             return
         self._compared_after = len(self.steps)
         differences = []
-        ledger = models.LEDGER
         with self.db.connect() as conn:
-            # One query a table (the lifecycle's rows at once), one for the ledger's sums.
-            sums: dict[int, dict[str, int]] = {}
-            contracts = list(self.ids["contract"].values())
-            for contract_id, kind, total in conn.execute(
-                sa.select(ledger.c.contract_id, ledger.c.kind, sa.func.sum(ledger.c.amount))
-                .where(ledger.c.contract_id.in_(contracts))
-                .group_by(ledger.c.contract_id, ledger.c.kind)
-            ):
-                sums.setdefault(contract_id, {})[kind] = int(total)
-            for entity in ENTITIES:
-                expected_rows = self.model.entities[entity]
-                if not expected_rows:
-                    continue
-                table = models.TABLES[entity]
-                wanted = [self.ids[entity][key] for key in expected_rows]
-                found = {
-                    row["id"]: dict(row)
-                    for row in conn.execute(sa.select(table).where(table.c.id.in_(wanted)))
-                    .mappings()
-                    .all()
-                }
-                for key, expected in expected_rows.items():
-                    engine_id = self.ids[entity][key]
-                    actual = found[engine_id]
-                    figures = _figures(entity, expected, self.model)
-                    if entity == "contract":
-                        money = sums.get(engine_id, {})
-                        actual["deposited"] = money.get("deposit", 0)
-                        actual["released"] = money.get("release", 0)
-                        actual["refunded"] = money.get("refund", 0)
-                    for name, (column, value) in figures.items():
-                        if actual[column] != value:
-                            differences.append(
-                                f"{entity} {key} {name}: engine {actual[column]!r}, model {value!r}"
-                            )
-            # TM1, TM2: every timer falls due when the model says (reminders aside).
-            deadlines = models.DEADLINES
-            pending = conn.execute(
-                sa.select(deadlines.c.entity, deadlines.c.entity_id, deadlines.c.event,
-                          deadlines.c.due_at, deadlines.c.paused, deadlines.c.paused_left_ms)
-                .where(deadlines.c.status == "pending", deadlines.c.event.not_like("remind:%"))
-            ).all()  # fmt: skip
+            rows = conn.execute(_ROWS).all()
+            pending = conn.execute(_TIMERS).all()
+        found: dict[str, dict[int, tuple[Any, ...]]] = {entity: {} for entity in ENTITIES}
+        sums: dict[int, dict[str, int]] = {}
+        for tag, key, state, *figures in rows:
+            if tag == "ledger":
+                sums.setdefault(key, {})[state] = int(figures[0])
+            else:
+                found[tag][key] = (state, *figures[: len(_COLUMNS[tag]) - 1])
+        for entity in ENTITIES:
+            known = self.ids[entity]
+            expected_rows = self.model.entities[entity]
+            unknown = set(found[entity]) - {known[key] for key in expected_rows}
+            if unknown:
+                differences.append(f"{entity} ids {sorted(unknown)}: in the engine, not the model")
+            for key, expected in expected_rows.items():
+                engine_id = known[key]
+                actual = dict(zip(_COLUMNS[entity], found[entity][engine_id], strict=True))
+                if entity == "contract":
+                    money = sums.get(engine_id, {})
+                    actual["deposited"] = money.get("deposit", 0)
+                    actual["released"] = money.get("release", 0)
+                    actual["refunded"] = money.get("refund", 0)
+                for name, (column, value) in _figures(entity, expected, self.model).items():
+                    if actual[column] != value:
+                        differences.append(
+                            f"{entity} {key} {name}: engine {actual[column]!r}, model {value!r}"
+                        )
+        # TM1, TM2: every timer falls due when the model says (reminders aside).
         engine_timers = sorted(
             (e, i, ev, due.replace(tzinfo=None))
             for e, i, ev, due, paused, _ in pending
@@ -348,6 +337,48 @@ class Harness:
             differences.append(f"paused: engine {engine_paused}, model {model_paused}")
         if differences:
             raise Divergence(f"{self._where()}" + "\n".join(differences))
+
+
+# What `compare` reads of each entity: the columns `_figures` names, after id and state.
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    "contract": ("state", "held", "credit"),
+    "milestone": ("state", "amount", "escrow", "released_amount"),
+    "change_request": ("state",),
+    "proposal": ("state",),
+    "refund": ("state", "amount", "to_client", "to_freelancer"),
+}
+_WIDTH = max(len(columns) for columns in _COLUMNS.values())
+
+
+def _rows_statement() -> sa.CompoundSelect:
+    """Every entity's compared columns and the ledger's sums per contract and kind, as
+    rows of one shape: (entity or "ledger", id, state or kind, figures..., nulls)."""
+    parts = []
+    for entity, columns in _COLUMNS.items():
+        table = models.TABLES[entity]
+        figures = [table.c[name] for name in columns[1:]]
+        padding = [sa.cast(sa.null(), sa.BigInteger)] * (_WIDTH - len(columns))
+        tag = sa.literal_column(f"'{entity}'")
+        parts.append(sa.select(tag, table.c.id, table.c.state, *figures, *padding))
+    ledger = models.LEDGER
+    total = sa.cast(sa.func.sum(ledger.c.amount), sa.BigInteger)
+    padding = [sa.cast(sa.null(), sa.BigInteger)] * (_WIDTH - 2)
+    parts.append(
+        sa.select(sa.literal_column("'ledger'"), ledger.c.contract_id, ledger.c.kind, total,
+                  *padding).group_by(ledger.c.contract_id, ledger.c.kind)
+    )  # fmt: skip
+    return sa.union_all(*parts)
+
+
+_ROWS = _rows_statement()
+_TIMERS = sa.select(
+    models.DEADLINES.c.entity,
+    models.DEADLINES.c.entity_id,
+    models.DEADLINES.c.event,
+    models.DEADLINES.c.due_at,
+    models.DEADLINES.c.paused,
+    models.DEADLINES.c.paused_left_ms,
+).where(models.DEADLINES.c.status == "pending", models.DEADLINES.c.event.not_like("remind:%"))
 
 
 def _figures(entity: str, row: dict[str, Any], model: Model) -> dict[str, tuple[str, Any]]:
