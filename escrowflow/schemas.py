@@ -379,14 +379,6 @@ class Health(BaseModel):
     detail: str | None = None
 
 
-class Page(BaseModel):
-    """One page of a list: pass `next_cursor` as `cursor` for the next; None at the end."""
-
-    model_config = example({"items": [{"id": 7, "state": "active"}], "next_cursor": "Wzdd"})
-    items: list[dict[str, Any]]
-    next_cursor: str | None
-
-
 class TermsSelection(BaseModel):
     """Which running contracts a terms migration moves: every field given must hold."""
 

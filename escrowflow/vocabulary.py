@@ -25,7 +25,14 @@ COLLECTIONS = {
 """The API's name of each entity's collection."""
 
 
-def _enum(values: Any, description: str) -> WithJsonSchema:
+ENUMS: dict[str, tuple[list[str], str]] = {}
+"""Each enum by the name the document gives it (`#/components/schemas/NAME`): its values
+and what it is. `escrowflow.api.contract` replaces each inline copy by a reference, so a
+generated client has one enum class for each, not one per field."""
+
+
+def _enum(values: Any, description: str, name: str) -> WithJsonSchema:
+    ENUMS[name] = (sorted(set(values)), description)
     return WithJsonSchema(
         {"type": "string", "enum": sorted(set(values)), "description": description}
     )
@@ -37,13 +44,13 @@ EVENTS = sorted({"create", *(e for machine in MACHINES.values() for e in machine
 ROLES = [role.value for role in Role]
 CURRENCIES = sorted(ISO_4217)
 
-EntityName = Annotated[str, _enum(ENTITIES, "An entity of a contract's lifecycle.")]
-CollectionName = Annotated[str, _enum(COLLECTIONS, "A collection of the API.")]
-StateName = Annotated[str, _enum(STATES, "A state of one of the lifecycles.")]
-EventName = Annotated[str, _enum(EVENTS, "An event of one of the lifecycles (or create).")]
-RoleName = Annotated[str, _enum(ROLES, "Who acted: a party's role, or system (a timer).")]
-Currency = Annotated[str, _enum(ISO_4217, "ISO 4217 code, e.g. USD.")]
-LedgerKind = Annotated[str, _enum(("deposit", "release", "refund"), "What moved.")]
+EntityName = Annotated[str, _enum(ENTITIES, "An entity of a contract's lifecycle.", "Entity")]
+CollectionName = Annotated[str, _enum(COLLECTIONS, "A collection of the API.", "Collection")]
+StateName = Annotated[str, _enum(STATES, "A state of one of the lifecycles.", "State")]
+EventName = Annotated[str, _enum(EVENTS, "An event of one of the lifecycles (or create).", "Event")]
+RoleName = Annotated[str, _enum(ROLES, "Who acted: a party's role, or system (a timer).", "Role")]
+Currency = Annotated[str, _enum(ISO_4217, "ISO 4217 code, e.g. USD.", "Currency")]
+LedgerKind = Annotated[str, _enum(("deposit", "release", "refund"), "What moved.", "LedgerKind")]
 Timestamp = Annotated[
     str,
     WithJsonSchema({"type": "string", "format": "date-time", "description": "ISO 8601, UTC."}),

@@ -176,7 +176,6 @@ def _deadline_of(d: dict[str, Any]) -> dict[str, Any]:
         "left": iso_duration(timedelta(milliseconds=d["paused_left_ms"] or 0))
         if d["paused"]
         else None,
-        "left_s": (d["paused_left_ms"] or 0) / 1000 if d["paused"] else None,
         # DL3: retries stopped; it waits for an admin's retry
         "failed": d.get("failed_at") is not None,
     }

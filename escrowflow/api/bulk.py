@@ -4,13 +4,13 @@ undo by the inverse action. For the dispute team (act:admin, as admin)."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import pydantic
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool as offload
 
-from escrowflow import schemas
+from escrowflow import resources, schemas
 from escrowflow.api.deps import ERRORS, ActingDep, EngineDep
 from storage.errors import ValidationError
 from workflows import bulk
@@ -38,7 +38,7 @@ def router() -> APIRouter:
     @router.post("", status_code=201, summary="Preview a bulk pause, resume, extend or retry")
     async def preview_bulk(
         body: schemas.BulkPreviewCreate, acting: ActingDep, engine: EngineDep
-    ) -> dict[str, Any]:
+    ) -> resources.BulkOut:
         made = await offload(
             engine.preview_bulk,
             acting.actor,
@@ -46,11 +46,11 @@ def router() -> APIRouter:
             body.selection,
             _duration(body.extend_by),
         )
-        return await offload(bulk.show, engine.db, made["id"])
+        return resources.BulkOut.model_validate(await offload(bulk.show, engine.db, made["id"]))
 
     @router.get("/{bulk_id}", summary="A bulk action: its preview, results and a sample")
-    async def show_bulk(bulk_id: BulkId, acting: ActingDep, engine: EngineDep) -> dict[str, Any]:
-        return await offload(bulk.show, engine.db, bulk_id)
+    async def show_bulk(bulk_id: BulkId, acting: ActingDep, engine: EngineDep) -> resources.BulkOut:
+        return resources.BulkOut.model_validate(await offload(bulk.show, engine.db, bulk_id))
 
     @router.post(
         "/{bulk_id}/apply",
@@ -61,13 +61,13 @@ def router() -> APIRouter:
     )
     async def apply_bulk(
         bulk_id: BulkId, body: schemas.BulkApply, acting: ActingDep, engine: EngineDep
-    ) -> dict[str, Any]:
+    ) -> resources.BulkOut:
         await offload(engine.start_bulk, acting.actor, bulk_id, body.reason)
-        return await offload(bulk.show, engine.db, bulk_id)
+        return resources.BulkOut.model_validate(await offload(bulk.show, engine.db, bulk_id))
 
     @router.post("/{bulk_id}/undo", status_code=201, summary="Preview the inverse action")
-    async def undo_bulk(bulk_id: BulkId, acting: ActingDep, engine: EngineDep) -> dict[str, Any]:
+    async def undo_bulk(bulk_id: BulkId, acting: ActingDep, engine: EngineDep) -> resources.BulkOut:
         made = await offload(engine.undo_bulk, acting.actor, bulk_id)
-        return await offload(bulk.show, engine.db, made["id"])
+        return resources.BulkOut.model_validate(await offload(bulk.show, engine.db, made["id"]))
 
     return router

@@ -8,6 +8,9 @@ first asked for: what a generated client (openapi-python-client, tested in CI) n
 - The headers an answer carries: `X-Request-Id` on every one; `ETag` and
   `Idempotent-Replayed` on a transition's.
 - Each error status lists the codes it answers with (`escrowflow.error_catalog`).
+- Each enum of the vocabulary (entities, collections, states, events, roles,
+  currencies, ledger kinds) is one named schema, referenced wherever it is used, so a
+  generated client has one `Currency` class rather than one per field.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from escrowflow.error_catalog import CODES
+from escrowflow.vocabulary import ENUMS
 
 MUTATIONS = ("post", "put", "patch", "delete")
 REQUEST_ID = {
@@ -42,7 +46,32 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
                 _actor_required(operation)
             _headers(operation)
             _error_codes(operation)
+    _named_enums(document)
     return document
+
+
+def _named_enums(document: dict[str, Any]) -> None:
+    by_values = {frozenset(values): name for name, (values, _) in ENUMS.items()}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        name = by_values.get(frozenset(node.get("enum", ()))) if "enum" in node else None
+        if name is not None:
+            extra = {k: v for k, v in node.items() if k not in ("type", "enum", "title")}
+            if extra.get("description") == ENUMS[name][1]:
+                del extra["description"]
+            return {"$ref": f"#/components/schemas/{name}", **extra}
+        return {key: walk(value) for key, value in node.items()}
+
+    document["paths"] = walk(document.get("paths", {}))
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(walk(schemas))
+    for name, (values, description) in ENUMS.items():
+        schemas[name] = {"type": "string", "enum": values, "title": name,
+                         "description": description}  # fmt: skip
 
 
 def _body(operation: dict[str, Any]) -> None:

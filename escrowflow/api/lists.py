@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool as offload
 
-from escrowflow import schemas
+from escrowflow import resources
 from escrowflow.api.deps import MAX_ID, READ_ERRORS, ActorHeader, CallerDep, EngineDep, EntityId
 from storage.errors import PermissionDenied, ValidationError
 from workflows import lists
@@ -61,6 +61,7 @@ def router() -> APIRouter:
     @router.get(
         "/contracts",
         summary="Contracts, by id (filters: client_id, freelancer_id, state)",
+        response_model=resources.PAGES["contract"],
     )
     async def list_contracts(
         engine: EngineDep,
@@ -70,13 +71,14 @@ def router() -> APIRouter:
         state: State = None,
         limit: Limit = lists.DEFAULT_LIMIT,
         cursor: Cursor = None,
-    ) -> schemas.Page:
+    ) -> dict[str, Any]:
         filters = {"client_id": client_id, "freelancer_id": freelancer_id, "state": state}
         return await _page(engine, "contract", filters, viewer, limit, cursor)
 
     @router.get(
         "/contracts/{entity_id}/milestones",
         summary="A contract's milestones, in contract order",
+        response_model=resources.PAGES["milestone"],
     )
     async def list_milestones(
         entity_id: EntityId,
@@ -84,7 +86,7 @@ def router() -> APIRouter:
         viewer: Viewer,
         limit: Limit = lists.DEFAULT_LIMIT,
         cursor: Cursor = None,
-    ) -> schemas.Page:
+    ) -> dict[str, Any]:
         filters = {"contract_id": entity_id}
         return await _page(engine, "milestone", filters, viewer, limit, cursor)
 
@@ -98,6 +100,7 @@ def router() -> APIRouter:
     @router.get(
         "/deadlines",
         summary="Pending deadlines, soonest first (filters: contract_id, due_before, event)",
+        response_model=resources.DeadlinePage,
     )
     async def list_deadlines(
         engine: EngineDep,
@@ -107,7 +110,7 @@ def router() -> APIRouter:
         event: Annotated[str | None, Query(max_length=40)] = None,
         limit: Limit = lists.DEFAULT_LIMIT,
         cursor: Cursor = None,
-    ) -> schemas.Page:
+    ) -> dict[str, Any]:
         if due_before is not None and due_before.tzinfo is None:
             raise ValidationError(
                 "due_before needs a UTC offset, e.g. 2026-12-01T00:00:00Z", code="naive_time"
@@ -124,7 +127,7 @@ def router() -> APIRouter:
                 cursor=cursor,
             )
         )
-        return schemas.Page(**found)
+        return found
 
     return router
 
@@ -134,6 +137,7 @@ def _add_state_list(router: APIRouter, collection: str, entity: str) -> None:
         f"/{collection}",
         summary=f"{collection.replace('_', ' ').capitalize()}, by id (filters: state, contract_id)",
         name=f"list_{collection}",
+        response_model=resources.PAGES[entity],
     )
     async def listing(
         engine: EngineDep,
@@ -142,7 +146,7 @@ def _add_state_list(router: APIRouter, collection: str, entity: str) -> None:
         contract_id: ContractId = None,
         limit: Limit = lists.DEFAULT_LIMIT,
         cursor: Cursor = None,
-    ) -> schemas.Page:
+    ) -> dict[str, Any]:
         filters = {"state": state, "contract_id": contract_id}
         return await _page(engine, entity, filters, viewer, limit, cursor)
 
@@ -154,9 +158,9 @@ async def _page(
     viewer: Actor | None,
     limit: int,
     cursor: str | None,
-) -> schemas.Page:
+) -> dict[str, Any]:
     chosen = {k: v for k, v in filters.items() if v is not None}
     found = await offload(
         partial(lists.entity_page, engine.db, entity, chosen, viewer, limit, cursor)
     )
-    return schemas.Page(**found)
+    return found

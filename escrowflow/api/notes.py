@@ -3,8 +3,6 @@ contract's history and shown in its timeline."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool as offload
 
@@ -18,7 +16,8 @@ def router() -> APIRouter:
     @router.post("/{entity_id}/notes", status_code=201, summary="An admin's note on a contract")
     async def add_note(
         entity_id: EntityId, body: schemas.NoteIn, acting: ActingDep, engine: EngineDep
-    ) -> dict[str, Any]:
-        return await offload(engine.add_note, acting.actor, entity_id, body.text)
+    ) -> schemas.TransitionOut:
+        noted = await offload(engine.add_note, acting.actor, entity_id, body.text)
+        return schemas.TransitionOut.model_validate(noted)
 
     return router

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool as offload
 
-from escrowflow import schemas
+from escrowflow import resources, schemas
 from escrowflow.api.deps import (
     EngineDep,
 )
@@ -42,7 +42,8 @@ def router() -> APIRouter:
     @router.get(
         "/readyz",
         summary="The database is reachable and migrated",
-        responses={503: {"model": schemas.Health}},
+        response_model=resources.Readiness,
+        responses={503: {"model": resources.Readiness}},
     )
     async def readyz(request: Request, engine: EngineDep) -> Any:
         """Ready: the database answers within a second, is migrated, takes a write (a

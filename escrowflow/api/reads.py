@@ -5,10 +5,10 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool as offload
 
-from escrowflow import diagrams, schemas, tokens
+from escrowflow import diagrams, resources, schemas, tokens
 from escrowflow.api.deps import (
     READ_ERRORS,
     ActorHeader,
@@ -20,9 +20,14 @@ from escrowflow.api.deps import (
     etag,
 )
 from escrowflow.api.lists import Cursor, Limit
+from escrowflow.vocabulary import COLLECTIONS
 from storage.errors import PermissionDenied
 from workflows import dossier, feed, forecast, lists, views
 from workflows.actors import Actor, Role
+
+OCTETS = "application/octet-stream"
+_FILE = {"schema": {"type": "string", "format": "binary"}}
+SVG_CONTENT = {"image/svg+xml": _FILE, OCTETS: _FILE}
 
 
 def router() -> APIRouter:
@@ -73,8 +78,9 @@ def router() -> APIRouter:
     )
     async def contract_dossier(
         entity_id: EntityId, caller: CallerDep, engine: EngineDep
-    ) -> dict[str, Any]:
-        return await offload(dossier.dossier, engine.db, entity_id)
+    ) -> resources.DossierOut:
+        found = await offload(dossier.dossier, engine.db, entity_id)
+        return resources.DossierOut.model_validate(found)
 
     @router.get(
         "/contracts/{entity_id}/dossier.csv",
@@ -97,9 +103,9 @@ def router() -> APIRouter:
     )
     async def contract_next(
         entity_id: EntityId, caller: CallerDep, engine: EngineDep
-    ) -> list[schemas.NextOut]:
+    ) -> resources.NextPage:
         rows = await offload(views.what_next, engine.db, entity_id)
-        return [schemas.NextOut.model_validate(r) for r in rows]
+        return resources.NextPage.model_validate({"items": rows, "next_cursor": None})
 
     @router.get("/forecast", summary="Money that moves by itself in the next days if nobody acts")
     async def liability_forecast(
@@ -112,7 +118,7 @@ def router() -> APIRouter:
         freelancer_id: Annotated[
             str | None, Query(max_length=100, description="Only this freelancer's contracts.")
         ] = None,
-    ) -> dict[str, Any]:
+    ) -> resources.ForecastOut:
         """Per UTC day and currency: what auto-approvals release to freelancers (MS10) and
         default refunds return to clients (RF2), with counts and totals; paused deadlines
         apart. Needs a `read` or admin token: it spans every contract."""
@@ -127,29 +133,22 @@ def router() -> APIRouter:
             for key, value in (("client_id", client_id), ("freelancer_id", freelancer_id))
             if value is not None
         }
-        return await offload(forecast.forecast, engine.db, engine.clock.now(), days, parties)
+        found = await offload(forecast.forecast, engine.db, engine.clock.now(), days, parties)
+        return resources.ForecastOut.model_validate(found)
 
-    @router.get("/{collection}/{entity_id}", summary="An entity: state, version, what may happen")
-    async def show_entity(
-        collection: Collection,
-        entity_id: EntityId,
-        caller: CallerDep,
-        engine: EngineDep,
-        response: Response,
-        escrowflow_actor: ActorHeader = None,
-    ) -> schemas.EntityOut:
-        entity = entity_of(collection)
-        view = await offload(views.show, engine.db, entity, entity_id)
-        response.headers["ETag"] = etag(view["version"])
-        return schemas.EntityOut.model_validate(_entity_out(view, caller, escrowflow_actor))
+    for collection, entity in COLLECTIONS.items():
+        _add_show(router, collection, entity)
 
     @router.get(
         "/{collection}/{entity_id}/diagram.svg",
         summary="Its lifecycle, current state highlighted, pending deadline dated",
+        description="SVG (`image/svg+xml`); the same bytes as `application/octet-stream` "
+        "for a client that asks for that (`Accept`), as generated clients read files.",
         response_class=Response,
-        responses={200: {"content": {"image/svg+xml": {}}}, 503: {"model": schemas.ErrorOut}},
+        responses={200: {"content": SVG_CONTENT}, 503: {"model": schemas.ErrorOut}},
     )
     async def entity_diagram(
+        request: Request,
         collection: Collection,
         entity_id: EntityId,
         caller: CallerDep,
@@ -158,7 +157,9 @@ def router() -> APIRouter:
         drawn = await offload(
             diagrams.instance, engine.db, engine.terms, entity_of(collection), entity_id, "svg"
         )
-        return Response(drawn, media_type="image/svg+xml")
+        accepted = request.headers.get("accept", "")
+        bytes_asked = "application/octet-stream" in accepted and "image/svg+xml" not in accepted
+        return Response(drawn, media_type=OCTETS if bytes_asked else "image/svg+xml")
 
     @router.get("/{collection}/{entity_id}/history", summary="Every transition, oldest first")
     async def entity_history(
@@ -175,6 +176,27 @@ def router() -> APIRouter:
         return schemas.HistoryPage.model_validate(page)
 
     return router
+
+
+def _add_show(router: APIRouter, collection: str, entity: str) -> None:
+    """`GET /v1/{collection}/{id}`: the entity, its `fields` typed as its own."""
+
+    @router.get(
+        f"/{collection}/{{entity_id}}",
+        summary=f"A {entity.replace('_', ' ')}: state, version, what may happen",
+        name=f"show_{entity}",
+        response_model=resources.SHOWN[entity],
+    )
+    async def show(
+        entity_id: EntityId,
+        caller: CallerDep,
+        engine: EngineDep,
+        response: Response,
+        escrowflow_actor: ActorHeader = None,
+    ) -> Any:
+        view = await offload(views.show, engine.db, entity, entity_id)
+        response.headers["ETag"] = etag(view["version"])
+        return _entity_out(view, caller, escrowflow_actor)
 
 
 _VIEW_KEYS = {

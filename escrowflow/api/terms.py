@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from starlette.concurrency import run_in_threadpool as offload
 
-from escrowflow import schemas, tokens
+from escrowflow import resources, schemas, tokens
 from escrowflow.api.deps import ERRORS, ActingDep, CallerDep, EngineDep
 from storage.errors import PermissionDenied
 from workflows import terms, terms_migration
@@ -37,14 +37,14 @@ def router() -> APIRouter:
     router = APIRouter(prefix="/v1/terms", tags=["terms"], responses=ERRORS)
 
     @router.get("", summary="Every terms version, oldest first (TM1)")
-    async def list_terms(engine: EngineDep, _caller: CallerDep) -> schemas.Page:
+    async def list_terms(engine: EngineDep, _caller: CallerDep) -> resources.TermsPage:
         found = await offload(terms.listing, engine.db)
-        return schemas.Page(items=found, next_cursor=None)
+        return resources.TermsPage.model_validate({"items": found, "next_cursor": None})
 
     @router.get("/migrations", summary="Terms migration plans, newest first (TM2)")
-    async def list_plans(engine: EngineDep, _caller: PlanReader) -> schemas.Page:
+    async def list_plans(engine: EngineDep, _caller: PlanReader) -> resources.TermsPlanPage:
         found = await offload(terms_migration.listing, engine.db)
-        return schemas.Page(items=found, next_cursor=None)
+        return resources.TermsPlanPage.model_validate({"items": found, "next_cursor": None})
 
     @router.get("/{terms_id}", summary="One terms version: durations, reminders, minimums")
     async def show_terms(terms_id: TermsId, engine: EngineDep, _caller: CallerDep) -> schemas.Terms:

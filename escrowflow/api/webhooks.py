@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool as offload
 
-from escrowflow import schemas
+from escrowflow import resources, schemas
 from escrowflow.api.deps import MAX_ID, READ_ERRORS, EngineDep, WebhookAdmin
 from storage.deliveries import DeliveryFilter
 from workflows import feed
@@ -35,11 +35,9 @@ def router() -> APIRouter:
         return schemas.SubscriptionCreated.model_validate(created)
 
     @router.get("", summary="Live subscriptions (without their secrets)")
-    async def list_webhooks(
-        caller: WebhookAdmin, engine: EngineDep
-    ) -> list[schemas.SubscriptionOut]:
+    async def list_webhooks(caller: WebhookAdmin, engine: EngineDep) -> resources.SubscriptionPage:
         rows = await offload(feed.subscriptions, engine.db)
-        return [schemas.SubscriptionOut.model_validate(s) for s in rows]
+        return resources.SubscriptionPage.model_validate({"items": rows, "next_cursor": None})
 
     @router.delete("/{subscription_id}", status_code=204, summary="Unsubscribe")
     async def delete_webhook(

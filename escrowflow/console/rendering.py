@@ -3,13 +3,14 @@ headers every page carries (a strict Content-Security-Policy, no framing, no cac
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import TypeAdapter
 
 from escrowflow.console.sessions import Viewer
 from escrowflow.text import printable
@@ -83,12 +84,18 @@ def readable(value: Any, key: str, currency: str) -> str:
     return str(value)
 
 
-def _duration(seconds: float) -> str:
-    """10 days, 9 days 23 hours, 45 minutes: to the minute, the two largest units."""
+def _duration(seconds: float | str) -> str:
+    """10 days, 9 days 23 hours, 45 minutes: to the minute, the two largest units. Takes
+    seconds, or an ISO 8601 duration as the API writes it (`P9DT23H`)."""
+    if isinstance(seconds, str):
+        seconds = _ISO_DURATION.validate_python(seconds).total_seconds()
     minutes = int(seconds // 60)
     parts = [(minutes // 1440, "day"), (minutes // 60 % 24, "hour"), (minutes % 60, "minute")]
     shown = [f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in parts if n]
     return " ".join(shown[:2]) or "no time"
+
+
+_ISO_DURATION = TypeAdapter(timedelta)
 
 
 def _when(value: Any) -> str:

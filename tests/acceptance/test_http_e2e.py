@@ -64,7 +64,7 @@ def test_a_contract_lives_its_life_over_http_with_timers_firing_in_the_server(
     act(client, "POST", f"/v1/milestones/{m1}/events/release", {"amount": 20_000}, key="rel-1")
     refund = act(client, "POST", f"/v1/contracts/{c}/refunds", {"reason": "scope cut"})
     (r,) = [x["id"] for x in refund["created"] if x["entity"] == "refund"]
-    nxt = http.get(f"/v1/contracts/{c}/next").json()
+    nxt = http.get(f"/v1/contracts/{c}/next").json()["items"]
     assert [(n["event"], n["money"]["amount"]) for n in nxt] == [("refund_by_default", 30_000)]
 
     # RF2: the freelancer says nothing for 7 days; the server's worker refunds the client.

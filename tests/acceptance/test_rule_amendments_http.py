@@ -75,7 +75,7 @@ def test_ms10_auto_approval_after_an_accepted_decrease_pays_3000_and_keeps_2000_
         assert (fields["amount"], fields["escrow"]) == (3_000, 5_000)
         api.act("freelancer:ada", "POST", f"/v1/milestones/{m}/events/submit")
 
-        (prediction,) = api.get(f"/v1/contracts/{c}/next")
+        (prediction,) = api.get(f"/v1/contracts/{c}/next")["items"]
         assert prediction["event"] == "auto_approve"
         assert prediction["money"]["amount"] == 3_000
         assert prediction["money"]["stays_for_client"] == 2_000

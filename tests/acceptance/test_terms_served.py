@@ -55,7 +55,7 @@ def test_tm1_a_daemon_restarted_with_new_settings_keeps_running_contracts_on_the
         terms = {c: http.get(f"/v1/contracts/{c}").json()["terms_id"] for c in (a, b)}
         assert terms[a] != terms[b]
         predicted = {
-            c: [n["due_at"] for n in http.get(f"/v1/contracts/{c}/next").json()
+            c: [n["due_at"] for n in http.get(f"/v1/contracts/{c}/next").json()["items"]
                 if n["event"] == "auto_approve"]
             for c in (a, b)
         }  # fmt: skip

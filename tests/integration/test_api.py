@@ -432,7 +432,7 @@ def test_webhook_subscriptions_are_managed_over_http_with_the_webhooks_scope(
     assert (bad.status_code, bad.json()["code"]) == (422, "invalid_url")
     created = api.request("POST", "/v1/webhooks", token=admin, json=body)
     assert created.status_code == 201 and created.json()["secret"].startswith("whsec_")
-    listed = api.ok("GET", "/v1/webhooks", token=admin)
+    listed = api.ok("GET", "/v1/webhooks", token=admin)["items"]
     assert [(s["id"], s["url"]) for s in listed] == [(created.json()["id"], body["url"])]
     assert "secret" not in listed[0]
     offer(api, web, 50_000)  # milestone.create is owed to it once sequenced
@@ -445,7 +445,7 @@ def test_webhook_subscriptions_are_managed_over_http_with_the_webhooks_scope(
     assert (not_dead.status_code, not_dead.json()["code"]) == (404, "delivery_not_dead")
     gone = api.request("DELETE", f"/v1/webhooks/{created.json()['id']}", token=admin)
     assert gone.status_code == 204
-    assert api.ok("GET", "/v1/webhooks", token=admin) == []
+    assert api.ok("GET", "/v1/webhooks", token=admin)["items"] == []
     dead = api.ok("GET", "/v1/webhooks/deliveries", token=admin, params={"status": "dead"})["items"]
     assert [d["last_error"] for d in dead] == ["subscription removed"]
 

@@ -57,4 +57,4 @@ def test_operation_ids_are_readable_and_unique(sc: Scenario) -> None:
     assert len(names) == len(set(names)) > 40, [n for n in names if names.count(n) > 1]
     bad = [n for n in names if not re.fullmatch(r"[a-z][a-z0-9_]{2,40}", n) or "_v1_" in n]
     assert not bad, bad
-    assert {"list_contracts", "milestone_release", "list_events", "show_entity"} <= set(names)
+    assert {"list_contracts", "milestone_release", "list_events", "show_milestone"} <= set(names)

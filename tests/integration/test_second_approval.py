@@ -141,7 +141,11 @@ def test_pa4_over_http_the_resolution_answers_202_and_another_admin_approves(
     assert (own.status_code, own.json()["code"]) == (403, "same_admin")
     done = post(f"/v1/approvals/{approval['id']}/approve", "admin:bob", {"reason": "fair"})
     assert done.status_code == 200, done.text
-    assert (done.json()["state"], done.json()["approval"]["decided_by"]) == ("resolved", "bob")
+    decided = done.json()
+    assert (decided["transition"]["state"], decided["approval"]["decided_by"]) == (
+        "resolved",
+        "bob",
+    )
     client = api.request("GET", "/v1/approvals", token=api.token("act:client"), actor="client:acme")
     assert client.status_code == 403
 

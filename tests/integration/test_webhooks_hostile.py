@@ -90,7 +90,7 @@ def test_registration_over_http_refuses_crlf_javascript_and_decimal_urls(api: Ap
         refused = api.request("POST", "/v1/webhooks", token=admin, json={"url": url})
         assert (refused.status_code, refused.json()["code"]) == (422, code), url
         assert refused.json()["message"]
-    assert api.ok("GET", "/v1/webhooks", token=admin) == []
+    assert api.ok("GET", "/v1/webhooks", token=admin)["items"] == []
 
 
 def _deliveries(sc: Scenario) -> list[dict[str, Any]]:
