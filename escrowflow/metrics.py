@@ -4,7 +4,8 @@ Counters are this process's own (Prometheus sums them over processes): transitio
 applied here by requests and by this process's worker (the event asked for or fired,
 not the moves it cascades to), and webhook delivery failures. Gauges are read from the
 database at scrape time, so every node reports the same backlog: pending and overdue
-deadlines, the lag of the oldest overdue one, and deliveries pending or dead-lettered.
+deadlines, the lag of the oldest overdue one, and deliveries pending or dead-lettered;
+`escrowflow_database_up` is 0 (and those gauges absent) while the database is away.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from storage import deadlines, deliveries
+from storage.db import translated_errors
+from storage.errors import StorageError
 from workflows.engine import EscrowEngine
 from workflows.sweeper import SweepReport
 
@@ -59,10 +62,19 @@ class _DatabaseGauges(Collector):
         self.engine = engine
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        now = self.engine.clock.now()
-        with self.engine.db.connect() as conn:
-            found = deadlines.gauges(conn, now)
-            counts = deliveries.counts(conn)
+        try:
+            now = self.engine.clock.now()
+            with translated_errors(), self.engine.db.connect() as conn:
+                found = deadlines.gauges(conn, now)
+                counts = deliveries.counts(conn)
+        except StorageError:  # the database is away (a switch to a standby): say so
+            yield GaugeMetricFamily(
+                "escrowflow_database_up", "1: the database answered this scrape.", value=0
+            )
+            return
+        yield GaugeMetricFamily(
+            "escrowflow_database_up", "1: the database answered this scrape.", value=1
+        )
         yield GaugeMetricFamily(
             "escrowflow_deadlines_pending", "Deadlines waiting to fire.", value=found["pending"]
         )

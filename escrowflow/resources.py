@@ -328,3 +328,8 @@ class Readiness(BaseModel):
     clock_skew_seconds: float | None = Field(
         default=None, description="This host's clock minus the database's (DL2)."
     )
+    database: dict[str, str | int] | None = Field(
+        default=None,
+        description="The server this process reaches now: `host` (or `file`) and, on "
+        "PostgreSQL, `timeline` (a promoted standby starts a new one: a switch).",
+    )

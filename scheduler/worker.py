@@ -31,7 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from scheduler.webhooks import Dispatcher
 from storage import deadlines, workers
-from storage.db import translated_errors
+from storage.db import translated_errors, whereabouts
 from workflows.clock import DEFAULT_MAX_CLOCK_SKEW
 from workflows.defaults import BATCH_SIZE, LEASE, WORKER_INTERVAL_SECONDS
 from workflows.engine import EscrowEngine
@@ -309,6 +309,7 @@ def worker_status(engine: EscrowEngine) -> dict[str, Any]:
     return {
         "now": now,
         "clock_skew_seconds": skew,
+        "database": whereabouts(engine.db),
         "workers": alive,
         **backlog,
     }

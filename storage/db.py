@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from storage import sqlite
-from storage.dialect import Adapter, adapter_named, adapter_of, adapter_of_error
+from storage.dialect import Adapter, adapter_named, adapter_of, adapter_of_error, parse_url
 from storage.errors import (
     ConcurrentChange,
     ConflictError,
@@ -63,7 +63,7 @@ def make_engine(
 
     Every wait is bounded: a lock held elsewhere for longer than `lock_timeout` seconds,
     or no free pooled connection within the pool timeout, is `StorageBusy`."""
-    url = sa.make_url(settings.database_url)
+    url = parse_url(settings.database_url)
     engine_kwargs.setdefault("pool_timeout", DEFAULT_POOL_TIMEOUT_SECONDS)
     adapter = adapter_named(url.get_backend_name())
     if adapter is None:
@@ -80,7 +80,7 @@ def make_engine(
 def database_shown(database_url: str) -> str:
     """The database as a person names it in a message (a file's absolute path, a
     server's URL without its password)."""
-    url = sa.make_url(database_url)
+    url = parse_url(database_url)
     adapter = adapter_named(url.get_backend_name())
     return adapter.shown(url) if adapter is not None else url.render_as_string(hide_password=True)
 
@@ -88,7 +88,7 @@ def database_shown(database_url: str) -> str:
 def sole_worker(database_url: str) -> AbstractContextManager[None]:
     """Held while a process runs the worker on `database_url`: on a database that takes
     one writer (a SQLite file), a second worker is refused at start (`ConflictError`)."""
-    url = sa.make_url(database_url)
+    url = parse_url(database_url)
     adapter = adapter_named(url.get_backend_name())
     return adapter.sole_worker(url) if adapter is not None else nullcontext()
 
@@ -181,6 +181,13 @@ def translated_errors() -> Iterator[None]:
         raise _unavailable(exc) from exc
     except sa.exc.DBAPIError as exc:
         raise _unavailable(exc) from exc
+
+
+def whereabouts(engine: Engine) -> dict[str, Any]:
+    """Which server the engine's connections reach now: its host and, on PostgreSQL, its
+    timeline (a promoted standby starts a new one: how an operator sees a switch)."""
+    with translated_errors(), engine.connect() as conn:
+        return adapter_of(conn).whereabouts(conn)
 
 
 def id_in(

@@ -65,6 +65,16 @@ class Adapter(Protocol):
         does not exist yet may be made, where the driver would make one)."""
         ...
 
+    def url(self, text: str) -> sa.URL:
+        """`text` (ESCROWFLOW_DATABASE_URL) as SQLAlchemy's URL (PostgreSQL: libpq's
+        several-host form, `postgresql://h1:5432,h2:5432/db`, too)."""
+        ...
+
+    def whereabouts(self, conn: Connection) -> dict[str, Any]:
+        """Which server `conn` is on, as an operator tells a switch: its host and, where
+        a server can be promoted, its timeline (a promotion starts a new one)."""
+        ...
+
     def shown(self, url: sa.URL) -> str:
         """The database as a person names it: a file's absolute path, a server's URL
         without its password."""
@@ -141,6 +151,15 @@ def adapter_of(bind: _HasDialect | sa.Dialect) -> Adapter:
     """The adapter of an engine's, a connection's or a SQLAlchemy dialect's database."""
     dialect = bind if isinstance(bind, sa.Dialect) else bind.dialect
     return _ADAPTERS[dialect.name]
+
+
+def parse_url(text: str) -> sa.URL:
+    """A database URL as SQLAlchemy's, read by the adapter of its backend (libpq's
+    several-host form on PostgreSQL); a backend escrowflow does not run on, as
+    SQLAlchemy reads it."""
+    backend = text.split(":", 1)[0].split("+", 1)[0]
+    adapter = adapter_named(backend)
+    return adapter.url(text) if adapter is not None else sa.make_url(text)
 
 
 def adapter_named(name: str) -> Adapter | None:

@@ -30,6 +30,12 @@ PING_AFTER_IDLE_SECONDS = 10.0
 # SQLSTATEs that mean "wait and try again": lock_not_available (a lock_timeout ran out),
 # serialization_failure, deadlock_detected; and a unique index refusing a row.
 BUSY_STATES = frozenset({"55P03", "40001", "40P01"})
+# SQLSTATEs that mean "this connection's server is no longer the primary, or no longer
+# there": the connection is dropped and the pool's others with it, and the next one finds
+# the primary among the URL's hosts (`target_session_attrs=read-write`). Class 08 is
+# every connection exception; 57P01-57P03 a server shutting down or starting;
+# 25006 a read-only transaction (a demoted primary, or a standby reached by mistake).
+GONE_STATES = frozenset({"57P01", "57P02", "57P03", "25006"})
 UNIQUE_VIOLATION = "23505"
 UNDEFINED_TABLE = "42P01"
 
@@ -44,7 +50,34 @@ def make(url: sa.URL, lock_timeout: float, **engine_kwargs: Any) -> Engine:
     options = f"-c lock_timeout={int(lock_timeout * 1000)}"
     connect_args = {"options": options, **engine_kwargs.pop("connect_args", {})}
     engine = sa.create_engine(url, connect_args=connect_args, **engine_kwargs)
-    return _pipelines(_ping_when_idle(engine))
+    return _pipelines(_ping_when_idle(_gone_servers(engine)))
+
+
+def several_hosts(text: str) -> sa.URL:
+    """libpq's several-host URL (`postgresql://u@h1:5432,h2:5433/db?...`), or a socket
+    directory as libpq writes it (`postgresql://u@%2Frun%2Fpg/db`), as SQLAlchemy takes
+    them (`postgresql://u@/db?host=h1:5432&host=h2:5433&...`); any other URL as is."""
+    scheme, sep, rest = text.partition("://")
+    netloc, _, tail = rest.partition("/")
+    user, at, hosts = netloc.rpartition("@")
+    if not sep or ("," not in hosts and "%" not in hosts):
+        return sa.make_url(text)
+    path, _, query = tail.partition("?")
+    listed = "&".join(f"host={host}" for host in hosts.split(","))
+    return sa.make_url(f"{scheme}://{user}{at}/{path}?{listed}{'&' if query else ''}{query}")
+
+
+def _gone_servers(engine: Engine) -> Engine:
+    """A server that is gone, shutting down or no longer the primary is a disconnection
+    to SQLAlchemy: the connection is discarded, the pool's older ones with it."""
+
+    @event.listens_for(engine, "handle_error")
+    def _gone(context: sa.engine.ExceptionContext) -> None:
+        state = _sqlstate(context.original_exception) or ""
+        if state in GONE_STATES or state.startswith("08"):
+            context.is_disconnect = True
+
+    return engine
 
 
 def _ping_when_idle(engine: Engine) -> Engine:
@@ -147,6 +180,17 @@ class PostgreSQL:
         **engine_kwargs: Any,
     ) -> Engine:
         return make(url, lock_timeout, **engine_kwargs)
+
+    def url(self, text: str) -> sa.URL:
+        return several_hosts(text)
+
+    def whereabouts(self, conn: Connection) -> dict[str, Any]:
+        # The timeline is the first part of the current WAL file's name.
+        timeline = conn.exec_driver_sql(
+            "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+        ).scalar_one()
+        info = conn.connection.dbapi_connection.info  # type: ignore[union-attr]
+        return {"host": f"{info.host}:{info.port}", "timeline": int(timeline)}
 
     def shown(self, url: sa.URL) -> str:
         return url.render_as_string(hide_password=True)

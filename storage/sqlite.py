@@ -164,6 +164,12 @@ class SQLite:
             )
         return make(url, synchronous, lock_timeout, **engine_kwargs)
 
+    def url(self, text: str) -> sa.URL:
+        return sa.make_url(text)
+
+    def whereabouts(self, conn: Connection) -> dict[str, Any]:
+        return {"file": self.shown(conn.engine.url)}
+
     def shown(self, url: sa.URL) -> str:
         return str(Path(str(url.database)).resolve())
 

@@ -15,6 +15,7 @@ from escrowflow import resources, schemas
 from escrowflow.api.deps import (
     EngineDep,
 )
+from storage.db import whereabouts
 from storage.migrate import current, probe_write
 from workflows.engine import EscrowEngine
 
@@ -25,11 +26,11 @@ READY_WITHIN_SECONDS = 1.0
 """/readyz answers within this, whatever the database does."""
 
 
-def _probe(engine: EscrowEngine, head: str | None) -> tuple[str | None, timedelta]:
+def _probe(engine: EscrowEngine, head: str | None) -> tuple[str | None, timedelta, dict[str, Any]]:
     revision = current(engine.db)
     if revision == head:
         probe_write(engine.db)
-    return revision, engine.clock_skew()
+    return revision, engine.clock_skew(), whereabouts(engine.db)
 
 
 def router() -> APIRouter:
@@ -51,7 +52,7 @@ def router() -> APIRouter:
         ESCROWFLOW_MAX_CLOCK_SKEW of the database's (DL2)."""
         max_skew = request.app.state.settings.max_clock_skew
         try:
-            revision, skew = await asyncio.wait_for(
+            revision, skew, database = await asyncio.wait_for(
                 offload(_probe, engine, request.app.state.head), READY_WITHIN_SECONDS
             )
         except Exception as exc:  # any failure to reach the database means not ready
@@ -70,7 +71,11 @@ def router() -> APIRouter:
                 f"schema at {revision}, expected {request.app.state.head}: run escrowflow migrate"
             )
             return JSONResponse({"status": "not_migrated", "detail": detail}, 503)
-        body = {"status": "ready", "clock_skew_seconds": round(skew.total_seconds(), 3)}
+        body: dict[str, Any] = {
+            "status": "ready",
+            "clock_skew_seconds": round(skew.total_seconds(), 3),
+            "database": database,
+        }
         if abs(skew) > max_skew:
             body["status"] = "clock_skew"
             body["detail"] = (

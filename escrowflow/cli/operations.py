@@ -74,9 +74,13 @@ def _skew(seconds: float | None) -> str:
 
 
 def _describe_status(report: dict[str, Any]) -> str:
+    database = ", ".join(f"{key} {value}" for key, value in report["database"].items())
     lines = [
         f"now (the deployment's clock): {report['now'].isoformat()}; this host's "
         f"{_skew(report['clock_skew_seconds'])}",
+        f"database: {database} (a promotion starts a new timeline)"
+        if "timeline" in report["database"]
+        else f"database: {database}",
         f"deadlines: {report['pending']} pending, {report['overdue']} overdue, "
         f"{len(report['failed'])} failed, {len(report['waiting_on_lock'])} waiting on a lock",
     ]

@@ -264,6 +264,10 @@ def test_heartbeat_and_status(sc: Scenario) -> None:
         (row,) = status["workers"]
         assert row["id"] == worker.id and row["alive"] and row["last_sweep_at"] is not None
         assert status["pending"] == 1 and status["overdue"] == 0
+        # Which server: a file, or a host and its timeline (a promotion starts a new one).
+        database = status["database"]
+        assert set(database) in ({"file"}, {"host", "timeline"}), database
+        assert database.get("timeline", 1) == 1
     (row,) = worker_status(sc.engine)["workers"]
     assert row["stopped_at"] is not None and not row["alive"]
     assert FREELANCER.party == "ada"

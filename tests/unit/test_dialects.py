@@ -70,3 +70,22 @@ def test_the_check_finds_a_dialect_test() -> None:
     )
     assert _asks_the_dialect(sample) == [1, 2, 3]
     assert _asks_the_dialect(ast.parse("if kind == 'sqlite': pass\nok = w.one_writer\n")) == [1]
+
+
+def test_a_cluster_url_names_several_hosts_and_asks_for_the_primary() -> None:
+    """libpq's several-host form (issue 26), as operators write it for a primary and its
+    standby; the same URL with one host is read as it always was."""
+    from storage.dialect import parse_url
+
+    cluster = parse_url(
+        "postgresql://app:secret@db-a:5432,db-b:5433/escrow?target_session_attrs=read-write"
+    )
+    assert cluster.query["host"] == ("db-a:5432", "db-b:5433")
+    assert cluster.query["target_session_attrs"] == "read-write"
+    assert (cluster.username, cluster.password, cluster.database) == ("app", "secret", "escrow")
+    sockets = parse_url("postgresql://postgres@%2Frun%2Fa,%2Frun%2Fb/escrow")
+    assert sockets.query["host"] == ("/run/a", "/run/b")
+    assert parse_url("postgresql://postgres@%2Frun%2Fa/escrow").query["host"] == "/run/a"
+    single = parse_url("postgresql://app@db-a:5432/escrow")
+    assert (single.host, single.port, dict(single.query)) == ("db-a", 5432, {})
+    assert parse_url("sqlite:///./escrowflow.db").database == "./escrowflow.db"
