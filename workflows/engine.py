@@ -29,6 +29,7 @@ import workflows.effects  # noqa: F401  (registers what every event does)
 from storage import deadlines
 from storage.db import transaction
 from storage.errors import (
+    ConflictError,
     NotFound,
     VersionConflict,
 )
@@ -65,14 +66,18 @@ class EscrowEngine(TermsAdmin, BulkAdmin, SecondApproval):
         deadline_retry: RetryStrategy = DEADLINE_RETRY,
         terms_name: str | None = None,
         second_approval_above: int = SECOND_APPROVAL_ABOVE,
+        reads: DBEngine | None = None,
     ) -> None:
         """`clock` is the deployment's (DL2: the database server's on PostgreSQL): it
         decides every "now". `process_clock` is this host's own, read only to measure
         how far it is from `clock` (`clock_skew`). `policy` is the settings': it names
         the terms new offers get (TM1; `terms_name` names them if they are new).
         `second_approval_above`: an admin's decision moving more (major units of its
-        currency) waits for a second admin (PA4)."""
+        currency) waits for a second admin (PA4). `reads`: where pages that may be a few
+        seconds stale are read (a read replica: lists, search, the forecast, the
+        console's overviews), never a decision; `db` if not given."""
         self.db = db
+        self.reads = reads or db
         self.policy = policy
         self.terms = TermsBook(db, policy, clock, terms_name)
         self.clock = clock
@@ -88,6 +93,8 @@ class EscrowEngine(TermsAdmin, BulkAdmin, SecondApproval):
         if close_clock is not None:
             close_clock()
         self.db.dispose()
+        if self.reads is not self.db:
+            self.reads.dispose()
 
     def clock_skew(self) -> timedelta:
         """How far this process's own clock is from the deployment's (positive: ahead)."""
@@ -219,6 +226,24 @@ class EscrowEngine(TermsAdmin, BulkAdmin, SecondApproval):
             "payload": payload,
         }
         access.require_client(actor)
+        used = self.terms.current()
+        try:
+            return self._offer(actor, payload, idempotency_key, request)
+        except ConflictError:
+            # The terms this process had read may not be on the server it reaches now (an
+            # asynchronous standby promoted without them, a restored backup): if so, they
+            # are stored again and the offer made under them.
+            if not self.terms.forget_if_gone(used.id):
+                raise
+            return self._offer(actor, payload, idempotency_key, request)
+
+    def _offer(
+        self,
+        actor: Actor,
+        payload: dict[str, Any],
+        idempotency_key: str | None,
+        request: dict[str, Any],
+    ) -> Result:
         with self._unit(actor) as unit:
             if idempotency_key is not None:
                 replay = idempotency.replay(unit.tx, idempotency_key, request)

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine as DBEngine
 
 from storage import entities
 from storage import terms as stored
-from storage.db import transaction
+from storage.db import transaction, translated_errors
 from storage.errors import ConcurrentChange, NotFound, ValidationError
 from workflows.clock import Clock
 from workflows.policy import Policy
@@ -128,6 +128,24 @@ class TermsBook:
                 self._current = self._register()
                 self._known[self._current.id] = self._current
         return self._current
+
+    def forget_if_gone(self, terms_id: int) -> bool:
+        """Whether terms `terms_id`, which this process had read, are gone from the server
+        (an asynchronous standby promoted without them, a restored backup); if so, every
+        version is read again from now on (an id known here may name other terms there)."""
+        with translated_errors(), self._db.connect() as conn:
+            if stored.load(conn, terms_id) is not None:
+                return False
+        with self._lock:
+            if self._current is not None and self._current.id == terms_id:
+                self._current = None
+            self._known.clear()
+        _log.warning(
+            "terms %s are not on the database server: the settings' are stored again",
+            terms_id,
+            extra={"fields": {"event": "terms_gone", "terms_id": terms_id}},
+        )
+        return True
 
     def _register(self) -> Terms:
         values = values_of(self._policy)

@@ -99,6 +99,22 @@ def _plan(sc: Scenario, to: int, **selection: Any) -> dict[str, Any]:
     return sc.engine.plan_terms(ADMIN, to, selection)
 
 
+def test_tm1_terms_a_switched_server_lacks_are_stored_again_and_the_offer_made(
+    sc: Scenario,
+) -> None:
+    """An asynchronous standby promoted without the terms this process had stored (it
+    keeps their id): the next offer stores them again and runs under them, never a 409
+    for a missing foreign key."""
+    before = sc.engine.terms.current()
+    with sc.db.begin() as conn:  # the promoted server never had them
+        conn.execute(models.TERMS.delete())
+    contract, _ = sc.offer(10_000)
+    after = sc.engine.terms.current()
+    assert _terms_id(sc, contract) == after.id
+    assert after.policy == before.policy
+    assert [t["name"] for t in sc.rows("terms")] == [before.name]  # stored again, the same
+
+
 def test_tm2_a_plan_previews_each_deadline_and_the_money_and_changes_nothing(
     sc: Scenario,
 ) -> None:
