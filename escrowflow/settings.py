@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ESCROWFLOW_", extra="ignore")
 
     database_url: str = "sqlite:///./escrowflow.db"
+    # Pages that may be a few seconds stale read here (a PostgreSQL read replica): lists,
+    # search, the forecast, the console's overviews. Never a decision.
+    read_database_url: str | None = None
     # FULL: a committed release survives a power cut (WAL with NORMAL could lose it).
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
 
@@ -227,6 +230,10 @@ class Settings(BaseSettings):
             )
         process = self.process_clock()
         clock = self.deployment_clock(db, process)
+        reads = None
+        if self.read_database_url:
+            replica = self.model_copy(update={"database_url": self.read_database_url})
+            reads = make_engine(replica, lock_timeout=self.lock_timeout, **engine_kwargs)
         return EscrowEngine(
             db,
             self.policy(),
@@ -235,6 +242,7 @@ class Settings(BaseSettings):
             self.deadline_retry(),
             terms_name=self.terms_name,
             second_approval_above=self.second_approval_above,
+            reads=reads,
         )
 
     def deadline_retry(self) -> RetryStrategy:

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from sqlalchemy.engine import Engine as DBEngine
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import resources
@@ -73,7 +74,7 @@ def router() -> APIRouter:
         cursor: Cursor = None,
     ) -> dict[str, Any]:
         filters = {"client_id": client_id, "freelancer_id": freelancer_id, "state": state}
-        return await _page(engine, "contract", filters, viewer, limit, cursor)
+        return await _page(engine.reads, "contract", filters, viewer, limit, cursor)
 
     @router.get(
         "/contracts/{entity_id}/milestones",
@@ -88,7 +89,9 @@ def router() -> APIRouter:
         cursor: Cursor = None,
     ) -> dict[str, Any]:
         filters = {"contract_id": entity_id}
-        return await _page(engine, "milestone", filters, viewer, limit, cursor)
+        # One contract's milestones read the primary: asked for right after an offer, a
+        # lagging replica would not know the contract yet (404).
+        return await _page(engine.db, "milestone", filters, viewer, limit, cursor)
 
     for collection, entity in (
         ("change_requests", "change_request"),
@@ -118,7 +121,7 @@ def router() -> APIRouter:
         found = await offload(
             partial(
                 lists.deadline_page,
-                engine.db,
+                engine.reads,
                 contract_id=contract_id,
                 due_before=due_before,
                 event=event,
@@ -148,11 +151,11 @@ def _add_state_list(router: APIRouter, collection: str, entity: str) -> None:
         cursor: Cursor = None,
     ) -> dict[str, Any]:
         filters = {"state": state, "contract_id": contract_id}
-        return await _page(engine, entity, filters, viewer, limit, cursor)
+        return await _page(engine.reads, entity, filters, viewer, limit, cursor)
 
 
 async def _page(
-    engine: Any,
+    db: DBEngine,
     entity: str,
     filters: dict[str, Any],
     viewer: Actor | None,
@@ -160,7 +163,5 @@ async def _page(
     cursor: str | None,
 ) -> dict[str, Any]:
     chosen = {k: v for k, v in filters.items() if v is not None}
-    found = await offload(
-        partial(lists.entity_page, engine.db, entity, chosen, viewer, limit, cursor)
-    )
+    found = await offload(partial(lists.entity_page, db, entity, chosen, viewer, limit, cursor))
     return found

@@ -133,7 +133,7 @@ def router() -> APIRouter:
             for key, value in (("client_id", client_id), ("freelancer_id", freelancer_id))
             if value is not None
         }
-        found = await offload(forecast.forecast, engine.db, engine.clock.now(), days, parties)
+        found = await offload(forecast.forecast, engine.reads, engine.clock.now(), days, parties)
         return resources.ForecastOut.model_validate(found)
 
     for collection, entity in COLLECTIONS.items():

@@ -368,19 +368,21 @@ def _disputes(engine: EscrowEngine, viewer: Viewer) -> dict[str, Any]:
     """The disputes page: disputed refunds, and (for an admin) what waits for a second
     admin (PA4)."""
     waiting = engine.decisions(admin_of(viewer), "pending") if viewer.can_act else []
-    return {"refunds": dispute_desk.queue(engine.db, engine.clock.now()), "approvals": waiting}
+    return {"refunds": dispute_desk.queue(engine.reads, engine.clock.now()), "approvals": waiting}
 
 
 def _deadline_board(engine: EscrowEngine, now: datetime) -> dict[str, Any]:
-    with translated_errors(), engine.db.connect() as conn:
+    with translated_errors(), engine.reads.connect() as conn:
         board = deadlines.board(conn, now)
         frozen = deadlines.frozen(conn)
     return {
         **board,
         "frozen": frozen,
-        "day": forecast.forecast(engine.db, now, 1),
-        "week": forecast.forecast(engine.db, now, 7),
-        "upcoming": lists.deadline_page(engine.db, due_before=now + timedelta(days=7), limit=200),
+        "day": forecast.forecast(engine.reads, now, 1),
+        "week": forecast.forecast(engine.reads, now, 7),
+        "upcoming": lists.deadline_page(
+            engine.reads, due_before=now + timedelta(days=7), limit=200
+        ),
     }
 
 

@@ -36,12 +36,12 @@ def router() -> APIRouter:
         error, field, status = "", "", 200
         try:
             page: dict[str, Any] = await offload(
-                search.contract_page, engine.db, given, None, now, 50, cursor
+                search.contract_page, engine.reads, given, None, now, 50, cursor
             )
         except EscrowflowError as exc:
             page, error = {"items": [], "next_cursor": None}, exc.message
             field, status = str(exc.details.get("field", "")), http_status(exc)
-        counts = await offload(search.attention, engine.db, now)
+        counts = await offload(search.attention, engine.reads, now)
         more = ""
         if page["next_cursor"]:
             more = "/console/contracts?" + urlencode({**given, "cursor": page["next_cursor"]})
