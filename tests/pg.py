@@ -2,14 +2,22 @@
 
 initdb + postgres on a unix socket in a temporary directory, owned by an unprivileged
 user when we run as root (postgres refuses to run as root). Torn down at the end.
+
+The tests' clusters run with fast settings (no fsync: nothing here outlives the machine);
+`durable=True` runs one as a user would (fsync, synchronous commit, full page writes),
+for the benchmarks and the failover test. `standby()` makes a streaming standby of a
+running cluster (pg_basebackup), `promote()` makes it a primary, `kill()` is the server
+lost: SIGKILL to the postmaster and every backend at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -28,8 +36,19 @@ def find_bin(name: str) -> str | None:
     return candidates[0] if candidates else None
 
 
+FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+REPLICATION = {"wal_level": "replica", "max_wal_senders": "5", "wal_keep_size": "256MB"}
+
+
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False, settings: dict[str, str] | None = None) -> None:
+        self.settings = {
+            **(DURABLE if durable else FAST),
+            "max_connections": "200",
+            "shared_buffers": "128MB",
+            **(settings or {}),
+        }
         initdb, postgres = find_bin("initdb"), find_bin("postgres")
         if not initdb or not postgres:
             raise PostgresUnavailable(
@@ -67,50 +86,27 @@ class Cluster:
         return ["su", self.user, "-s", "/bin/sh", "-c", " ".join(argv)]
 
     def start(self) -> None:
-        self._log = open(self.root / "postgres.log", "wb")  # noqa: SIM115 - closed in stop()
-        subprocess.run(
-            self._run_as(
-                [
-                    f"{self.bin_dir}/initdb",
-                    "-D",
-                    str(self.data),
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-        )
+        if not self.data.exists():
+            subprocess.run(
+                self._run_as(
+                    [f"{self.bin_dir}/initdb", "-D", str(self.data), "-U", "postgres", "-A",
+                     "trust", "-E", "UTF8", "--no-sync"]
+                ),
+                check=True,
+                capture_output=True,
+            )  # fmt: skip
+        self._log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - closed in stop()
+        settings = [
+            arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")
+        ]
         self.process = subprocess.Popen(
             self._run_as(
-                [
-                    f"{self.bin_dir}/postgres",
-                    "-D",
-                    str(self.data),
-                    "-k",
-                    str(self.socket),
-                    "-c",
-                    "listen_addresses=",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "max_connections=200",
-                    "-c",
-                    "shared_buffers=128MB",
-                ]
+                [f"{self.bin_dir}/postgres", "-D", str(self.data), "-k", str(self.socket),
+                 "-c", "listen_addresses=", *settings]
             ),
             stdout=subprocess.DEVNULL,
             stderr=self._log,
-        )
+        )  # fmt: skip
         # Ready when it accepts a connection (the socket appears before it does).
         deadline = time.monotonic() + 30
         while not self._accepts_connections():
@@ -120,6 +116,71 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise PostgresUnavailable("postgres did not start within 30 s")
             time.sleep(0.05)
+
+    def standby(self, settings: dict[str, str] | None = None) -> Cluster:
+        """A streaming standby of this (running) cluster, started; `application_name`
+        "standby" is what `synchronous_standby_names` names."""
+        other = Cluster(durable=self.settings["fsync"] == "on", settings=settings)
+        conninfo = f"host={self.socket} user=postgres application_name=standby"
+        subprocess.run(
+            other._run_as(
+                [f"{self.bin_dir}/pg_basebackup", "-D", str(other.data), "-d", conninfo,
+                 "-R", "-X", "stream", "--checkpoint=fast", "--no-sync"]
+            ),
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        other.start()
+        return other
+
+    def promote(self) -> None:
+        """Make this standby the primary: it takes writes when this returns."""
+        subprocess.run(
+            self._run_as([f"{self.bin_dir}/pg_ctl", "promote", "-w", "-D", str(self.data)]),
+            check=True,
+            capture_output=True,
+        )
+
+    def disconnect(self) -> None:
+        """This standby stops receiving from its primary (a network partition): its WAL
+        receiver is told the primary is nowhere, and is gone when this returns."""
+        with open(self.data / "postgresql.auto.conf", "a") as conf:
+            conf.write("primary_conninfo = ''\n")
+        subprocess.run(
+            self._run_as([f"{self.bin_dir}/pg_ctl", "reload", "-D", str(self.data)]),
+            check=True,
+            capture_output=True,
+        )
+        deadline = time.monotonic() + 30
+        while self.processes("postgres: walreceiver"):
+            if time.monotonic() > deadline:
+                raise PostgresUnavailable("the WAL receiver did not stop within 30 s")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """The server lost at once: SIGKILL to the postmaster and all its processes (a
+        backend left running would keep answering on its open connection)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        family = [postmaster, *_children(postmaster)]
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout=20)
+
+    def processes(self, title: str) -> list[int]:
+        """The pids of this cluster's processes whose title starts with `title` (e.g.
+        "postgres: walreceiver")."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        found = []
+        for pid in _children(postmaster):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if cmdline.decode(errors="replace").startswith(title):
+                found.append(pid)
+        return found
 
     def _accepts_connections(self) -> bool:
         import psycopg
@@ -156,3 +217,19 @@ class Cluster:
         if getattr(self, "_log", None) is not None:
             self._log.close()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _children(parent: int) -> list[int]:
+    """The pids whose parent is `parent` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
