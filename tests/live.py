@@ -11,9 +11,11 @@ from typing import Any
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from escrowflow import tokens
 from escrowflow.api import create_app
+from escrowflow.metrics import Metrics
 from escrowflow.settings import Settings
 from workflows.engine import EscrowEngine
 
@@ -24,11 +26,53 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_SHARED: list[tuple[FastAPI, str, uvicorn.Server]] = []
+
+
 @contextmanager
 def live_server(engine: EscrowEngine, settings: Settings | None = None) -> Iterator[str]:
-    """Serve the API for `engine` over real HTTP; yields the base URL."""
-    # No token cache: a test that revokes a token sees it refused at once.
-    app = create_app(settings or Settings(api_token_cache_seconds=0), engine=engine)
+    """Serve the API for `engine` over real HTTP; yields the base URL.
+
+    With the default settings, one app and server serve every test of this process, each
+    test's engine bound to it in turn (`_bind`): building the app (a hundred routes)
+    and starting and stopping a server for each test cost more than most tests."""
+    if settings is None:
+        if not _SHARED:
+            app = create_app(_DEFAULT, engine=engine)
+            url, server, _thread = _started(app)
+            _SHARED.append((app, url, server))
+        app, url, server = _SHARED[0]
+        _bind(app, engine)
+        try:
+            yield url
+        finally:
+            # A request the test gave up on (a client timeout) ends on this test's
+            # engine before the next test's is bound, as a stopped server would wait.
+            deadline = time.monotonic() + 30
+            while server.server_state.tasks and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return
+    app = create_app(settings, engine=engine)
+    url, server, thread = _started(app)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+# No token cache: a test that revokes a token sees it refused at once.
+_DEFAULT = Settings(api_token_cache_seconds=0)
+
+
+def _bind(app: FastAPI, engine: EscrowEngine) -> None:
+    """What `create_app` gives an app of its engine, given again for `engine`."""
+    app.state.engine = engine
+    app.state.metrics = Metrics(engine)
+    app.state.token_cache = tokens.TokenCache(_DEFAULT.api_token_cache_seconds)
+
+
+def _started(app: FastAPI) -> tuple[str, uvicorn.Server, threading.Thread]:
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
@@ -39,11 +83,7 @@ def live_server(engine: EscrowEngine, settings: Settings | None = None) -> Itera
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return f"http://127.0.0.1:{port}", server, thread
 
 
 class Api:

@@ -132,7 +132,7 @@ def create_app(
     app.include_router(reads.router(), dependencies=checked)
     app.include_router(ops.router(), dependencies=checked)
     console.install(app, settings)
-    app.add_middleware(_Timing, metrics=metrics)
+    app.add_middleware(_Timing)
     return app
 
 
@@ -200,11 +200,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 class _Timing:
     """Pure ASGI middleware, outermost: the request's id (`escrowflow.request_ids`), and
-    request durations by route template and status."""
+    request durations by route template and status (in the app's `state.metrics`)."""
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
+    def __init__(self, app: Any) -> None:
         self.app = app
-        self.metrics = metrics
 
     async def __call__(
         self,
@@ -237,6 +236,7 @@ class _Timing:
         finally:
             request_ids.CURRENT.reset(token)
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.request_seconds.labels(scope["method"], route, str(status)).observe(
+            metrics: Metrics = scope["app"].state.metrics
+            metrics.request_seconds.labels(scope["method"], route, str(status)).observe(
                 time.perf_counter() - started
             )
