@@ -147,9 +147,13 @@ def reset(db: sa.Engine) -> None:
     lifecycle leaves, PostgreSQL's TRUNCATE (new files for 25 tables and their indexes)
     cost 53 ms an example, a tenth of the differential run. Ids go on from where they
     were; nothing that is compared depends on their values."""
+    deletes = [f'DELETE FROM "{table.name}"' for table in reversed(metadata.sorted_tables)]
     with db.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            conn.execute(table.delete())
+        if db.dialect.name == "postgresql":  # one round trip for them all
+            conn.exec_driver_sql("; ".join(deletes))
+        else:
+            for delete in deletes:
+                conn.exec_driver_sql(delete)
 
 
 def check_invariants(db: sa.Engine) -> None:

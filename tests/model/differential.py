@@ -151,7 +151,8 @@ class Harness:
                 "refund_response_time": response,
             },
         )
-        self.engine.close()
+        # The new engine shares the database (not closed: that would drop every pooled
+        # connection, and each restart would pay for new ones).
         self.engine = EscrowEngine(self.db, policy, self.clock)
         key = self.model.new_terms(
             ModelTerms(
