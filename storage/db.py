@@ -198,12 +198,19 @@ def id_in(
 
 
 def claim(
-    conn: Connection, query: sa.Select[Any], table: sa.Table, owner: str, until: datetime
+    conn: Connection,
+    query: sa.Select[Any],
+    table: sa.Table,
+    owner: str,
+    until: datetime,
+    *,
+    rechecked: bool = False,
 ) -> list[sa.Row[Any]]:
     """The rows of `query` (which selects `table.c.id`), leased to `owner` until `until`;
-    on PostgreSQL rows another worker is claiming right now are skipped."""
+    on PostgreSQL rows another worker is claiming right now are skipped. `rechecked`:
+    the work re-checks each row in its own write transaction (see `Adapter.claim`)."""
     lease = {"claimed_by": owner, "claim_expires_at": until}
-    return adapter_of(conn).claim(conn, query, table, lease)
+    return adapter_of(conn).claim(conn, query, table, lease, rechecked)
 
 
 def unclaimed(table: sa.Table, now: datetime) -> sa.ColumnElement[bool]:

@@ -8,7 +8,7 @@ this table. Hot-path statements are built once and run through `storage.statemen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -168,7 +168,8 @@ def claim_due(
         .order_by(c.due_at, c.id)
         .limit(limit)
     )
-    return claim(conn, query, _d, owner, until)
+    # A deadline fires only if still pending, re-checked under its contract's lock.
+    return claim(conn, query, _d, owner, until, rechecked=True)
 
 
 def record_failure(
@@ -428,6 +429,11 @@ def frozen(conn: Connection) -> list[dict[str, Any]]:
         .order_by(c.currency, c.paused_by)
     )
     return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def batch_of(tx: Statements, deadline_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The deadlines of `deadline_ids` (a sweep's batch: one prepared statement)."""
+    return tx.fetch_by_ids(_d, deadline_ids)
 
 
 def read_many(conn: Connection, deadline_ids: list[int]) -> list[dict[str, Any]]:

@@ -95,10 +95,23 @@ class Adapter(Protocol):
         """`column IN ids`, as this database takes a list best."""
         ...
 
+    def in_ids(self, column: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+        """`column IN` the list of ints given as the one parameter `ids`: a statement
+        prepared once whatever the number of ids (a batch's reads)."""
+        ...
+
     def claim(
-        self, conn: Connection, query: sa.Select[Any], table: sa.Table, lease: dict[str, Any]
+        self,
+        conn: Connection,
+        query: sa.Select[Any],
+        table: sa.Table,
+        lease: dict[str, Any],
+        rechecked: bool,
     ) -> list[sa.Row[Any]]:
-        """The rows of `query`, leased (`lease` written on them), in one transaction."""
+        """The rows of `query`, leased (`lease` written on them), in one transaction.
+        `rechecked`: the work on each row re-checks it in a write transaction of its own
+        (a deadline's firing), so where such a transaction shuts out every other writer
+        the lease keeps nothing out, and is not written."""
         ...
 
     def pipeline(self, conn: Connection) -> AbstractContextManager[None]:

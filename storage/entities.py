@@ -9,6 +9,7 @@ these tables.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -207,6 +208,11 @@ def in_state(conn: Connection, entity: str, state: str, limit: int) -> list[dict
     table = TABLES[entity]
     query = sa.select(table).where(table.c.state == state).order_by(table.c.id).limit(limit)
     return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def batch_of(tx: Statements, entity: str, entity_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The entities of `entity_ids` (a sweep's batch: one prepared statement)."""
+    return tx.fetch_by_ids(TABLES[entity], entity_ids)
 
 
 def read_many(conn: Connection, entity: str, entity_ids: list[int]) -> list[dict[str, Any]]:

@@ -39,6 +39,13 @@ def take_ids(conn: Connection, count: int) -> list[int]:
     return sorted(conn.execute(query, {"n": count}).scalars(), reverse=True)
 
 
+def next_id(conn: Connection) -> int:
+    """The id after the largest (for rows counted on from it while this transaction
+    holds the only write lock: SQLite)."""
+    query = sa.select(sa.func.coalesce(sa.func.max(_h.c.id), 0) + 1)
+    return int(conn.execute(query).scalar_one())
+
+
 def count_of(tx: Statements, entity: str, entity_id: int) -> int:
     """How many transitions an entity has had (a deadline's version)."""
     query = sa.select(sa.func.count()).where(_h.c.entity == entity, _h.c.entity_id == entity_id)

@@ -136,8 +136,17 @@ def id_in(column: sa.ColumnElement[int], ids: Sequence[int]) -> sa.ColumnElement
     return column == sa.any_(sa.bindparam("ids", list(ids), type_=ARRAY(sa.Integer)))
 
 
+def in_ids(column: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+    """`column = ANY(:ids)`, the ids as one array parameter."""
+    return column == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.Integer)))
+
+
 def claim(
-    conn: Connection, query: sa.Select[Any], table: sa.Table, lease: dict[str, Any]
+    conn: Connection,
+    query: sa.Select[Any],
+    table: sa.Table,
+    lease: dict[str, Any],
+    rechecked: bool,
 ) -> list[sa.Row[Any]]:
     """The rows of `query`, given `lease`, in one statement; rows another worker is
     claiming right now are skipped (`FOR UPDATE SKIP LOCKED`), so several workers share
@@ -202,6 +211,7 @@ class PostgreSQL:
         return nullcontext()
 
     id_in = staticmethod(id_in)
+    in_ids = staticmethod(in_ids)
     claim = staticmethod(claim)
 
     pipeline = staticmethod(pipeline)

@@ -13,6 +13,7 @@ are bounded by the lock timeout. A claim reads, then leases: there is one writer
 from __future__ import annotations
 
 import fcntl
+import json
 import re
 import sqlite3
 import threading
@@ -119,13 +120,38 @@ def id_in(column: sa.ColumnElement[int], ids: Sequence[int]) -> sa.ColumnElement
     return column.in_(ids)
 
 
+class _IdList(sa.types.TypeDecorator[list[int]]):
+    """A list of ints as one parameter: its JSON text, which `json_each` reads back."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str:
+        return json.dumps([int(i) for i in value])
+
+
+def in_ids(column: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+    """`column IN (SELECT value FROM json_each(:ids))`: one parameter for any number."""
+    listed: sa.Select[Any] = sa.select(sa.literal_column("value")).select_from(
+        sa.func.json_each(sa.bindparam("ids", type_=_IdList()))
+    )
+    return column.in_(listed.scalar_subquery())
+
+
 def claim(
-    conn: Connection, query: sa.Select[Any], table: sa.Table, lease: dict[str, Any]
+    conn: Connection,
+    query: sa.Select[Any],
+    table: sa.Table,
+    lease: dict[str, Any],
+    rechecked: bool,
 ) -> list[sa.Row[Any]]:
     """The rows of `query`, given `lease`: read, then leased (the transaction holds the
-    one write lock, so nobody claims them in between)."""
+    one write lock, so nobody claims them in between). Rows whose work re-checks them in
+    a write transaction (`rechecked`: a deadline fires only if still pending, under the
+    one write lock) are only read: a lease would keep nobody out, and writing it cost a
+    second commit (an fsync) a batch."""
     rows = list(conn.execute(query).all())
-    if rows:
+    if rows and not rechecked:
         conn.execute(table.update().where(table.c.id.in_([row.id for row in rows])).values(lease))
     return rows
 
@@ -180,6 +206,7 @@ class SQLite:
         return TURNS.get(engine) or nullcontext()
 
     id_in = staticmethod(id_in)
+    in_ids = staticmethod(in_ids)
     claim = staticmethod(claim)
 
     def pipeline(self, conn: Connection) -> AbstractContextManager[None]:

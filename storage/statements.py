@@ -71,8 +71,10 @@ class Batch:
         # work takes the contract's row out, so later work on it reads again).
         self.prefetched: dict[tuple[str, int], dict[str, Any]] = {}
         # Ids taken from a table's sequence ahead, for rows inserted with the batch
-        # whose ids other rows need at once (history: ledger and events point to it).
+        # whose ids other rows need at once (history: ledger and events point to it);
+        # on one writer, the next id of such a table instead, counted on as handed out.
         self.ids: dict[str, list[int]] = {}
+        self.counted: dict[str, int] = {}
         self._first: dict[Any, tuple[Prepared, list[Mapping[str, Any]]]] = {}
         self._pending: dict[tuple[str, int], dict[str, Any]] = {}
 
@@ -104,6 +106,10 @@ class Batch:
 
 def _same(statement: sa.ClauseElement) -> sa.ClauseElement:
     return statement
+
+
+def _by_ids(table: sa.Table, adapter: Any) -> sa.Select[Any]:
+    return sa.select(table).where(adapter.in_ids(table.c.id))
 
 
 class Statements:
@@ -162,6 +168,12 @@ class Statements:
         """Every row of a prepared SELECT (built once, values as parameters), as dicts."""
         return self.fast.fetch_all(self.conn, self._prepared(statement), values)
 
+    def fetch_by_ids(self, table: sa.Table, ids: Sequence[int]) -> list[dict[str, Any]]:
+        """Every row of `table` whose id is in `ids`, as dicts: one statement prepared
+        once per table whatever the number of ids (a batch's reads)."""
+        prepared = self.fast.prepare(("by_ids", table.name), _by_ids, table, self.fast.adapter)
+        return self.fast.fetch_all(self.conn, prepared, {"ids": list(ids)})
+
     def fetch_all(self, statement: sa.Select[Any]) -> list[Any]:
         """Every row of a one-off SELECT (not on the hot path)."""
         return list(self.conn.execute(statement).all())
@@ -197,9 +209,14 @@ class Statements:
         sequence (`ids`) while one is left: with the batch if any, otherwise now without
         waiting for an answer (in a pipeline); with none left, now, reading its new id."""
         ids = self.ids.get(table.name)
-        if not ids:
+        if ids:
+            row_id = ids.pop()
+        elif self.batch is not None and table.name in self.batch.counted:
+            row_id = self.batch.counted[table.name]
+            self.batch.counted[table.name] = row_id + 1
+        else:
             return self.insert(table, values)
-        row = {**values, "id": ids.pop()}
+        row = {**values, "id": row_id}
         if self.batch is None:
             self.append(table, row)
             return int(row["id"])

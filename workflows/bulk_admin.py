@@ -282,10 +282,9 @@ class BulkAdmin(EnginePart):
         contract_ids = [item["contract_id"] for item in items]
         batch = None if isolated else Batch()
         if batch is not None:
-            found = batches.lock_and_read_ids(conn, contract_ids, ids)
-            if found is not None:  # else each deadline is read with its contract
-                batch.prefetched = found
-            batch.ids["history"] = batches.history_ids(conn, len(items))
+            reads = Statements(self.fast, conn, batch)
+            batch.prefetched = batches.lock_and_read_ids(reads, contract_ids, ids)
+            batches.reserve_history_ids(conn, batch, len(items))
         else:
             batches.lock_contracts(conn, contract_ids)
         versions = history.counts_of(conn, "deadline", ids)

@@ -106,13 +106,12 @@ class Sweeper:
         batch = Batch()
         with transaction(self.engine.db) as conn:
             tx = Statements(self.engine.fast, conn, batch)
-            found = batches.lock_and_read(conn, ordered)
-            if found is not None:  # else each deadline is read as it fires
-                batch.prefetched = found
-                held = {key[1] for key in found if key[0] == "contract"}
-                ordered = self._without_held(tx, ordered, held, now, report)
+            found = batches.lock_and_read(tx, ordered)
+            batch.prefetched = found
+            held = {key[1] for key in found if key[0] == "contract"}
+            ordered = self._without_held(tx, ordered, held, now, report)
             # History rows go with the batch under ids taken now: no round trip each.
-            batch.ids["history"] = batches.history_ids(conn, 2 * len(ordered))
+            batches.reserve_history_ids(conn, batch, 2 * len(ordered))
             for row in ordered:
                 report.count(self.engine.fire(conn, row.id, now, batch), row)
             tx.write_batch()
@@ -184,11 +183,15 @@ class Sweeper:
         """Claim and fire batches until nothing is due (or we are asked to stop)."""
         total = SweepReport()
         self.engine.terms.current()  # TM1: stored before any sweep's transaction
+        seen: set[int] = set()
         while not should_stop():
             moment = now or self.engine.clock.now()
             claimed = self.claim(moment)
-            if not claimed:
+            # A claim may leave no lease (where firing re-checks each deadline under the
+            # one write lock): a deadline this sweep already had is not taken again.
+            if not claimed or seen.intersection(row.id for row in claimed):
                 break
+            seen.update(row.id for row in claimed)
             total.add(self.fire(claimed, moment))
             if len(claimed) < self.batch_size:
                 break
