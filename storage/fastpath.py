@@ -12,6 +12,7 @@ it maps every other.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -46,6 +47,10 @@ class Prepared:
                 processor = _remember_last(processor)
             self.binds.append((name, bool(bind.required), bind.value, processor))
         self.names = [name for name, *_ in self.binds]
+        # The hot path: every parameter given (a batch's rows), read with one getter and
+        # converted where a conversion is needed; otherwise `_parameters` (defaults).
+        self._get = operator.itemgetter(*self.names) if len(self.names) > 1 else None
+        self._convert = [(i, p) for i, (_, _, _, p) in enumerate(self.binds) if p is not None]
         # Selected column names, and (position, conversion) of those that need one.
         self.keys: list[str] = []
         self.converters: list[tuple[int, Processor]] = []
@@ -58,6 +63,21 @@ class Prepared:
                     self.converters.append((index, result))
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
+        if self._get is None:
+            return self._parameters(values)
+        try:
+            found = self._get(values)
+        except KeyError:  # a parameter left to its default
+            return self._parameters(values)
+        if self._convert:
+            found = list(found)
+            for index, processor in self._convert:
+                found[index] = processor(found[index])
+        if self.positional:
+            return tuple(found)
+        return dict(zip(self.names, found, strict=True))
+
+    def _parameters(self, values: Mapping[str, Any]) -> Any:
         converted: list[Any] = []
         for name, required, default, processor in self.binds:
             if name in values:

@@ -89,3 +89,35 @@ def test_a_cluster_url_names_several_hosts_and_asks_for_the_primary() -> None:
     single = parse_url("postgresql://app@db-a:5432/escrow")
     assert (single.host, single.port, dict(single.query)) == ("db-a", 5432, {})
     assert parse_url("sqlite:///./escrowflow.db").database == "./escrowflow.db"
+
+
+def test_timestamps_stored_as_text_read_and_write_as_sqlalchemys_own() -> None:
+    """SQLite keeps UTC timestamps as text; escrowflow's processors (faster) must write
+    exactly SQLAlchemy's text, since deadlines are compared as text, and read it back."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import sqlite
+
+    from storage.models.columns import UTCDateTime
+
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().dialect_impl(dialect)  # as SQLAlchemy asks it, for this dialect
+    ours_in, ours_out = ours.bind_processor(dialect), ours.result_processor(dialect, None)
+    theirs = sa.DateTime().dialect_impl(dialect)
+    their_in = theirs.bind_processor(dialect)
+    their_out = theirs.result_processor(dialect, None)
+    assert their_in is not None and their_out is not None
+    cet = timezone(timedelta(hours=1))
+    for moment in (
+        datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
+        datetime(2026, 1, 5, 9, 0, 0, 123, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2027, 3, 1, 0, 30, tzinfo=cet),
+    ):
+        text = ours_in(moment)
+        assert text == their_in(moment.astimezone(UTC).replace(tzinfo=None))
+        assert ours_out(text) == moment
+        assert ours_out(text) == their_out(text).replace(tzinfo=UTC)
+    assert ours_in(None) is None and ours_out(None) is None
+    assert ours_out("2026-01-05 09:00:00") == datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
