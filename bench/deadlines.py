@@ -36,6 +36,7 @@ import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -149,11 +150,12 @@ def drain(
     db = database(url)
     print(f"(a) {label}: seeding {count} overdue auto-approvals ...", flush=True)
     seed(db, count)
-    started = time.perf_counter()
     processes = start_workers(url, workers, reminders=reminders)
     pids = [p.pid for p in processes]
     while registered(db, pids) < workers:  # started: imports and connections done
         time.sleep(0.01)
+    # Counted from here, as the limit is (bench/limit.py): start-up is a fixed cost.
+    started = time.perf_counter()
     ready = cpu_now(db, pids)
     last = time.perf_counter()
     while (left := pending(db)) > 0:
@@ -168,7 +170,7 @@ def drain(
     rate = count / elapsed
     print(
         f"    {label}: {count} fired in {elapsed:.1f} s: {rate:.0f} deadlines/s "
-        "(including worker start-up)",
+        "(after worker start-up)",
         flush=True,
     )
     per = 1000 / count
@@ -185,6 +187,45 @@ def drain(
     )
     db.dispose()
     return rate, (worker_cpu + server_cpu) * per
+
+
+def limit_drain(backend: str, url: str, count: int, label: str) -> tuple[float, float]:
+    """The raw-driver limit (bench/limit.py) on a fresh database seeded alike: its
+    deadlines/s and CPU seconds per 1,000 deadlines (its process and server backend)."""
+    db = database(url)
+    print(f"(a) limit, {label}: seeding {count} overdue auto-approvals ...", flush=True)
+    seed(db, count)
+    where = (
+        str(db.url.database)
+        if backend == "sqlite"
+        else f"host={db.url.query['host']} dbname={db.url.database} user={db.url.username}"
+    )
+    db.dispose()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "limit.py"), backend, where],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    line = next(x for x in done.stdout.splitlines() if x.startswith("LIMIT"))
+    fields = dict(part.split("=") for part in line.split()[1:])
+    fired, seconds, cpu = int(fields["fired"]), float(fields["seconds"]), float(fields["cpu"])
+    assert fired == count, line
+    print(
+        f"    limit, {label}: {fired} fired in {seconds:.1f} s: {fired / seconds:.0f} "
+        f"deadlines/s; CPU s per 1,000: {cpu * 1000 / fired:.3f}",
+        flush=True,
+    )
+    return fired / seconds, cpu * 1000 / fired
+
+
+def against_limit(
+    backend: str, url_of: Any, count: int, workers: int, label: str
+) -> tuple[float, float, float, float]:
+    """limit, engine, limit on fresh databases of one server, side by side: the engine's
+    rate and CPU per 1,000, and the limit's (the mean of its two runs)."""
+    first = limit_drain(backend, url_of("limit_a"), count, f"{label} (before)")
+    rate, cpu = drain(url_of("engine"), count, workers, label)
+    second = limit_drain(backend, url_of("limit_b"), count, f"{label} (after)")
+    return rate, cpu, (first[0] + second[0]) / 2, (first[1] + second[1]) / 2
 
 
 def bare_drain(url: str, count: int) -> float:
@@ -368,7 +409,14 @@ def main() -> None:
     skip = set(args.skip.split(","))
     dbos_python = dbos_interpreter(args.dbos_python)
     with tempfile.TemporaryDirectory() as tmp:
-        sqlite_rate, _ = drain(f"sqlite:///{tmp}/drain.db", args.drain, 1, "sqlite, 1 worker")
+        sqlite_rate, sqlite_cpu, sqlite_limit, sqlite_limit_cpu = against_limit(
+            "sqlite", lambda name: f"sqlite:///{tmp}/{name}.db", args.drain, 1, "sqlite, 1 worker"
+        )
+        limits = [
+            f"drain sqlite 1 worker deadlines/s: {sqlite_rate:.0f}, limit: {sqlite_limit:.0f}, "
+            f"ratio: {sqlite_rate / sqlite_limit:.2f}, cpu/1000 engine: {sqlite_cpu:.3f} "
+            f"limit: {sqlite_limit_cpu:.3f}"
+        ]
         if "reminders" not in skip:  # NT2: the same drain with reminders off, side by side
             off, _ = drain(
                 f"sqlite:///{tmp}/off.db", args.drain, 1, "sqlite, reminders off", reminders=False
@@ -381,11 +429,17 @@ def main() -> None:
     if "pg" not in skip:
         from tests.pg import Cluster
 
-        cluster = Cluster()
+        # Durable, as a user's server is: fsync, synchronous_commit, full_page_writes on.
+        cluster = Cluster(durable=True)
         cluster.start()
         try:
-            one, one_cpu = drain(
-                cluster.create_database("one"), args.drain, 1, "postgresql, 1 worker"
+            one, one_cpu, pg_limit, pg_limit_cpu = against_limit(
+                "postgresql", cluster.create_database, args.drain, 1, "postgresql, 1 worker"
+            )
+            limits.append(
+                f"drain postgresql 1 worker deadlines/s: {one:.0f}, limit: {pg_limit:.0f}, "
+                f"ratio: {one / pg_limit:.2f}, cpu/1000 engine: {one_cpu:.3f} "
+                f"limit: {pg_limit_cpu:.3f}"
             )
             bare = bare_drain(cluster.create_database("bare"), args.drain)
             four, four_cpu = drain(
@@ -434,6 +488,8 @@ def main() -> None:
     ratio = f"{sqlite_rate / dbos_rate:.1f}" if dbos_rate else "n/a"
     dbos_text = f"{dbos_rate:.0f}" if dbos_rate else "n/a"
     print(f"drain sqlite deadlines/s: {sqlite_rate:.0f}, dbos: {dbos_text}, ratio: {ratio}")
+    for line in limits:
+        print(line)
 
 
 if __name__ == "__main__":
