@@ -109,6 +109,9 @@ class Worker:
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
+        # TM1: the terms in force are stored (and contracts from before terms given them)
+        # before the worker says it has started: start-up work, not a sweep's.
+        self.engine.terms.current()
         self._heartbeat(started=True)
         self._every_interval(self._tick, JOB_ID)
         if self.dispatcher is not None:
