@@ -50,6 +50,9 @@ class Prepared:
         # The hot path: every parameter given (a batch's rows), read with one getter and
         # converted where a conversion is needed; otherwise `_parameters` (defaults).
         self._get = operator.itemgetter(*self.names) if len(self.names) > 1 else None
+        # The same, for a row given by column name (`insert_statement`, `update_statement`).
+        by_column = [_column_of(name) for name in self.names]
+        self._get_row = operator.itemgetter(*by_column) if len(by_column) > 1 else None
         self._convert = [(i, p) for i, (_, _, _, p) in enumerate(self.binds) if p is not None]
         # Selected column names, and (position, conversion) of those that need one.
         self.keys: list[str] = []
@@ -63,12 +66,27 @@ class Prepared:
                     self.converters.append((index, result))
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
+        """The driver's parameters from `values` by parameter name."""
         if self._get is None:
             return self._parameters(values)
         try:
             found = self._get(values)
         except KeyError:  # a parameter left to its default
             return self._parameters(values)
+        return self._converted(found)
+
+    def row_parameters(self, row: Mapping[str, Any]) -> Any:
+        """The driver's parameters of an `insert_statement` or `update_statement` from
+        `row` by column name (and `pk`): no renamed copy of the row on the hot path."""
+        if self._get_row is None:
+            return self._parameters(values_of(row))
+        try:
+            found = self._get_row(row)
+        except KeyError:  # a parameter left to its default
+            return self._parameters(values_of(row))
+        return self._converted(found)
+
+    def _converted(self, found: Any) -> Any:
         if self._convert:
             found = list(found)
             for index, processor in self._convert:
@@ -227,19 +245,34 @@ class FastPath:
         finally:
             cursor.close()
 
-    def execute(self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]) -> None:
-        """Run an INSERT/UPDATE/DELETE (in a pipeline, without waiting for it)."""
-        self._call(conn, prepared.sql, prepared.parameters(values), _nothing)
+    def execute(
+        self,
+        conn: Connection,
+        prepared: Prepared,
+        values: Mapping[str, Any],
+        *,
+        by_column: bool = False,
+    ) -> None:
+        """Run an INSERT/UPDATE/DELETE (in a pipeline, without waiting for it); `values`
+        by parameter name, or (`by_column`) a row by column name."""
+        params = prepared.row_parameters(values) if by_column else prepared.parameters(values)
+        self._call(conn, prepared.sql, params, _nothing)
 
     def execute_many(
-        self, conn: Connection, prepared: Prepared, rows: Sequence[Mapping[str, Any]]
+        self,
+        conn: Connection,
+        prepared: Prepared,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        by_column: bool = False,
     ) -> None:
         """Run one INSERT/UPDATE for many parameter sets.
 
         On PostgreSQL, rows of an `insert_statement` or an `update_statement` go as one
         statement over arrays (`Unnested`); otherwise the driver loops over the rows.
         """
-        params = [prepared.parameters(values) for values in rows]
+        convert = prepared.row_parameters if by_column else prepared.parameters
+        params = [convert(values) for values in rows]
         unnested = self._unnested(prepared) if len(params) > 1 else None
         if unnested is not None and unnested.takes(params):
             self._call(conn, unnested.sql, unnested.arrays(params), _nothing)
@@ -256,10 +289,11 @@ class FastPath:
             self._unnested_cache[key] = Unnested.of(prepared, self.dialect)
         return self._unnested_cache[key]
 
-    def insert(self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]) -> int:
-        """Run an INSERT prepared with `RETURNING id` (or read SQLite's lastrowid)."""
+    def insert(self, conn: Connection, prepared: Prepared, row: Mapping[str, Any]) -> int:
+        """Run an `insert_statement` with `RETURNING id` (or read SQLite's lastrowid),
+        `row` by column name."""
         read = _first_value if self.adapter.returns_ids else _lastrowid
-        return int(self._call(conn, prepared.sql, prepared.parameters(values), read))
+        return int(self._call(conn, prepared.sql, prepared.row_parameters(row), read))
 
     def fetch_row(
         self, conn: Connection, prepared: Prepared, values: Mapping[str, Any]
@@ -357,8 +391,14 @@ def insert_statement(
 
 
 def values_of(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Parameters for a statement from `insert_statement` / `update_statement`."""
-    return {f"v_{column}": value for column, value in row.items()}
+    """Parameters for a statement from `insert_statement` / `update_statement`, from a
+    row by column name (and `pk`, the id of the row an update changes)."""
+    return {column if column == "pk" else f"v_{column}": value for column, value in row.items()}
+
+
+def _column_of(parameter: str) -> str:
+    """The key of a parameter in a row by column name (`values_of` reversed)."""
+    return parameter[2:] if parameter.startswith("v_") else parameter
 
 
 def update_statement(table: sa.Table, columns: tuple[str, ...]) -> sa.Update:

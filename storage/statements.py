@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from storage.fastpath import FastPath, Prepared, insert_statement, update_statement, values_of
+from storage.fastpath import FastPath, Prepared, insert_statement, update_statement
 
 
 class Row:
@@ -64,7 +64,8 @@ class Batch:
     """
 
     def __init__(self) -> None:
-        self._rows: dict[Any, tuple[Prepared, list[Mapping[str, Any]]]] = {}
+        # Rows by statement: its parameters by name, or (`by_column`) rows by column name.
+        self._rows: dict[Any, tuple[Prepared, list[Mapping[str, Any]], bool]] = {}
         self.touched: set[int] = set()  # contracts with writes waiting here
         # Rows read for the whole batch at once, under its contracts' locks, by
         # (entity, id): each contract's are good for the first work on it only (that
@@ -75,29 +76,32 @@ class Batch:
         # on one writer, the next id of such a table instead, counted on as handed out.
         self.ids: dict[str, list[int]] = {}
         self.counted: dict[str, int] = {}
-        self._first: dict[Any, tuple[Prepared, list[Mapping[str, Any]]]] = {}
+        self._first: dict[Any, tuple[Prepared, list[Mapping[str, Any]], bool]] = {}
         self._pending: dict[tuple[str, int], dict[str, Any]] = {}
 
-    def add(self, key: Any, prepared: Prepared, values: Mapping[str, Any]) -> None:
-        self._rows.setdefault(key, (prepared, []))[1].append(values)
+    def add(
+        self, key: Any, prepared: Prepared, values: Mapping[str, Any], *, by_column: bool = False
+    ) -> None:
+        """Parameters of `prepared` by name, or (`by_column`) a row by column name."""
+        self._rows.setdefault(key, (prepared, [], by_column))[1].append(values)
 
-    def add_first(self, table: str, key: Any, prepared: Prepared, values: dict[str, Any]) -> None:
-        """A row with its id already given, written before the rest (which may point to
-        it) and amendable until then (`amend`)."""
-        self._first.setdefault(key, (prepared, []))[1].append(values)
-        self._pending[(table, values["v_id"])] = values
+    def add_first(self, table: str, key: Any, prepared: Prepared, row: dict[str, Any]) -> None:
+        """A row (by column name) with its id already given, written before the rest
+        (which may point to it) and amendable until then (`amend`)."""
+        self._first.setdefault(key, (prepared, [], True))[1].append(row)
+        self._pending[(table, row["id"])] = row
 
     def amend(self, table: str, row_id: int, changes: Mapping[str, Any]) -> bool:
         """Change a row still waiting here; whether it was here."""
-        values = self._pending.get((table, row_id))
-        if values is None:
+        row = self._pending.get((table, row_id))
+        if row is None:
             return False
-        values.update({f"v_{column}": value for column, value in changes.items()})
+        row.update(changes)
         return True
 
     def write(self, fast: FastPath, conn: Connection) -> None:
-        for prepared, rows in (*self._first.values(), *self._rows.values()):
-            fast.execute_many(conn, prepared, rows)
+        for prepared, rows, by_column in (*self._first.values(), *self._rows.values()):
+            fast.execute_many(conn, prepared, rows, by_column=by_column)
         self._first.clear()
         self._pending.clear()
         self._rows.clear()
@@ -190,7 +194,7 @@ class Statements:
         prepared = self.fast.prepare(
             ("insert", table.name, columns), insert_statement, table, columns, self.fast.dialect
         )
-        return self.fast.insert(self.conn, prepared, values_of(values))
+        return self.fast.insert(self.conn, prepared, values)
 
     def append(self, table: sa.Table, values: Mapping[str, Any]) -> None:
         """Insert a row whose id nobody needs: now, or with the batch."""
@@ -200,9 +204,9 @@ class Statements:
             key, insert_statement, table, columns, self.fast.dialect, False
         )
         if self.batch is None:
-            self.fast.execute(self.conn, prepared, values_of(values))
+            self.fast.execute(self.conn, prepared, values, by_column=True)
         else:
-            self.batch.add(key, prepared, values_of(values))
+            self.batch.add(key, prepared, values, by_column=True)
 
     def insert_with_batch(self, table: sa.Table, values: Mapping[str, Any]) -> int:
         """Insert a row whose id is needed at once. Under an id taken ahead from its
@@ -225,7 +229,7 @@ class Statements:
         prepared = self.fast.prepare(
             key, insert_statement, table, columns, self.fast.dialect, False
         )
-        self.batch.add_first(table.name, key, prepared, values_of(row))
+        self.batch.add_first(table.name, key, prepared, row)
         return int(row["id"])
 
     def amend(self, table: sa.Table, pk: int, changed: Mapping[str, Any]) -> None:
@@ -242,7 +246,7 @@ class Statements:
             ("append", table.name, columns), insert_statement, table, columns,
             self.fast.dialect, False,
         )  # fmt: skip
-        self.fast.execute_many(self.conn, prepared, [values_of(row) for row in rows])
+        self.fast.execute_many(self.conn, prepared, rows, by_column=True)
 
     def update(
         self, table: sa.Table, pk: int, changed: Mapping[str, Any], *, later: bool = False
@@ -251,11 +255,11 @@ class Statements:
         columns = tuple(changed)
         key = ("update", table.name, columns)
         prepared = self.fast.prepare(key, update_statement, table, columns)
-        values = {"pk": pk, **values_of(changed)}
+        row = {**changed, "pk": pk}
         if later and self.batch is not None:
-            self.batch.add(key, prepared, values)
+            self.batch.add(key, prepared, row, by_column=True)
         else:
-            self.fast.execute(self.conn, prepared, values)
+            self.fast.execute(self.conn, prepared, row, by_column=True)
 
     def execute(
         self, statement: sa.Executable, values: Mapping[str, Any], *, later: bool = False

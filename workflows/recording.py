@@ -4,7 +4,6 @@ the states it leaves and enters (timers as data), and its event in the outbox (N
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -133,7 +132,6 @@ class Recorder:
         outbox.append(
             self.tx,
             {
-                "event_id": str(uuid.uuid4()),
                 "contract_id": contract.id,
                 "history_id": step.history_id,
                 "type": f"{step.entity}.{step.event}",

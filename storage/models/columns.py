@@ -73,9 +73,14 @@ def _as_text(value: datetime | None) -> str | None:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
 
 
+_STORED = len("YYYY-MM-DD HH:MM:SS.ffffff")
+
+
 def _from_text(value: Any) -> datetime | None:
     if value is None:
         return None
+    if value.__class__ is str and len(value) == _STORED:  # as `_as_text` wrote it: UTC
+        return datetime.fromisoformat(value + "+00:00")  # a sixth of parse-then-replace
     moment = datetime.fromisoformat(value) if isinstance(value, str) else value
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 

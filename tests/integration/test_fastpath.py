@@ -41,7 +41,7 @@ def _contract(conn: sa.Connection, fast: FastPath) -> int:
     prepared = fast.prepare(
         ("c", tuple(values)), insert_statement, CONTRACTS, tuple(values), fast.dialect
     )
-    return fast.insert(conn, prepared, values_of(values))
+    return fast.insert(conn, prepared, values)
 
 
 def test_insert_returns_id_applies_defaults_and_reads_back_types(db: DBEngine) -> None:
@@ -62,7 +62,7 @@ def test_insert_returns_id_applies_defaults_and_reads_back_types(db: DBEngine) -
         prepared = fast.prepare(
             ("m", tuple(row)), insert_statement, MILESTONES, tuple(row), fast.dialect
         )
-        milestone = fast.insert(conn, prepared, values_of(row))
+        milestone = fast.insert(conn, prepared, row)
         history = {
             "contract_id": contract,
             "entity": "milestone",
@@ -79,7 +79,7 @@ def test_insert_returns_id_applies_defaults_and_reads_back_types(db: DBEngine) -
         prepared = fast.prepare(
             ("h", tuple(history)), insert_statement, HISTORY, tuple(history), fast.dialect
         )
-        fast.insert(conn, prepared, values_of(history))
+        fast.insert(conn, prepared, history)
         load = fast.prepare(
             "load", lambda: sa.select(MILESTONES).where(MILESTONES.c.id == sa.bindparam("pk"))
         )
@@ -146,7 +146,7 @@ def test_many_rows_insert_in_their_order_with_nulls_text_and_json(db: DBEngine) 
         prepared = fast.prepare(
             "many", insert_statement, HISTORY, tuple(rows[0]), fast.dialect, False
         )
-        fast.execute_many(conn, prepared, [values_of(row) for row in rows])
+        fast.execute_many(conn, prepared, rows, by_column=True)
         stored = conn.execute(sa.select(HISTORY).order_by(HISTORY.c.id)).mappings().all()
     assert [s["event"] for s in stored] == [r["event"] for r in rows]
     assert [s["from_state"] for s in stored] == [r["from_state"] for r in rows]
@@ -186,6 +186,30 @@ def test_an_update_touching_a_row_twice_does_not_go_as_one_statement() -> None:
     # Inserts that need each row's id back go one by one.
     returning = Prepared(insert_statement(CONTRACTS, ("title",), dialect), dialect)
     assert Unnested.of(returning, dialect) is None
+
+
+@pytest.mark.parametrize("dialect", [psycopg_dialect(), sa.dialects.sqlite.dialect()])
+def test_a_row_by_column_name_gives_the_parameters_its_renamed_copy_gives(
+    dialect: sa.Dialect,
+) -> None:
+    # The hot path reads a row by column name; the renamed copy (`values_of`) is the
+    # reference, defaults included (a column left out takes its Python-side default).
+    update = Prepared(update_statement(CONTRACTS, ("version", "title")), dialect)
+    change = {"version": 3, "title": "ü", "pk": 7}
+    assert update.row_parameters(change) == update.parameters(values_of(change))
+    columns = ("contract_id", "entity", "entity_id", "event", "at", "payload")
+    insert = Prepared(insert_statement(HISTORY, columns, dialect, False), dialect)
+    row = {"contract_id": 1, "entity": "milestone", "entity_id": 2, "event": "submit",
+           "at": WHEN, "payload": {"a": [1]}}  # fmt: skip
+    assert _seen(insert.row_parameters(row)) == _seen(insert.parameters(values_of(row)))
+    assert insert.row_parameters(row) != insert.row_parameters({**row, "entity_id": 3})
+
+
+def _seen(parameters: object) -> object:
+    """Parameters as compared: psycopg's JSON wrapper by what it wraps."""
+    if isinstance(parameters, dict):
+        return {name: getattr(value, "obj", value) for name, value in parameters.items()}
+    return parameters
 
 
 @pytest.mark.postgresql_only

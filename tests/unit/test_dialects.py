@@ -117,7 +117,7 @@ def test_timestamps_stored_as_text_read_and_write_as_sqlalchemys_own() -> None:
     ):
         text = ours_in(moment)
         assert text == their_in(moment.astimezone(UTC).replace(tzinfo=None))
-        assert ours_out(text) == moment
+        assert ours_out(text) == moment and ours_out(text).tzinfo is UTC
         assert ours_out(text) == their_out(text).replace(tzinfo=UTC)
     assert ours_in(None) is None and ours_out(None) is None
     assert ours_out("2026-01-05 09:00:00") == datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
