@@ -1,5 +1,5 @@
-"""Run one measurement on each backend asked for: a PostgreSQL server started for the
-run (tests/pg.py) and a SQLite file in a temporary directory."""
+"""Run one measurement on each backend asked for: a durable PostgreSQL server started for
+the run and stopped after it (tests/pg.py) and a SQLite file in a temporary directory."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def on_backends(backends: list[str], measure: Callable[[str, str], float]) -> di
     if "postgresql" in backends:
         from tests.pg import Cluster
 
-        cluster = Cluster()
+        cluster = Cluster(durable=True)  # as a user's server: fsync and synchronous commit
         cluster.start()
         try:
             results["postgresql"] = measure("postgresql", cluster.create_database("bench"))

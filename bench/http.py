@@ -9,7 +9,9 @@ HTTP it runs against `escrowflow serve --no-worker` as its own process on 127.0.
 
     python bench/http.py [--contracts 200] [--clients 8] [--backend sqlite|postgresql]
 
-Its last line is `http/in-process: R` (triggers/s over HTTP divided by in-process).
+It prints a release's latency p50 and p99, in-process and over HTTP, with one client and
+with `--clients`; its last line is `http/in-process: R` (triggers/s over HTTP divided by
+in-process, `--clients` clients). PostgreSQL runs durable, and is stopped at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse
+import contextlib
+import http.client
+import json
 import os
 import signal
 import statistics
@@ -31,6 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -87,29 +93,43 @@ def run_clients(clients: int, contracts: int, one: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def in_process(url: str, contracts: int, clients: int) -> float:
+Run = tuple[float, list[float]]  # triggers/s, and each release's seconds
+
+
+def _percentiles(seconds: list[float]) -> str:
+    ordered = sorted(seconds)
+    p50 = ordered[len(ordered) // 2]
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms"
+
+
+def in_process(url: str, contracts: int, clients: int) -> Run:
     settings = Settings(database_url=url)
     engine = EscrowEngine(
         make_engine(settings, pool_size=clients), settings.policy(), SystemClock()
     )
     client, freelancer = Actor.parse(CLIENT), Actor.parse(FREELANCER)
+    releases: list[float] = []
 
     def one() -> None:
         offer = engine.create_contract(client, OFFER, idempotency_key=uuid.uuid4().hex)
         engine.apply("contract", offer["id"], "accept", freelancer, None, uuid.uuid4().hex)
         milestone = offer["created"][1]["id"]
         for event, actor in MIX:
+            started = time.perf_counter()
             engine.apply("milestone", milestone, event, Actor.parse(actor), None, uuid.uuid4().hex)
+            if event == "release":
+                releases.append(time.perf_counter() - started)
         from workflows import views
 
         views.show(engine.db, "milestone", milestone)
 
     seconds = run_clients(clients, contracts, one)
     engine.db.dispose()
-    return contracts * TRIGGERS_PER_CONTRACT / seconds
+    return contracts * TRIGGERS_PER_CONTRACT / seconds, releases
 
 
-def over_http(url: str, contracts: int, clients: int) -> float:
+def over_http(url: str, contracts: int, clients: int) -> Run:
     settings = Settings(database_url=url)
     db = make_engine(settings)
     token = tokens.create(db, SystemClock().now(), "bench", ["act:client", "act:freelancer"])
@@ -123,24 +143,37 @@ def over_http(url: str, contracts: int, clients: int) -> float:
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
+    releases: list[float] = []
     try:
         _wait(base)
         local = threading.local()
+        auth = f"Bearer {token['token']}"
 
-        def http() -> httpx.Client:
-            if not hasattr(local, "client"):
-                local.client = httpx.Client(
-                    base_url=base, headers={"Authorization": f"Bearer {token['token']}"}
-                )
-            client: httpx.Client = local.client
-            return client
+        def connected() -> http.client.HTTPConnection:
+            # The stdlib's keep-alive connection, one per client thread: the load generator
+            # costs a fifth of httpx's CPU per request, so on two cores the figures are the
+            # server's, not the client's.
+            if not hasattr(local, "connection"):
+                local.connection = http.client.HTTPConnection("127.0.0.1", port)
+            connection: http.client.HTTPConnection = local.connection
+            return connection
+
+        def call(method: str, path: str, headers: dict[str, str], body: bytes | None) -> Any:
+            connection = connected()
+            connection.request(method, path, body, {"Authorization": auth, **headers})
+            response = connection.getresponse()
+            data = response.read()
+            if response.status >= 300:
+                raise RuntimeError(f"{path}: {response.status} {data!r}")
+            return json.loads(data)
 
         def post(path: str, actor: str, body: object = None) -> dict[str, object]:
             headers = {"Escrowflow-Actor": actor, "Idempotency-Key": uuid.uuid4().hex}
-            response = http().post(path, json=body, headers=headers)
-            if response.status_code >= 300:
-                raise RuntimeError(f"{path}: {response.status_code} {response.text}")
-            answer: dict[str, object] = response.json()
+            raw = None
+            if body is not None:
+                raw = json.dumps(body).encode()
+                headers["Content-Type"] = "application/json"
+            answer: dict[str, object] = call("POST", path, headers, raw)
             return answer
 
         def one() -> None:
@@ -148,14 +181,17 @@ def over_http(url: str, contracts: int, clients: int) -> float:
             post(f"/v1/contracts/{offer['id']}/events/accept", FREELANCER)
             milestone = offer["created"][1]["id"]  # type: ignore[index]
             for event, actor in MIX:
+                started = time.perf_counter()
                 post(f"/v1/milestones/{milestone}/events/{event}", actor)
-            http().get(f"/v1/milestones/{milestone}").raise_for_status()
+                if event == "release":
+                    releases.append(time.perf_counter() - started)
+            call("GET", f"/v1/milestones/{milestone}", {}, None)
 
         seconds = run_clients(clients, contracts, one)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
-    return contracts * TRIGGERS_PER_CONTRACT / seconds
+    return contracts * TRIGGERS_PER_CONTRACT / seconds, releases
 
 
 def _wait(base: str) -> None:
@@ -169,16 +205,13 @@ def _wait(base: str) -> None:
     raise RuntimeError("the server did not start")
 
 
-def database(backend: str, tmp: Path, name: str) -> str:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp}/{name}.db"
-    else:
-        from tests.pg import Cluster
-
-        cluster = Cluster()
-        cluster.start()
-        url = cluster.create_database(name)
-    upgrade(make_engine(Settings(database_url=url)))
+def database(where: Any, name: str) -> str:
+    """A fresh, migrated database: a SQLite file in the directory `where`, or one on the
+    PostgreSQL cluster `where` (durable, as a user's server is)."""
+    url = f"sqlite:///{where}/{name}.db" if isinstance(where, Path) else where.create_database(name)
+    db = make_engine(Settings(database_url=url))
+    upgrade(db)
+    db.dispose()
     return url
 
 
@@ -190,21 +223,38 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     ratios = []
+    latencies: dict[tuple[str, int], list[float]] = {}
     # Rounds alternate the two sides, each on a fresh database: this machine's fsync
     # times drift, and the median of paired rounds is steadier than one long run.
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as held:
+        where: Any = Path(held.enter_context(tempfile.TemporaryDirectory()))
+        if args.backend == "postgresql":  # one server for the run, stopped at its end
+            from tests.pg import Cluster
+
+            where = Cluster(durable=True)
+            where.start()
+            held.callback(where.stop)
         for n in range(args.rounds):
-            here = database(args.backend, Path(tmp), f"direct{n}")
-            direct = in_process(here, args.contracts, args.clients)
-            remote = over_http(
-                database(args.backend, Path(tmp), f"http{n}"), args.contracts, args.clients
-            )
-            ratios.append(remote / direct)
-            print(
-                f"round {n + 1}: in-process {direct:.0f} triggers/s, over HTTP {remote:.0f} "
-                f"triggers/s ({args.clients} clients): {remote / direct:.2f}",
-                flush=True,
-            )
+            for clients in (1, args.clients):
+                count = args.contracts if clients > 1 else max(20, args.contracts // 4)
+                direct, near = in_process(database(where, f"direct{n}_{clients}"), count, clients)
+                remote, far = over_http(database(where, f"http{n}_{clients}"), count, clients)
+                latencies.setdefault(("in-process", clients), []).extend(near)
+                latencies.setdefault(("over HTTP", clients), []).extend(far)
+                if clients == args.clients:
+                    ratios.append(remote / direct)
+                print(
+                    f"round {n + 1}, {clients} clients: in-process {direct:.0f} triggers/s, "
+                    f"over HTTP {remote:.0f} triggers/s: {remote / direct:.2f}",
+                    flush=True,
+                )
+    for clients in (1, args.clients):
+        near, far = latencies[("in-process", clients)], latencies[("over HTTP", clients)]
+        print(
+            f"release, {clients} clients: in-process {_percentiles(near)}; over HTTP "
+            f"{_percentiles(far)}; HTTP p50 / in-process p50: "
+            f"{statistics.median(far) / statistics.median(near):.2f}"
+        )
     print(f"http/in-process: {statistics.median(ratios):.2f}")
 
 

@@ -19,10 +19,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from escrowflow import request_ids, tokens
@@ -34,40 +33,24 @@ from escrowflow.api import (
     lists,
     notes,
     ops,
-    parameters,
     reads,
     terms,
     webhooks,
     writes,
 )
+from escrowflow.api.deps import SafeJSONResponse, checked, operation_id
 from escrowflow.console import routes as console
 from escrowflow.daemon import build_worker
 from escrowflow.error_codes import http_status
 from escrowflow.limits import BodyLimit
 from escrowflow.metrics import Metrics
 from escrowflow.settings import Settings
-from escrowflow.text import encodable
 from storage.errors import (
     EscrowflowError,
     StorageError,
 )
 from storage.migrate import head
 from workflows.engine import EscrowEngine
-
-
-class SafeJSONResponse(JSONResponse):
-    """JSON, even for text stored before the boundary refused lone surrogates (they are
-    sent as U+FFFD): no stored row can make a page answer 500."""
-
-    def render(self, content: Any) -> bytes:
-        try:
-            return super().render(content)
-        except UnicodeEncodeError:
-            return super().render(encodable(content))
-
-
-def _operation_id(route: APIRoute) -> str:
-    return route.name
 
 
 def create_app(
@@ -97,9 +80,7 @@ def create_app(
         description=__doc__,
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
-        # operationIds a generated client reads well: each route's function name (unique;
-        # tests/integration/test_parameters.py holds them to it).
-        generate_unique_id_function=_operation_id,
+        generate_unique_id_function=operation_id,
         docs_url=None,  # served from this process, without a CDN: escrowflow/api/docs.py
         redoc_url=None,
     )
@@ -120,17 +101,23 @@ def create_app(
     _install_error_handlers(app)
     # Outermost: before authentication and before any parsing.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
-    checked = [Depends(parameters.refuse_unknown)]  # every API endpoint, none of the console
-    app.include_router(writes.router(), dependencies=checked)
-    # Before the reads: /v1/webhooks/deliveries would otherwise match /v1/{collection}/{id}.
-    app.include_router(webhooks.router(), dependencies=checked)
-    app.include_router(terms.router(), dependencies=checked)
-    app.include_router(bulk.router(), dependencies=checked)
-    app.include_router(approvals.router(), dependencies=checked)
-    app.include_router(notes.router(), dependencies=checked)
-    app.include_router(lists.router(), dependencies=checked)
-    app.include_router(reads.router(), dependencies=checked)
-    app.include_router(ops.router(), dependencies=checked)
+    for build in (
+        writes.router,
+        # Before the reads: /v1/webhooks/deliveries would otherwise match /v1/{collection}/{id}.
+        webhooks.router,
+        terms.router,
+        bulk.router,
+        approvals.router,
+        notes.router,
+        lists.router,
+        reads.router,
+        ops.router,
+    ):
+        # The API's routes go into the app's own table, in this order, rather than through
+        # `include_router`: FastAPI (0.165) keeps an included router as a branch that it
+        # scans twice per request (to match, then again to handle) with bookkeeping per
+        # candidate; on a release that was a fifth of what HTTP added (bench/http.py).
+        app.router.routes.extend(checked(build()).routes)
     console.install(app, settings)
     app.add_middleware(_Timing)
     return app

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import resources, schemas
-from escrowflow.api.deps import ERRORS, ActingDep, EngineDep
+from escrowflow.api.deps import ERRORS, ActingDep, EngineDep, api_router
 
 ApprovalId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The approval's id.")]
 
 
 def router() -> APIRouter:
-    router = APIRouter(prefix="/v1/approvals", tags=["approvals"], responses=ERRORS)
+    router = api_router(prefix="/v1/approvals", tags=["approvals"], responses=ERRORS)
 
     @router.get("", summary="Money decisions, newest first (pending: waiting for an admin)")
     async def list_approvals(

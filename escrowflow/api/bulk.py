@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import resources, schemas
-from escrowflow.api.deps import ERRORS, ActingDep, EngineDep
+from escrowflow.api.deps import ERRORS, ActingDep, EngineDep, api_router
 from storage.errors import ValidationError
 from workflows import bulk
 
@@ -33,7 +33,7 @@ def _duration(text: str | None) -> timedelta | None:
 
 
 def router() -> APIRouter:
-    router = APIRouter(prefix="/v1/deadlines/bulk", tags=["deadlines"], responses=ERRORS)
+    router = api_router(prefix="/v1/deadlines/bulk", tags=["deadlines"], responses=ERRORS)
 
     @router.post("", status_code=201, summary="Preview a bulk pause, resume, extend or retry")
     async def preview_bulk(

@@ -7,11 +7,15 @@ import hashlib
 import re
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import schemas, tokens
+from escrowflow.api.parameters import ApiRoute
+from escrowflow.text import encodable
 from escrowflow.vocabulary import COLLECTIONS
 from storage.errors import (
     MalformedRequest,
@@ -46,6 +50,42 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 READ_ERRORS: dict[int | str, dict[str, Any]] = {
     k: v for k, v in ERRORS.items() if k in (400, 401, 403, 404, 422, 503)
 }
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON, even for text stored before the boundary refused lone surrogates (they are
+    sent as U+FFFD): no stored row can make a page answer 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return super().render(encodable(content))
+
+
+def api_router(**options: Any) -> APIRouter:
+    """A router of the API (not of the console): its routes refuse query parameters they
+    do not declare (`escrowflow.api.parameters`)."""
+    return APIRouter(
+        route_class=ApiRoute,
+        default_response_class=SafeJSONResponse,
+        generate_unique_id_function=operation_id,
+        **options,
+    )
+
+
+def operation_id(route: APIRoute) -> str:
+    """A route's operationId: its function's name, which a generated client reads well
+    (unique: tests/integration/test_parameters.py holds them to it)."""
+    return route.name
+
+
+def checked(router: APIRouter) -> APIRouter:
+    """`router`, once sure it was made by `api_router`."""
+    if router.route_class is not ApiRoute:
+        raise TypeError(f"{router!r}: an API router is made with api_router()")
+    return router
+
 
 EntityId = Annotated[int, Path(ge=1, le=MAX_ID, description="The entity's id.")]
 Collection = Annotated[
@@ -89,14 +129,22 @@ async def _engine(request: Request) -> EscrowEngine:
 EngineDep = Annotated[EscrowEngine, Depends(_engine)]
 
 
-async def _caller(request: Request, credentials: Credentials, engine: EngineDep) -> tokens.Caller:
+async def caller_of(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> tokens.Caller:
+    """The service whose token the request bears (401 without a valid one)."""
     header = f"Bearer {credentials.credentials}" if credentials else None
     cache: tokens.TokenCache = request.app.state.token_cache
     known = cache.known(header)
     if known is not None:
         return known
     # A database read: off the event loop.
+    engine: EscrowEngine = request.app.state.engine
     return await offload(cache.authenticate, engine.db, header)
+
+
+async def _caller(request: Request, credentials: Credentials) -> tokens.Caller:
+    return await caller_of(request, credentials)
 
 
 CallerDep = Annotated[tokens.Caller, Depends(_caller)]
@@ -110,7 +158,8 @@ class Acting:
         self.actor = actor
 
 
-async def _acting(caller: CallerDep, escrowflow_actor: ActorHeader = None) -> Acting:
+def acting_as(caller: tokens.Caller, escrowflow_actor: str | None) -> Acting:
+    """The party named by the Escrowflow-Actor header, if the caller's scopes allow it."""
     if not escrowflow_actor:
         raise ValidationError(
             "name the acting party in the Escrowflow-Actor header, e.g. client:acme",
@@ -126,6 +175,10 @@ async def _acting(caller: CallerDep, escrowflow_actor: ActorHeader = None) -> Ac
             details={"needed": f"act:{actor.role.value}", "scopes": sorted(caller.scopes)},
         )
     return Acting(caller, actor)
+
+
+async def _acting(caller: CallerDep, escrowflow_actor: ActorHeader = None) -> Acting:
+    return acting_as(caller, escrowflow_actor)
 
 
 ActingDep = Annotated[Acting, Depends(_acting)]

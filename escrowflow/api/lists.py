@@ -17,7 +17,15 @@ from sqlalchemy.engine import Engine as DBEngine
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import resources
-from escrowflow.api.deps import MAX_ID, READ_ERRORS, ActorHeader, CallerDep, EngineDep, EntityId
+from escrowflow.api.deps import (
+    MAX_ID,
+    READ_ERRORS,
+    ActorHeader,
+    CallerDep,
+    EngineDep,
+    EntityId,
+    api_router,
+)
 from storage.errors import PermissionDenied, ValidationError
 from workflows import lists
 from workflows.actors import Actor, Role
@@ -57,7 +65,7 @@ Viewer = Annotated[Actor | None, Depends(_viewer)]
 
 
 def router() -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["lists"], responses=READ_ERRORS)
+    router = api_router(prefix="/v1", tags=["lists"], responses=READ_ERRORS)
 
     @router.get(
         "/contracts",

@@ -7,11 +7,11 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import schemas
-from escrowflow.api.deps import ERRORS, ActingDep, EngineDep, EntityId
+from escrowflow.api.deps import ERRORS, ActingDep, EngineDep, EntityId, api_router
 
 
 def router() -> APIRouter:
-    router = APIRouter(prefix="/v1/contracts", tags=["contracts"], responses=ERRORS)
+    router = api_router(prefix="/v1/contracts", tags=["contracts"], responses=ERRORS)
 
     @router.post("/{entity_id}/notes", status_code=201, summary="An admin's note on a contract")
     async def add_note(

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool as offload
 from escrowflow import resources, schemas
 from escrowflow.api.deps import (
     EngineDep,
+    api_router,
 )
 from storage.db import whereabouts
 from storage.migrate import current, probe_write
@@ -34,7 +35,7 @@ def _probe(engine: EscrowEngine, head: str | None) -> tuple[str | None, timedelt
 
 
 def router() -> APIRouter:
-    router = APIRouter(tags=["operations"])
+    router = api_router(tags=["operations"])
 
     @router.get("/healthz", summary="The process is up")
     async def healthz() -> schemas.Health:

@@ -16,6 +16,7 @@ from escrowflow.api.deps import (
     Collection,
     EngineDep,
     EntityId,
+    api_router,
     entity_of,
     etag,
 )
@@ -31,7 +32,7 @@ SVG_CONTENT = {"image/svg+xml": _FILE, OCTETS: _FILE}
 
 
 def router() -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["reading"], responses=READ_ERRORS)
+    router = api_router(prefix="/v1", tags=["reading"], responses=READ_ERRORS)
 
     @router.get("/events", summary="The event feed, in commit order")
     async def list_events(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import resources, schemas, tokens
-from escrowflow.api.deps import ERRORS, ActingDep, CallerDep, EngineDep
+from escrowflow.api.deps import ERRORS, ActingDep, CallerDep, EngineDep, api_router
 from storage.errors import PermissionDenied
 from workflows import terms, terms_migration
 from workflows.actors import Role
@@ -34,7 +34,7 @@ PlanReader = Annotated[tokens.Caller, Depends(_plan_reader)]
 
 
 def router() -> APIRouter:
-    router = APIRouter(prefix="/v1/terms", tags=["terms"], responses=ERRORS)
+    router = api_router(prefix="/v1/terms", tags=["terms"], responses=ERRORS)
 
     @router.get("", summary="Every terms version, oldest first (TM1)")
     async def list_terms(engine: EngineDep, _caller: CallerDep) -> resources.TermsPage:

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import resources, schemas
-from escrowflow.api.deps import MAX_ID, READ_ERRORS, EngineDep, WebhookAdmin
+from escrowflow.api.deps import MAX_ID, READ_ERRORS, EngineDep, WebhookAdmin, api_router
 from storage.deliveries import DeliveryFilter
 from workflows import feed
 
 
 def router() -> APIRouter:
-    router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=READ_ERRORS)
+    router = api_router(prefix="/v1/webhooks", tags=["webhooks"], responses=READ_ERRORS)
 
     @router.post("", status_code=201, summary="Subscribe a URL to events")
     async def create_webhook(

@@ -14,11 +14,16 @@ from escrowflow.api.deps import (
     ERRORS,
     Acting,
     ActingDep,
+    ActorHeader,
     Collection,
+    Credentials,
     EngineDep,
     EntityId,
     IdempotencyKey,
     IfMatch,
+    acting_as,
+    api_router,
+    caller_of,
     entity_of,
     etag,
     expected_version,
@@ -87,11 +92,16 @@ class Write:
 async def _write(
     request: Request,
     response: Response,
-    engine: EngineDep,
-    acting: ActingDep,
+    credentials: Credentials,
+    escrowflow_actor: ActorHeader = None,
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
 ) -> Write:
+    """The write a request asks for. A dependency (`WriteDep`) of the routes with their own
+    shape; the per-event routes, most of the traffic, take the headers themselves and call
+    this: FastAPI solves each dependency at a cost a release notices (bench/http.py)."""
+    acting = acting_as(await caller_of(request, credentials), escrowflow_actor)
+    engine: EscrowEngine = request.app.state.engine
     return Write(request, response, engine, acting, idempotency_key, if_match)
 
 
@@ -99,7 +109,7 @@ WriteDep = Annotated[Write, Depends(_write)]
 
 
 def router() -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["transitions"], responses=ERRORS)
+    router = api_router(prefix="/v1", tags=["transitions"], responses=ERRORS)
 
     @router.post("/contracts", status_code=201, summary="A client offers a contract (CT2)")
     async def create_contract(
@@ -243,14 +253,27 @@ def _add_event_route(router: APIRouter, collection: str, entity: str, event: str
     optional = not any(field.is_required() for field in model.model_fields.values())
     roles = sorted(r.value for r in MACHINES[entity].permissions[event] if r is not Role.SYSTEM)
 
-    async def fire(entity_id: EntityId, write: WriteDep, body: Any = None) -> schemas.TransitionOut:
+    async def fire(
+        request: Request,
+        response: Response,
+        entity_id: EntityId,
+        credentials: Credentials,
+        *,
+        escrowflow_actor: ActorHeader = None,
+        idempotency_key: IdempotencyKey = None,
+        if_match: IfMatch = None,
+        body: Any = None,
+    ) -> schemas.TransitionOut:
+        write = await _write(
+            request, response, credentials, escrowflow_actor, idempotency_key, if_match
+        )
         payload = {} if body is None else body.model_dump(exclude_unset=True)
         return await write.fire(entity, entity_id, event, payload)
 
     # Annotations are strings here (PEP 563); FastAPI reads the class from this.
     fire.__annotations__["body"] = (model | None) if optional else model
-    if not optional:
-        fire.__defaults__ = None  # the body is required
+    if not optional and fire.__kwdefaults__ is not None:
+        del fire.__kwdefaults__["body"]  # the body is required
     router.add_api_route(
         f"/{collection}/{{entity_id}}/events/{event}",
         fire,

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+
 from escrowflow.api.app import create_app
+from escrowflow.api.deps import checked
+from escrowflow.api.parameters import ApiRoute
 from escrowflow.settings import Settings
 from tests.helpers import Scenario
 from tests.live import Api
@@ -58,3 +64,16 @@ def test_operation_ids_are_readable_and_unique(sc: Scenario) -> None:
     bad = [n for n in names if not re.fullmatch(r"[a-z][a-z0-9_]{2,40}", n) or "_v1_" in n]
     assert not bad, bad
     assert {"list_contracts", "milestone_release", "list_events", "show_milestone"} <= set(names)
+
+
+def test_every_api_route_is_built_to_refuse_unknown_parameters(sc: Scenario) -> None:
+    """The refusal lives in the API's route class, so a router made another way (or an
+    API route added outside one) would answer unknown parameters silently: refused."""
+    app = create_app(Settings(), engine=sc.engine)
+    documented = [r for r in app.routes if isinstance(r, APIRoute) and r.include_in_schema]
+    assert len(documented) > 40
+    assert all(isinstance(r, ApiRoute) for r in documented), [
+        r.path for r in documented if not isinstance(r, ApiRoute)
+    ]
+    with pytest.raises(TypeError, match="api_router"):
+        checked(APIRouter(prefix="/v1"))
