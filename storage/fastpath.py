@@ -119,12 +119,23 @@ class Unnested:
     writes, ~25 us of server time per row as single statements). For the statements
     of `insert_statement` (without RETURNING) and `update_statement`; the parameters are
     the row statement's own, converted by SQLAlchemy as for one row.
+
+    A column with the same value in every row (a batch's `now`, a fired deadline's
+    status, an event's type) travels once, as a scalar, not as an array of copies: the
+    driver builds binary arrays element by element in Python, and most of a sweep's
+    columns are the same for the whole batch. Each pattern of such columns is its own
+    statement text, built once.
     """
 
-    def __init__(self, sql: str, names: list[str], update: bool) -> None:
-        self.sql = sql
+    def __init__(
+        self, into: str, columns: list[str], types: list[str], names: list[str], update: bool
+    ) -> None:
+        self._into = into
+        self._columns = columns
+        self._types = types
         self.names = names
         self._update = update
+        self._texts: dict[tuple[bool, ...], str] = {}
 
     @classmethod
     def of(cls, prepared: Prepared, dialect: Dialect) -> Unnested | None:
@@ -143,23 +154,8 @@ class Unnested:
         assert isinstance(table, sa.Table)
         quote = dialect.identifier_preparer.quote
         columns = [quote("id" if name == "pk" else name[2:]) for name in names]
-        arrays = ", ".join(
-            f"%b::{prepared.compiled.binds[name].type.compile(dialect=dialect)}[]" for name in names
-        )
-        into = quote(table.name)
-        if update:
-            sets = ", ".join(f"{c} = u.{c}" for c in columns if c != "id")
-            sql = (
-                f"UPDATE {into} SET {sets} FROM unnest({arrays}) AS u({', '.join(columns)}) "
-                f"WHERE {into}.id = u.id"
-            )
-        else:  # in the rows' order, so ids from the sequence follow it
-            listed = ", ".join(columns)
-            sql = (
-                f"INSERT INTO {into} ({listed}) SELECT {listed} FROM unnest({arrays}) "
-                f"WITH ORDINALITY AS u({listed}, ordinality) ORDER BY ordinality"
-            )
-        return cls(sql, names, update)
+        types = [prepared.compiled.binds[name].type.compile(dialect=dialect) for name in names]
+        return cls(quote(table.name), columns, types, names, update)
 
     def takes(self, params: Sequence[Mapping[str, Any]]) -> bool:
         """Whether these rows can go together: an update's rows each change another row
@@ -168,8 +164,49 @@ class Unnested:
             return True
         return len({row["pk"] for row in params}) == len(params)
 
-    def arrays(self, params: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
-        return [[row[name] for row in params] for name in self.names]
+    def statement(self, params: Sequence[Mapping[str, Any]]) -> tuple[str, list[Any]]:
+        """The statement for these rows and its parameters, in the order they appear in
+        it: the columns the same in every row first (scalars), then the arrays."""
+        values = [[row[name] for row in params] for name in self.names]
+        same = tuple(
+            name != "pk" and _all_same(column)
+            for name, column in zip(self.names, values, strict=True)
+        )
+        if all(same):  # unnest needs an array: the first column stays one
+            same = (False, *same[1:])
+        text = self._texts.get(same)
+        if text is None:
+            text = self._texts[same] = self._text(same)
+        scalars = [column[0] for column, one in zip(values, same, strict=True) if one]
+        return text, scalars + [column for column, one in zip(values, same, strict=True) if not one]
+
+    def _text(self, same: tuple[bool, ...]) -> str:
+        into = self._into
+        each = list(zip(self._columns, self._types, same, strict=True))
+        arrays = ", ".join(f"%b::{type_}[]" for _, type_, one in each if not one)
+        listed = ", ".join(column for column, _, one in each if not one)
+        if self._update:
+            sets = ", ".join(
+                f"{column} = %b::{type_}" if one else f"{column} = u.{column}"
+                for column, type_, one in each
+                if column != "id"
+            )
+            return (
+                f"UPDATE {into} SET {sets} FROM unnest({arrays}) AS u({listed}) "
+                f"WHERE {into}.id = u.id"
+            )
+        # In the rows' order, so ids from the sequence follow it.
+        picked = ", ".join(f"%b::{type_}" if one else column for column, type_, one in each)
+        return (
+            f"INSERT INTO {into} ({', '.join(self._columns)}) SELECT {picked} "
+            f"FROM unnest({arrays}) WITH ORDINALITY AS u({listed}, ordinality) ORDER BY ordinality"
+        )
+
+
+def _all_same(values: Sequence[Any]) -> bool:
+    """Whether every value is the first (the very object, or equal to it)."""
+    first = values[0]
+    return all(value is first or value == first for value in values)
 
 
 def _is_datetime(type_: sa.types.TypeEngine[Any]) -> bool:
@@ -275,7 +312,8 @@ class FastPath:
         params = [convert(values) for values in rows]
         unnested = self._unnested(prepared) if len(params) > 1 else None
         if unnested is not None and unnested.takes(params):
-            self._call(conn, unnested.sql, unnested.arrays(params), _nothing)
+            sql, arrays = unnested.statement(params)
+            self._call(conn, sql, arrays, _nothing)
         elif len(params) == 1:
             self._call(conn, prepared.sql, params[0], _nothing)
         else:

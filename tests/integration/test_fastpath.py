@@ -174,6 +174,51 @@ def test_many_rows_update_each_their_row_and_twice_the_same_row_in_order(db: DBE
             assert final.scalar() == versions[-1]
 
 
+def test_columns_the_same_in_every_row_go_once_and_store_as_the_rows_say(
+    db: DBEngine,
+) -> None:
+    # A batch's columns mostly hold one value for every row (its `now`, a status, a
+    # NULL): on PostgreSQL they travel once as scalars; what is stored must not change,
+    # whichever columns are the same, all of them included.
+    fast = FastPath(db.dialect)
+    with transaction(db) as conn:
+        contract = _contract(conn, fast)
+        same = [_history_row(contract, 7, None) for _ in range(4)]  # every column alike
+        mixed = [_history_row(contract, n, {"n": n} if n % 2 else None) for n in range(8)]
+        insert = fast.prepare(
+            "alike", insert_statement, HISTORY, tuple(same[0]), fast.dialect, False
+        )
+        fast.execute_many(conn, insert, same, by_column=True)
+        fast.execute_many(conn, insert, mixed, by_column=True)
+        stored = conn.execute(sa.select(HISTORY).order_by(HISTORY.c.id)).mappings().all()
+        assert [(r["version"], r["payload"], r["at"]) for r in stored] == [
+            (row["version"], row["payload"], row["at"]) for row in [*same, *mixed]
+        ]
+        ids = [_contract(conn, fast) for _ in range(4)]
+        update = fast.prepare("ut", update_statement, CONTRACTS, ("version", "active_milestone_id"))
+        alike = [{"pk": pk, **values_of({"version": 9, "active_milestone_id": None})} for pk in ids]
+        fast.execute_many(conn, update, alike)  # every changed column the same
+        fast.execute_many(  # one column the same, one not
+            conn,
+            update,
+            [{"pk": pk, **values_of({"version": pk, "active_milestone_id": None})} for pk in ids],
+        )
+        after = conn.execute(
+            sa.select(CONTRACTS.c.id, CONTRACTS.c.version, CONTRACTS.c.active_milestone_id)
+        )
+        assert {r.id: (r.version, r.active_milestone_id) for r in after if r.id in ids} == {
+            pk: (pk, None) for pk in ids
+        }
+    if db.dialect.name == "postgresql":  # the scalars first, in the text's order
+        unnested = Unnested.of(update, db.dialect)
+        assert unnested is not None
+        rows = [
+            update.row_parameters({"version": 7, "active_milestone_id": v, "pk": v}) for v in (1, 2)
+        ]
+        text, values = unnested.statement(rows)
+        assert text.count("%b") == len(values) == 3 and values[0] == 7, (text, values)
+
+
 def test_an_update_touching_a_row_twice_does_not_go_as_one_statement() -> None:
     # UPDATE ... FROM unnest(...) applies one of two changes to the same row (which one,
     # the plan decides): such rows go one statement each, in order.
