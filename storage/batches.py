@@ -44,7 +44,7 @@ def lock_and_read_ids(
     found: Found = {}
     ordered = sorted(set(contract_ids))
     contracts = (
-        entities.lock_many(tx.conn, ordered)
+        entities.lock_batch(tx, ordered)
         if tx.locks_rows
         else entities.batch_of(tx, "contract", ordered)  # the write lock holds them all
     )

@@ -202,6 +202,12 @@ def lock_many(conn: Connection, contract_ids: list[int]) -> list[dict[str, Any]]
     return [dict(row) for row in conn.execute(locked).mappings()]
 
 
+def lock_batch(tx: Statements, contract_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """`lock_many` for a sweep's batch: one prepared statement whatever the number of
+    ids (where rows are locked one by one: PostgreSQL)."""
+    return tx.fetch_by_ids(_contracts, contract_ids, locked=True)
+
+
 def in_state(conn: Connection, entity: str, state: str, limit: int) -> list[dict[str, Any]]:
     """Up to `limit` entities of a kind in `state`, oldest first (the dispute desk's
     queue: disputed refunds)."""

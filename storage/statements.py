@@ -116,6 +116,11 @@ def _by_ids(table: sa.Table, adapter: Any) -> sa.Select[Any]:
     return sa.select(table).where(adapter.in_ids(table.c.id))
 
 
+def _locked_by_ids(table: sa.Table, adapter: Any) -> sa.Select[Any]:
+    query = _by_ids(table, adapter).order_by(table.c.id)
+    return query.with_for_update(skip_locked=True)
+
+
 class Statements:
     """Runs prepared statements in one transaction; with a batch, defers what it may."""
 
@@ -172,10 +177,15 @@ class Statements:
         """Every row of a prepared SELECT (built once, values as parameters), as dicts."""
         return self.fast.fetch_all(self.conn, self._prepared(statement), values)
 
-    def fetch_by_ids(self, table: sa.Table, ids: Sequence[int]) -> list[dict[str, Any]]:
+    def fetch_by_ids(
+        self, table: sa.Table, ids: Sequence[int], *, locked: bool = False
+    ) -> list[dict[str, Any]]:
         """Every row of `table` whose id is in `ids`, as dicts: one statement prepared
-        once per table whatever the number of ids (a batch's reads)."""
-        prepared = self.fast.prepare(("by_ids", table.name), _by_ids, table, self.fast.adapter)
+        once per table whatever the number of ids (a batch's reads). `locked`: in id
+        order, each locked for this transaction, and those another holds skipped (`FOR
+        UPDATE SKIP LOCKED`, where rows are locked one by one)."""
+        kind, build = ("locked_by_ids", _locked_by_ids) if locked else ("by_ids", _by_ids)
+        prepared = self.fast.prepare((kind, table.name), build, table, self.fast.adapter)
         return self.fast.fetch_all(self.conn, prepared, {"ids": list(ids)})
 
     def fetch_all(self, statement: sa.Select[Any]) -> list[Any]:

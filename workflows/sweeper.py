@@ -104,7 +104,9 @@ class Sweeper:
     def _fire_together(self, ordered: Sequence[Any], now: datetime) -> SweepReport:
         report = SweepReport(batches=1, claimed=len(ordered))
         batch = Batch()
-        with transaction(self.engine.db) as conn:
+        # Pipelined (PostgreSQL): the batch's writes go out back to back, the client
+        # waiting only where it reads and at commit; any error still fails the batch.
+        with transaction(self.engine.db, pipelined=True) as conn:
             tx = Statements(self.engine.fast, conn, batch)
             found = batches.lock_and_read(tx, ordered)
             batch.prefetched = found
