@@ -183,6 +183,12 @@ def translated_errors() -> Iterator[None]:
         raise _unavailable(exc) from exc
 
 
+def one_writer(engine: Engine) -> bool:
+    """Whether the database takes one writer at a time (SQLite), so that writers of one
+    process wait their turn (`Adapter.write_turn`)."""
+    return not adapter_of(engine).locks_rows
+
+
 def whereabouts(engine: Engine) -> dict[str, Any]:
     """Which server the engine's connections reach now: its host and, on PostgreSQL, its
     timeline (a promoted standby starts a new one: how an operator sees a switch)."""

@@ -102,3 +102,12 @@ class StorageError(EscrowflowError, code="storage_error"):
 class StorageBusy(StorageError, code="storage_busy"):
     """The database is busy (a row lock held elsewhere, or every connection in use): try
     again in a moment."""
+
+
+def busy_with_writes() -> StorageBusy:
+    """A writer waited its turn for as long as it may (one writer at a time: SQLite)."""
+    return StorageBusy(
+        "the database is busy with other writes: try again in a moment",
+        code="database_busy",
+        details={"retry_after_seconds": 1},
+    )

@@ -28,7 +28,12 @@ from sqlalchemy import event
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
-from storage.errors import ConflictError, StorageBusy, StorageError, ValidationError
+from storage.errors import (
+    ConflictError,
+    StorageError,
+    ValidationError,
+    busy_with_writes,
+)
 
 SYNCHRONOUS = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 WRITES = "escrowflow_writes"
@@ -44,11 +49,7 @@ class WriterTurn:
 
     def __enter__(self) -> None:
         if not self._lock.acquire(timeout=self._timeout):
-            raise StorageBusy(
-                "the database is busy with other writes: try again in a moment",
-                code="database_busy",
-                details={"retry_after_seconds": 1},
-            )
+            raise busy_with_writes()
 
     def __exit__(self, *_exc: object) -> None:
         self._lock.release()

@@ -15,8 +15,10 @@ from fastapi import FastAPI
 
 from escrowflow import tokens
 from escrowflow.api import create_app
+from escrowflow.api.write_turn import WriteTurn
 from escrowflow.metrics import Metrics
 from escrowflow.settings import Settings
+from storage.db import one_writer
 from workflows.engine import EscrowEngine
 
 
@@ -70,6 +72,7 @@ def _bind(app: FastAPI, engine: EscrowEngine) -> None:
     app.state.engine = engine
     app.state.metrics = Metrics(engine)
     app.state.token_cache = tokens.TokenCache(_DEFAULT.api_token_cache_seconds)
+    app.state.write_turn = WriteTurn(one_writer(engine.db), app.state.settings.lock_timeout)
 
 
 def _started(app: FastAPI) -> tuple[str, uvicorn.Server, threading.Thread]:

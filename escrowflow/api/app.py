@@ -39,12 +39,14 @@ from escrowflow.api import (
     writes,
 )
 from escrowflow.api.deps import SafeJSONResponse, checked, operation_id
+from escrowflow.api.write_turn import WriteTurn
 from escrowflow.console import routes as console
 from escrowflow.daemon import build_worker
 from escrowflow.error_codes import http_status
 from escrowflow.limits import BodyLimit
 from escrowflow.metrics import Metrics
 from escrowflow.settings import Settings
+from storage.db import one_writer
 from storage.errors import (
     EscrowflowError,
     StorageError,
@@ -98,6 +100,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.head = head()
     app.state.token_cache = tokens.TokenCache(settings.api_token_cache_seconds)
+    app.state.write_turn = WriteTurn(one_writer(engine.db), settings.lock_timeout)
     _install_error_handlers(app)
     # Outermost: before authentication and before any parsing.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)

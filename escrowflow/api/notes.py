@@ -3,11 +3,11 @@ contract's history and shown in its timeline."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool as offload
+from fastapi import APIRouter, Request
 
 from escrowflow import schemas
 from escrowflow.api.deps import ERRORS, ActingDep, EngineDep, EntityId, api_router
+from escrowflow.api.write_turn import WriteTurn
 
 
 def router() -> APIRouter:
@@ -15,9 +15,14 @@ def router() -> APIRouter:
 
     @router.post("/{entity_id}/notes", status_code=201, summary="An admin's note on a contract")
     async def add_note(
-        entity_id: EntityId, body: schemas.NoteIn, acting: ActingDep, engine: EngineDep
+        request: Request,
+        entity_id: EntityId,
+        body: schemas.NoteIn,
+        acting: ActingDep,
+        engine: EngineDep,
     ) -> schemas.TransitionOut:
-        noted = await offload(engine.add_note, acting.actor, entity_id, body.text)
+        turn: WriteTurn = request.app.state.write_turn
+        noted = await turn.run(engine.add_note, acting.actor, entity_id, body.text)
         return schemas.TransitionOut.model_validate(noted)
 
     return router

@@ -7,7 +7,6 @@ from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
-from starlette.concurrency import run_in_threadpool as offload
 
 from escrowflow import event_bodies, schemas
 from escrowflow.api.deps import (
@@ -29,6 +28,7 @@ from escrowflow.api.deps import (
     expected_version,
     scoped_key,
 )
+from escrowflow.api.write_turn import WriteTurn
 from escrowflow.vocabulary import COLLECTIONS
 from workflows.actors import Role
 from workflows.engine import EscrowEngine, Result
@@ -74,7 +74,8 @@ class Write:
         created: bool = False,
     ) -> schemas.TransitionOut:
         """Apply the event in the threadpool and answer it: every event route ends here."""
-        result = await offload(
+        turn: WriteTurn = self.request.app.state.write_turn
+        result = await turn.run(
             partial(
                 self.engine.apply,
                 idempotency_key=scoped_key(self.acting, self.key),
@@ -120,7 +121,8 @@ def router() -> APIRouter:
         response: Response,
         idempotency_key: IdempotencyKey = None,
     ) -> schemas.TransitionOut:
-        result = await offload(
+        turn: WriteTurn = request.app.state.write_turn
+        result = await turn.run(
             engine.create_contract,
             acting.actor,
             body.model_dump(exclude_unset=True),
