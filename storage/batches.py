@@ -22,12 +22,12 @@ from storage.statements import Batch, Statements
 Found = dict[tuple[str, int], dict[str, Any]]
 
 
-def lock_contracts(conn: Connection, contract_ids: Sequence[int]) -> set[int] | None:
+def lock_contracts(tx: Statements, contract_ids: Sequence[int]) -> set[int] | None:
     """The contracts of `contract_ids` this transaction now holds (not those held
     elsewhere); None: the transaction holds them all (one writer)."""
-    if not adapter_of(conn).locks_rows:
+    if not tx.locks_rows:
         return None
-    return {row["id"] for row in entities.lock_many(conn, sorted(set(contract_ids)))}
+    return {row["id"] for row in entities.lock_many(tx, sorted(set(contract_ids)))}
 
 
 def lock_and_read(tx: Statements, claimed: Sequence[Any]) -> Found:
@@ -44,7 +44,7 @@ def lock_and_read_ids(
     found: Found = {}
     ordered = sorted(set(contract_ids))
     contracts = (
-        entities.lock_batch(tx, ordered)
+        entities.lock_many(tx, ordered)
         if tx.locks_rows
         else entities.batch_of(tx, "contract", ordered)  # the write lock holds them all
     )

@@ -192,19 +192,13 @@ def ids_of_contract(conn: Connection, contract_id: int) -> dict[str, list[int]]:
     return found
 
 
-def lock_many(conn: Connection, contract_ids: list[int]) -> list[dict[str, Any]]:
-    """Lock contracts in id order (no lock cycle with another worker) and read them.
+def lock_many(tx: Statements, contract_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Lock contracts in id order (no lock cycle with another worker) and read them, in
+    one statement prepared once whatever the number of ids (where rows are locked one
+    by one: PostgreSQL).
 
     A contract another connection holds is skipped, not waited for (`SKIP LOCKED`): no
     row held elsewhere can stop a sweep; the caller sees which ones it did not get."""
-    query = sa.select(_contracts).where(id_in(conn, _contracts.c.id, contract_ids))
-    locked = query.order_by(_contracts.c.id).with_for_update(skip_locked=True)
-    return [dict(row) for row in conn.execute(locked).mappings()]
-
-
-def lock_batch(tx: Statements, contract_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """`lock_many` for a sweep's batch: one prepared statement whatever the number of
-    ids (where rows are locked one by one: PostgreSQL)."""
     return tx.fetch_by_ids(_contracts, contract_ids, locked=True)
 
 

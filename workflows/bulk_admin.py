@@ -286,7 +286,7 @@ class BulkAdmin(EnginePart):
             batch.prefetched = batches.lock_and_read_ids(reads, contract_ids, ids)
             batches.reserve_history_ids(conn, batch, len(items))
         else:
-            batches.lock_contracts(conn, contract_ids)
+            batches.lock_contracts(Statements(self.fast, conn), contract_ids)
         versions = history.counts_of(conn, "deadline", ids)
         for item in items:
             unit = self.work(conn, actor, "request", now, batch)

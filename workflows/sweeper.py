@@ -126,7 +126,7 @@ class Sweeper:
         retry = engine.deadline_retry
         with transaction(engine.db) as conn:
             tx = Statements(engine.fast, conn)
-            held = batches.lock_contracts(conn, [r.contract_id for r in ordered])
+            held = batches.lock_contracts(tx, [r.contract_id for r in ordered])
             if held is not None:
                 ordered = self._without_held(tx, ordered, held, now, report)
             for row in ordered:
