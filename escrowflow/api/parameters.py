@@ -60,8 +60,12 @@ class ApiRoute(APIRoute):
                 return Match.NONE, {}
         return super().matches(scope)
 
+    def endpoint_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """What answers a request once its query is known good: FastAPI's, by default."""
+        return super().get_route_handler()
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handle = super().get_route_handler()
+        handle = self.endpoint_handler()
         path, known = self.path, frozenset(_query_names(self.dependant))
 
         async def checked(request: Request) -> Response:

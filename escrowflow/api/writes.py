@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from escrowflow import event_bodies, schemas
 from escrowflow.api.deps import (
@@ -28,6 +29,7 @@ from escrowflow.api.deps import (
     expected_version,
     scoped_key,
 )
+from escrowflow.api.event_route import EventRoute
 from escrowflow.api.write_turn import WriteTurn
 from escrowflow.vocabulary import COLLECTIONS
 from workflows.actors import Role
@@ -98,15 +100,10 @@ async def _write(
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
 ) -> Write:
-    """The write a request asks for. A dependency (`WriteDep`) of the routes with their own
-    shape; the per-event routes, most of the traffic, take the headers themselves and call
-    this: FastAPI solves each dependency at a cost a release notices (bench/http.py)."""
+    """The write a request asks for: every event route's endpoint starts here."""
     acting = acting_as(await caller_of(request, credentials), escrowflow_actor)
     engine: EscrowEngine = request.app.state.engine
     return Write(request, response, engine, acting, idempotency_key, if_match)
-
-
-WriteDep = Annotated[Write, Depends(_write)]
 
 
 def router() -> APIRouter:
@@ -142,27 +139,14 @@ def router() -> APIRouter:
         method: str = "post",
         created: bool = False,
     ) -> None:
-        async def with_body(
-            entity_id: EntityId, body: Any, write: WriteDep
-        ) -> schemas.TransitionOut:
-            payload = body.model_dump(exclude_unset=True)
-            return await write.fire(entity, entity_id, event, payload, created=created)
-
-        async def without_body(entity_id: EntityId, write: WriteDep) -> schemas.TransitionOut:
-            return await write.fire(entity, entity_id, event, {}, created=created)
-
-        handler: Callable[..., Awaitable[schemas.TransitionOut]] = without_body
-        if body_model is not None:
-            # Annotations are strings here (PEP 563); FastAPI reads the class from this.
-            with_body.__annotations__["body"] = body_model
-            handler = with_body
         router.add_api_route(
             path,
-            handler,
+            _event_endpoint(entity, event, body_model, optional=False, created=created),
             methods=[method.upper()],
             status_code=201 if created else 200,
             summary=summary,
             name=name,
+            route_class_override=EventRoute,
         )
 
     event_route(
@@ -233,17 +217,33 @@ def router() -> APIRouter:
         for event in (e for (n, e) in event_bodies.party_events() if n == entity):
             _add_event_route(router, collection, entity, event)
 
-    @router.post("/{collection}/{entity_id}/events/{event}", include_in_schema=False)
     async def fire_other_event(
+        request: Request,
+        response: Response,
         collection: Collection,
         entity_id: EntityId,
         event: Annotated[str, Path(max_length=40)],
-        write: WriteDep,
+        credentials: Credentials,
+        *,
+        escrowflow_actor: ActorHeader = None,
+        idempotency_key: IdempotencyKey = None,
+        if_match: IfMatch = None,
         body: dict[str, Any] | None = None,
     ) -> schemas.TransitionOut:
         """An event no route above declares (the engine's own, or none): the engine
         answers why not, with its code."""
+        write = await _write(
+            request, response, credentials, escrowflow_actor, idempotency_key, if_match
+        )
         return await write.fire(entity_of(collection), entity_id, event, body or {})
+
+    router.add_api_route(
+        "/{collection}/{entity_id}/events/{event}",
+        fire_other_event,
+        methods=["POST"],
+        include_in_schema=False,
+        route_class_override=EventRoute,
+    )
 
     return router
 
@@ -254,6 +254,24 @@ def _add_event_route(router: APIRouter, collection: str, entity: str, event: str
     model = event_bodies.body_of(entity, event)
     optional = not any(field.is_required() for field in model.model_fields.values())
     roles = sorted(r.value for r in MACHINES[entity].permissions[event] if r is not Role.SYSTEM)
+
+    router.add_api_route(
+        f"/{collection}/{{entity_id}}/events/{event}",
+        _event_endpoint(entity, event, model, optional=optional),
+        methods=["POST"],
+        summary=f"{entity.replace('_', ' ').capitalize()}: {event.replace('_', ' ')} "
+        f"(by {', '.join(roles)})",
+        name=f"{entity}_{event}",
+        responses={202: {"model": schemas.TransitionOut, "description": _WAITS}},
+        route_class_override=EventRoute,
+    )
+
+
+def _event_endpoint(
+    entity: str, event: str, model: type[Any] | None, *, optional: bool, created: bool = False
+) -> Callable[..., Awaitable[schemas.TransitionOut]]:
+    """The endpoint of an event route (`EventRoute` reads its parameters): `model` is its
+    body (None: it takes none), optional or required."""
 
     async def fire(
         request: Request,
@@ -270,21 +288,19 @@ def _add_event_route(router: APIRouter, collection: str, entity: str, event: str
             request, response, credentials, escrowflow_actor, idempotency_key, if_match
         )
         payload = {} if body is None else body.model_dump(exclude_unset=True)
-        return await write.fire(entity, entity_id, event, payload)
+        return await write.fire(entity, entity_id, event, payload, created=created)
 
+    if model is None:  # the same endpoint, declared without a body (FastAPI reads this)
+        declared = inspect.signature(fire)
+        fire.__signature__ = declared.replace(  # type: ignore[attr-defined]
+            parameters=[p for p in declared.parameters.values() if p.name != "body"]
+        )
+        return fire
     # Annotations are strings here (PEP 563); FastAPI reads the class from this.
     fire.__annotations__["body"] = (model | None) if optional else model
     if not optional and fire.__kwdefaults__ is not None:
         del fire.__kwdefaults__["body"]  # the body is required
-    router.add_api_route(
-        f"/{collection}/{{entity_id}}/events/{event}",
-        fire,
-        methods=["POST"],
-        summary=f"{entity.replace('_', ' ').capitalize()}: {event.replace('_', ' ')} "
-        f"(by {', '.join(roles)})",
-        name=f"{entity}_{event}",
-        responses={202: {"model": schemas.TransitionOut, "description": _WAITS}},
-    )
+    return fire
 
 
 _WAITS = "PA4: it moves money above the threshold and waits for a second admin (`approval`)."

@@ -513,3 +513,37 @@ def test_docs_and_redoc_work_offline_every_asset_served_here(api: Api) -> None:
         for asset in assets:
             served = api.request("GET", asset, token=None)
             assert served.status_code == 200 and served.content, (page, asset)
+
+
+def test_the_client_adds_reorders_edits_and_deletes_milestones_over_http(
+    api: Api, web: str
+) -> None:
+    contract = offer(api, web, 10_000, 20_000)
+    first, second = milestones_of(contract)
+    path = f"/v1/contracts/{contract['id']}/milestones"
+    added = api.request(
+        "POST",
+        path,
+        token=web,
+        actor=CLIENT,
+        json={"milestones": [{"title": "M3", "amount": 5_000}]},
+    )
+    assert added.status_code == 201, added.text
+    assert added.json()["event"] == "add_milestones"
+    (third,) = [c["id"] for c in added.json()["created"] if c["entity"] == "milestone"]
+    order = [third, second, first]
+    reordered = api.ok("PUT", f"{path}/order", token=web, actor=CLIENT, json={"order": order})
+    assert reordered["event"] == "reorder_milestones"
+    edited = api.request(
+        "PATCH", f"/v1/milestones/{second}", token=web, actor=CLIENT, json={"amount": 25_000}
+    )
+    assert edited.status_code == 200 and edited.headers["ETag"] == f'"v{edited.json()["version"]}"'
+    deleted = api.request("DELETE", f"/v1/milestones/{first}", token=web, actor=CLIENT)
+    assert deleted.status_code == 200 and deleted.json()["event"] == "delete"
+
+    shown = api.ok("GET", f"/v1/milestones/{second}", token=web)
+    assert shown["fields"]["amount"] == 25_000, shown
+    again = api.request("DELETE", f"/v1/milestones/{first}", token=web, actor=CLIENT)
+    assert again.status_code in (404, 409), again.text
+    no_body = api.request("PATCH", f"/v1/milestones/{second}", token=web, actor=CLIENT)
+    assert no_body.status_code == 422 and no_body.json()["code"] == "invalid_request"
