@@ -13,11 +13,9 @@ from escrowflow import event_bodies, schemas
 from escrowflow.api.deps import (
     ERRORS,
     Acting,
-    ActingDep,
     ActorHeader,
     Collection,
     Credentials,
-    EngineDep,
     EntityId,
     IdempotencyKey,
     IfMatch,
@@ -109,24 +107,34 @@ async def _write(
 def router() -> APIRouter:
     router = api_router(prefix="/v1", tags=["transitions"], responses=ERRORS)
 
-    @router.post("/contracts", status_code=201, summary="A client offers a contract (CT2)")
     async def create_contract(
-        body: schemas.ContractCreate,
-        acting: ActingDep,
-        engine: EngineDep,
         request: Request,
         response: Response,
+        body: schemas.ContractCreate,
+        credentials: Credentials,
+        *,
+        escrowflow_actor: ActorHeader = None,
         idempotency_key: IdempotencyKey = None,
     ) -> schemas.TransitionOut:
+        write = await _write(request, response, credentials, escrowflow_actor, idempotency_key)
         turn: WriteTurn = request.app.state.write_turn
         result = await turn.run(
-            engine.create_contract,
-            acting.actor,
+            write.engine.create_contract,
+            write.acting.actor,
             body.model_dump(exclude_unset=True),
-            scoped_key(acting, idempotency_key),
+            scoped_key(write.acting, idempotency_key),
         )
         response.headers["Location"] = f"/v1/contracts/{result['id']}"
         return _answer(request, response, result, created=True)
+
+    router.add_api_route(
+        "/contracts",
+        create_contract,
+        methods=["POST"],
+        status_code=201,
+        summary="A client offers a contract (CT2)",
+        route_class_override=EventRoute,
+    )
 
     def event_route(
         path: str,
