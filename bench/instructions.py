@@ -12,7 +12,11 @@ subtracted:
 - transitions: `bench/transitions.py`'s mix through the engine (per milestone: create,
   accept, fund, submit, request changes, submit, release);
 - deadlines: one sweep firing N overdue auto-approvals (the seeding measured apart and
-  subtracted).
+  subtracted);
+- requests: `bench/http.py`'s mix through the HTTP app (offer, accept, five events, one
+  read, each a request with its headers and token), called as ASGI by this process, no
+  socket: with transitions it prices what the app adds to the engine's work. The server
+  (uvicorn) and the kernel's sockets are not in it.
 
     python bench/instructions.py [--against aef95ca] [--milestones 100] [--deadlines 2500]
 
@@ -35,9 +39,79 @@ import re
 import shutil
 import subprocess
 import tempfile
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = {"transitions": 20, "deadlines": 500, "seed": 500}
+SMALL = {"transitions": 20, "deadlines": 500, "seed": 500, "requests": 20}
+
+
+def asgi_mix(url: str, count: int) -> None:
+    """`count` contracts' requests of bench/http.py, one after another, straight into the
+    app (a minimal ASGI caller: no server, no socket)."""
+    import asyncio
+    import json
+    import uuid
+
+    from bench import http as mix
+    from escrowflow import tokens
+    from escrowflow.api import create_app
+    from escrowflow.settings import Settings
+    from storage.db import make_engine
+    from storage.migrate import upgrade
+    from workflows.clock import SystemClock
+
+    settings = Settings(database_url=url, sqlite_synchronous="OFF")
+    db = make_engine(settings, create=True)
+    upgrade(db)
+    bearer = tokens.create(db, SystemClock().now(), "bench", ["act:client", "act:freelancer"])
+    db.dispose()
+    app = create_app(settings)
+    auth = f"Bearer {bearer['token']}".encode()
+
+    async def call(method: str, path: str, actor: str, body: object = None) -> Any:
+        raw = b"" if body is None else json.dumps(body).encode()
+        headers = [
+            (b"host", b"bench"),
+            (b"authorization", auth),
+            (b"content-length", b"%d" % len(raw)),
+        ]
+        if method == "POST":
+            headers += [
+                (b"escrowflow-actor", actor.encode()),
+                (b"idempotency-key", uuid.uuid4().hex.encode()),
+                (b"content-type", b"application/json"),
+            ]
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+            "query_string": b"", "root_path": "", "headers": headers,
+            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "app": app,
+        }  # fmt: skip
+        messages = [{"type": "http.request", "body": raw, "more_body": False}]
+        sent: list[Any] = []
+
+        async def receive() -> Any:
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        if sent[0]["status"] >= 300:
+            raise SystemExit(f"{path}: {sent[0]['status']} {sent[1:]}")
+        return json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+    async def contracts() -> None:
+        async with app.router.lifespan_context(app):
+            for _ in range(count):
+                offer = await call("POST", "/v1/contracts", mix.CLIENT, mix.OFFER)
+                await call("POST", f"/v1/contracts/{offer['id']}/events/accept", mix.FREELANCER)
+                milestone = offer["created"][1]["id"]
+                for event, actor in mix.MIX:
+                    await call("POST", f"/v1/milestones/{milestone}/events/{event}", actor)
+                await call("GET", f"/v1/milestones/{milestone}", "")
+
+    asyncio.run(contracts())
 
 
 def child(tree: str, measure: str, count: int) -> None:
@@ -52,6 +126,9 @@ def child(tree: str, measure: str, count: int) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
+        if measure == "requests":
+            asgi_mix(url, count)
+            return
         if measure == "transitions":
             from bench import transitions
 
@@ -117,6 +194,10 @@ def main() -> None:
     parser.add_argument("--against", default="aef95ca", help="the revision to compare with")
     parser.add_argument("--milestones", type=int, default=100)
     parser.add_argument("--deadlines", type=int, default=2500)
+    parser.add_argument("--requests", type=int, default=100, help="contracts over the app")
+    parser.add_argument(
+        "--measures", default="transitions,deadlines,requests", help="which, comma-separated"
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind not found: apt-get install valgrind")
@@ -128,11 +209,22 @@ def main() -> None:
             capture_output=True,
         )
         try:
+            # Both trees' bytecode written first: a run that compiles would count the
+            # compiler (the first run in a fresh worktree), one that finds it would not.
+            for tree in (ROOT, theirs):
+                subprocess.run(
+                    [sys.executable, "-m", "compileall", "-q", "-x", r"/\.venv/", str(tree)],
+                    check=True,
+                    env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+                )
             lines = []
             for measure, count, unit in (
                 ("transitions", args.milestones, "milestone (7 steps)"),
                 ("deadlines", args.deadlines, "fired deadline"),
+                ("requests", args.requests, "contract over the app (8 requests)"),
             ):
+                if measure not in args.measures.split(","):
+                    continue
                 print(f"{measure}: callgrind on both trees ...", flush=True)
                 ours = per_operation(ROOT, measure, count)
                 base = per_operation(theirs, measure, count)
