@@ -1,4 +1,7 @@
-"""Routes that apply events: one per (collection, event), all through `Write.fire`."""
+"""Routes that apply events: one per (collection, event), and the offer of a contract.
+
+Each is an `EventRoute` (its parameters read by `escrowflow.api.event_route`, not by
+FastAPI's solver), and each event ends in `Write.fire`."""
 
 from __future__ import annotations
 
