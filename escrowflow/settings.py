@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine as DBEngine
 
 from storage.db import (
     DEFAULT_LOCK_TIMEOUT_SECONDS,
+    DEFAULT_POOL_SIZE,
     DEFAULT_POOL_TIMEOUT_SECONDS,
     database_shown,
     make_engine,
@@ -121,6 +122,8 @@ class Settings(BaseSettings):
     # answers 503 `storage_busy` (PostgreSQL).
     lock_timeout: float = Field(default=DEFAULT_LOCK_TIMEOUT_SECONDS, gt=0, le=600)
     pool_timeout: float = Field(default=DEFAULT_POOL_TIMEOUT_SECONDS, gt=0, le=600)
+    # Database connections a process keeps open (as many again for a burst).
+    pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=1, le=1000)
     # PA4: an admin's decision moving more than this (major units of its currency) waits
     # for a second, different admin.
     second_approval_above: int = Field(default=SECOND_APPROVAL_ABOVE, ge=0, le=10**12)
@@ -221,6 +224,7 @@ class Settings(BaseSettings):
         file that is not there is refused (run `escrowflow migrate`) unless `create`: a
         command run from another directory must not make an empty database there."""
         engine_kwargs.setdefault("pool_timeout", self.pool_timeout)
+        engine_kwargs.setdefault("pool_size", self.pool_size)
         db = make_engine(self, lock_timeout=self.lock_timeout, create=create, **engine_kwargs)
         if self.test_clock_file:
             logging.getLogger("escrowflow.clock").warning(

@@ -109,3 +109,34 @@ def test_an_exhausted_pool_is_a_json_503_never_a_500(db: DBEngine) -> None:
         assert answer.headers["Retry-After"] == "1"
         assert httpx.get(f"{base}/v1/contracts", headers=headers).status_code == 200
     tiny.dispose()
+
+
+def test_a_burst_of_eight_keeps_its_connections_open(db: DBEngine) -> None:
+    """A process keeps `ESCROWFLOW_POOL_SIZE` connections (10): eight requests at once are
+    served by connections that stay open for the next eight, not opened and closed each
+    time (on PostgreSQL, a server process forked and authenticated for each)."""
+    url = db.url.render_as_string(hide_password=False)
+    settings = Settings(database_url=url)
+    assert settings.pool_size == 10
+    pooled = settings.engine().db
+    connects: list[object] = []
+    sa.event.listen(pooled, "connect", lambda *_: connects.append(1))
+    try:
+        for _ in range(2):  # the second burst opens nothing
+            held = [pooled.connect() for _ in range(8)]
+            for conn in held:
+                conn.exec_driver_sql("SELECT 1")
+                conn.close()
+        assert len(connects) == 8
+        assert pooled.pool.checkedin() == 8  # type: ignore[attr-defined]
+    finally:
+        pooled.dispose()
+
+    small = Settings(database_url=url, pool_size=2).engine().db
+    try:
+        held = [small.connect() for _ in range(4)]
+        for conn in held:
+            conn.close()
+        assert small.pool.checkedin() == 2  # type: ignore[attr-defined]  # two closed
+    finally:
+        small.dispose()
