@@ -104,11 +104,14 @@ class _Reader:
             )
             if present
         ]
-        bearers = [d for d in dependant.dependencies if isinstance(d.call, HTTPBearer)]
+        bearers = [
+            (d.name, d.call)
+            for d in dependant.dependencies
+            if isinstance(d.call, HTTPBearer) and d.name
+            and not (d.dependencies or d.path_params or d.header_params)
+        ]  # fmt: skip
         if len(bearers) != len(dependant.dependencies) or len(bearers) > 1:
-            unreadable.append("dependencies other than one bearer token")
-        if any(d.dependencies or d.path_params or d.header_params for d in bearers):
-            unreadable.append("a bearer dependency with parameters of its own")
+            unreadable.append("dependencies other than one bearer token of no parameters")
         if unreadable:
             raise TypeError(f"event route {path}: EventRoute cannot read {', '.join(unreadable)}")
         self.parameters = [
@@ -119,9 +122,7 @@ class _Reader:
             )
             for field in fields
         ]
-        self.bearer: tuple[str, HTTPBearer] | None = None
-        if bearers and bearers[0].name and isinstance(bearers[0].call, HTTPBearer):
-            self.bearer = (bearers[0].name, bearers[0].call)
+        self.bearer = bearers[0] if bearers else None
         self.body = None
         if dependant.body_params:
             field = dependant.body_params[0]

@@ -92,6 +92,18 @@ class Write:
         )
         return _answer(self.request, self.response, result, created=created)
 
+    async def offer(self, contract: dict[str, Any]) -> schemas.TransitionOut:
+        """Offer a contract in its turn and answer it (201, with its Location)."""
+        turn: WriteTurn = self.request.app.state.write_turn
+        result = await turn.run(
+            self.engine.create_contract,
+            self.acting.actor,
+            contract,
+            scoped_key(self.acting, self.key),
+        )
+        self.response.headers["Location"] = f"/v1/contracts/{result['id']}"
+        return _answer(self.request, self.response, result, created=True)
+
 
 async def _write(
     request: Request,
@@ -101,7 +113,7 @@ async def _write(
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
 ) -> Write:
-    """The write a request asks for: every event route's endpoint starts here."""
+    """The write a request asks for: every endpoint of this module starts here."""
     acting = acting_as(await caller_of(request, credentials), escrowflow_actor)
     engine: EscrowEngine = request.app.state.engine
     return Write(request, response, engine, acting, idempotency_key, if_match)
@@ -120,15 +132,7 @@ def router() -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> schemas.TransitionOut:
         write = await _write(request, response, credentials, escrowflow_actor, idempotency_key)
-        turn: WriteTurn = request.app.state.write_turn
-        result = await turn.run(
-            write.engine.create_contract,
-            write.acting.actor,
-            body.model_dump(exclude_unset=True),
-            scoped_key(write.acting, idempotency_key),
-        )
-        response.headers["Location"] = f"/v1/contracts/{result['id']}"
-        return _answer(request, response, result, created=True)
+        return await write.offer(body.model_dump(exclude_unset=True))
 
     router.add_api_route(
         "/contracts",
