@@ -170,6 +170,8 @@ class TermsBook:
         now = self._clock.now()
         name = self._name or f"{now:%Y-%m-%d}-{print_[:6]}"
         taken = stored.by_name(conn, name)
+        if taken is not None and taken["fingerprint"] == print_:
+            return taken  # the same terms, stored meanwhile by another process (TM1)
         if taken is not None:
             raise ValidationError(
                 f"terms {name!r} (id {taken['id']}) have other numbers than these settings: "

@@ -66,6 +66,15 @@ class Daemons:
         logs = sorted(self.logs.glob("worker-*.log"))
         return logs[-1].read_text(errors="replace")[-2000:] if logs else "no log"
 
+    def failures(self) -> str:
+        """Why workers exited other than 0: the end of each one's log."""
+        return "\n".join(
+            f"worker {n} exited {p.returncode}: "
+            + (self.logs / f"worker-{n}.log").read_text(errors="replace")[-1000:]
+            for n, p in enumerate(self.processes)
+            if p.returncode not in (0, None)
+        )
+
     def stop_all(self, db: DBEngine) -> list[int]:
         """SIGTERM to every worker once it has started (its signal handler is set before
         its first heartbeat): on a fast machine the others may have drained the backlog
@@ -149,7 +158,7 @@ def test_four_workers_drain_due_deadlines_exactly_once(
     for _ in range(4):
         daemons.start()
     wait_until_drained(db, daemons, timeout=600)
-    assert daemons.stop_all(db) == [0, 0, 0, 0]
+    assert daemons.stop_all(db) == [0, 0, 0, 0], daemons.failures()
     assert_each_fired_once(db, DRAIN)
     with db.connect() as conn:  # every worker took part
         workers = conn.execute(sa.text("SELECT fired FROM workers")).scalars().all()
@@ -174,7 +183,7 @@ def test_killed_workers_leave_every_deadline_fired_exactly_once(
     assert pending(db) > 0, "the kills came too late to test anything"
     daemons.start()
     wait_until_drained(db, daemons, timeout=300)  # claims of killed workers expire after the lease
-    assert daemons.stop_all(db)[-1] == 0
+    assert daemons.stop_all(db)[-1] == 0, daemons.failures()
     assert_each_fired_once(db, count)
 
 
@@ -222,7 +231,7 @@ def test_nt2_four_workers_send_each_reminder_exactly_once(
     for _ in range(4):
         daemons.start()
     wait_until_fired(db, daemons, 2 * count)
-    assert daemons.stop_all(db) == [0, 0, 0, 0]
+    assert daemons.stop_all(db) == [0, 0, 0, 0], daemons.failures()
     assert_each_reminder_sent_once(db, count)
 
 
@@ -241,5 +250,5 @@ def test_nt2_killed_workers_leave_every_reminder_sent_exactly_once(
     assert fired(db) < 2 * count, "the kills came too late to test anything"
     daemons.start()
     wait_until_fired(db, daemons, 2 * count)  # killed workers' claims expire after the lease
-    assert daemons.stop_all(db)[-1] == 0
+    assert daemons.stop_all(db)[-1] == 0, daemons.failures()
     assert_each_reminder_sent_once(db, count)

@@ -4,7 +4,8 @@ parties told and their reminders rescheduled (X15)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import dataclasses
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,29 @@ def test_tm1_the_same_settings_are_the_same_terms_and_terms_never_change(
     with pytest.raises(ValidationError) as refused:
         clash.terms.current()
     assert refused.value.code == "terms_name_taken"
+
+
+@pytest.mark.postgresql_only
+def test_tm1_daemons_storing_the_same_new_terms_at_once_all_run_under_them(
+    sc: Scenario,
+) -> None:
+    """Daemons started together with the same new settings each store their terms. On
+    PostgreSQL one that found no such terms may see another's, committed meanwhile, when
+    it looks their name up: they are the same terms, taken, not a `terms_name_taken`
+    refusal to start (two of four CI workers exited 2 so). SQLite serializes the writers."""
+    policy = dataclasses.replace(sc.engine.policy, max_milestones=9)
+    first = EscrowEngine(sc.db, policy, sc.clock)
+
+    class Meanwhile:
+        """Read by the second daemon between its two looks: the first stores the terms."""
+
+        def now(self) -> datetime:
+            first.terms.current()
+            return sc.clock.now()
+
+    second = EscrowEngine(sc.db, policy, Meanwhile())
+    assert second.terms.current().id == first.terms.current().id
+    assert len(sc.rows("terms", fingerprint=sc.rows("terms")[-1]["fingerprint"])) == 1
 
 
 def test_tm1_contracts_from_before_terms_get_the_terms_then_in_force(sc: Scenario) -> None:
