@@ -74,6 +74,7 @@ def create_app(
         finally:
             if worker is not None:
                 worker.stop()  # the batch in hand finishes first
+            app.state.write_turn.close()
 
     app = FastAPI(
         title="escrowflow",

@@ -9,6 +9,7 @@ import threading
 import anyio
 import pytest
 
+from escrowflow import request_ids
 from escrowflow.api.write_turn import WriteTurn
 from storage.errors import StorageBusy
 
@@ -73,3 +74,26 @@ def test_a_write_that_waits_past_the_lock_timeout_is_refused_as_busy() -> None:
 
     refused = anyio.run(main)
     assert refused.code == "database_busy" and "busy with other writes" in refused.message
+
+
+def test_a_write_in_its_turn_runs_in_the_requests_context_on_the_writing_thread() -> None:
+    """The request's id goes with its write, so the log lines the write makes name it;
+    every write runs on the one thread, and `close` lets it end."""
+    turn = WriteTurn(one_writer=True, timeout=BOUND)
+
+    def seen() -> tuple[str | None, threading.Thread]:
+        return request_ids.CURRENT.get(), threading.current_thread()
+
+    async def request(request_id: str) -> tuple[str | None, threading.Thread]:
+        request_ids.CURRENT.set(request_id)
+        return await turn.run(seen)
+
+    async def main() -> list[tuple[str | None, threading.Thread]]:
+        return [await request("req-1"), await request("req-2")]
+
+    (first, thread), (second, again) = anyio.run(main)
+    assert (first, second) == ("req-1", "req-2")
+    assert thread is again and thread.name.startswith("escrowflow-writer")
+    assert thread is not threading.main_thread()
+    turn.close()
+    assert not thread.is_alive()
