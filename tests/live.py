@@ -54,7 +54,14 @@ def live_server(engine: EscrowEngine, settings: Settings | None = None) -> Itera
             while server.server_state.tasks and time.monotonic() < deadline:
                 time.sleep(0.01)
         return
-    app = create_app(settings, engine=engine)
+    with serving(create_app(settings, engine=engine)) as url:
+        yield url
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """Serve `app` on a server of its own on 127.0.0.1, stopped at the end; yields the
+    base URL."""
     url, server, thread = _started(app)
     try:
         yield url

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from escrowflow.api.deps import ActorHeader, Credentials, EntityId, IdempotencyKey, IfMatch
 from escrowflow.api.event_route import EventRoute
 from escrowflow.api.parameters import ApiRoute
-from tests.live import _started
+from tests.live import serving
 
 
 class Body(BaseModel):
@@ -98,13 +98,8 @@ def _app() -> FastAPI:
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
     """Both handlers, served over real HTTP on 127.0.0.1."""
-    url, server, thread = _started(_app())
-    try:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(_app()) as url, httpx.Client(base_url=url, timeout=30) as client:
+        yield client
 
 
 GOOD = {"Authorization": "Bearer t0k", "Escrowflow-Actor": "client:acme"}
