@@ -76,7 +76,7 @@ class Write:
         *,
         created: bool = False,
     ) -> schemas.TransitionOut:
-        """Apply the event in the threadpool and answer it: every event route ends here."""
+        """Apply the event in its turn (`WriteTurn`) and answer it: every event route ends here."""
         turn: WriteTurn = self.request.app.state.write_turn
         result = await turn.run(
             partial(
