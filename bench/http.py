@@ -10,7 +10,10 @@ HTTP it runs against `escrowflow serve --no-worker` as its own process on 127.0.
     python bench/http.py [--contracts 200] [--clients 8] [--backend sqlite|postgresql]
 
 It prints a release's latency p50 and p99, in-process and over HTTP, with one client and
-with `--clients`; its last line is `http/in-process: R` (triggers/s over HTTP divided by
+with `--clients`, and the server's CPU per trigger (Linux's per-thread run times; the
+contract's one read is shared among its triggers) beside that of uvicorn serving
+`bench/bare_asgi.py`, one fixed answer, under the same requests: the floor of any app
+served this way. Its last line is `http/in-process: R` (triggers/s over HTTP divided by
 in-process, `--clients` clients). PostgreSQL runs durable, and is stopped at the end.
 """
 
@@ -94,6 +97,8 @@ def run_clients(clients: int, contracts: int, one: Callable[[], None]) -> float:
 
 
 Run = tuple[float, list[float]]  # triggers/s, and each release's seconds
+# and the server's CPU per trigger in us: every thread's, the event loop's
+Served = tuple[float, list[float], tuple[float, float]]
 
 
 def _percentiles(seconds: list[float]) -> str:
@@ -129,16 +134,42 @@ def in_process(url: str, contracts: int, clients: int) -> Run:
     return contracts * TRIGGERS_PER_CONTRACT / seconds, releases
 
 
-def over_http(url: str, contracts: int, clients: int) -> Run:
+def over_http(url: str, contracts: int, clients: int) -> Served:
+    """The mix against `escrowflow serve --no-worker` on `url`."""
     settings = Settings(database_url=url)
     db = make_engine(settings)
     token = tokens.create(db, SystemClock().now(), "bench", ["act:client", "act:freelancer"])
     db.dispose()
-    port = free_port()
+    command = [sys.executable, "-m", "escrowflow", "serve", "--no-worker", "--port"]
     env = {**os.environ, "ESCROWFLOW_DATABASE_URL": url}
+    return _served(command, env, f"Bearer {token['token']}", contracts, clients)
+
+
+def floor(contracts: int, clients: int) -> Served:
+    """The same requests against uvicorn serving `bench/bare_asgi.py` (one fixed answer)."""
+    command = [sys.executable, "-m", "uvicorn", "bench.bare_asgi:app", "--no-access-log"]
+    command += ["--log-level", "warning", "--port"]
+    return _served(command, dict(os.environ), "Bearer bare", contracts, clients)
+
+
+def _server_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds the process `pid` has run, every thread and its main thread (the event
+    loop's), from Linux's scheduler (ns)."""
+    ran = {
+        stat.parent.name: int(stat.read_text().split()[0]) / 1e9
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat")
+    }
+    return sum(ran.values()), ran.get(str(pid), 0.0)
+
+
+def _served(
+    command: list[str], env: dict[str, str], auth: str, contracts: int, clients: int
+) -> Served:
+    port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "escrowflow", "serve", "--no-worker", "--port", str(port)],
+        [*command, str(port)],
         env=env,
+        cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -147,7 +178,6 @@ def over_http(url: str, contracts: int, clients: int) -> Run:
     try:
         _wait(base)
         local = threading.local()
-        auth = f"Bearer {token['token']}"
 
         def connected() -> http.client.HTTPConnection:
             # The stdlib's keep-alive connection, one per client thread: the load generator
@@ -187,11 +217,15 @@ def over_http(url: str, contracts: int, clients: int) -> Run:
                     releases.append(time.perf_counter() - started)
             call("GET", f"/v1/milestones/{milestone}", {}, None)
 
+        before = _server_seconds(server.pid)
         seconds = run_clients(clients, contracts, one)
+        after = _server_seconds(server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
-    return contracts * TRIGGERS_PER_CONTRACT / seconds, releases
+    per = 1e6 / (contracts * TRIGGERS_PER_CONTRACT)
+    cpu = ((after[0] - before[0]) * per, (after[1] - before[1]) * per)
+    return contracts * TRIGGERS_PER_CONTRACT / seconds, releases, cpu
 
 
 def _wait(base: str) -> None:
@@ -223,6 +257,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
     ratios = []
+    cpus: list[tuple[float, float, float]] = []
     latencies: dict[tuple[str, int], list[float]] = {}
     # Rounds alternate the two sides, each on a fresh database: this machine's fsync
     # times drift, and the median of paired rounds is steadier than one long run.
@@ -238,16 +273,22 @@ def main() -> None:
             for clients in (1, args.clients):
                 count = args.contracts if clients > 1 else max(20, args.contracts // 4)
                 direct, near = in_process(database(where, f"direct{n}_{clients}"), count, clients)
-                remote, far = over_http(database(where, f"http{n}_{clients}"), count, clients)
+                remote, far, cpu = over_http(database(where, f"http{n}_{clients}"), count, clients)
                 latencies.setdefault(("in-process", clients), []).extend(near)
                 latencies.setdefault(("over HTTP", clients), []).extend(far)
+                line = (
+                    f"round {n + 1}, {clients} clients: in-process {direct:.0f} triggers/s, "
+                    f"over HTTP {remote:.0f} triggers/s: {remote / direct:.2f}"
+                )
                 if clients == args.clients:
                     ratios.append(remote / direct)
-                print(
-                    f"round {n + 1}, {clients} clients: in-process {direct:.0f} triggers/s, "
-                    f"over HTTP {remote:.0f} triggers/s: {remote / direct:.2f}",
-                    flush=True,
-                )
+                    bare, _, bare_cpu = floor(count, clients)
+                    cpus.append((*cpu, bare_cpu[0]))
+                    line += (
+                        f"; server CPU a trigger {cpu[0]:.0f} us (event loop {cpu[1]:.0f}), "
+                        f"uvicorn alone {bare_cpu[0]:.0f} us ({bare:.0f}/s)"
+                    )
+                print(line, flush=True)
     for clients in (1, args.clients):
         near, far = latencies[("in-process", clients)], latencies[("over HTTP", clients)]
         print(
@@ -255,6 +296,11 @@ def main() -> None:
             f"{_percentiles(far)}; HTTP p50 / in-process p50: "
             f"{statistics.median(far) / statistics.median(near):.2f}"
         )
+    api, loop, bare = (statistics.median(c[k] for c in cpus) for k in range(3))
+    print(
+        f"server CPU a trigger, {args.clients} clients (medians): the API {api:.0f} us "
+        f"(its event loop's thread {loop:.0f}), uvicorn alone with a fixed answer {bare:.0f} us"
+    )
     print(f"http/in-process: {statistics.median(ratios):.2f}")
 
 
