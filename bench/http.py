@@ -8,12 +8,15 @@ HTTP it runs against `escrowflow serve --no-worker` as its own process on 127.0.
 `EscrowEngine.apply()` on the same kind of database. Not a test: it prints figures.
 
     python bench/http.py [--contracts 200] [--clients 8] [--backend sqlite|postgresql]
+                         [--servers 1]
 
 It prints a release's latency p50 and p99, in-process and over HTTP, with one client and
 with `--clients`, and the server's CPU per trigger (Linux's per-thread run times; the
 contract's one read is shared among its triggers) beside that of uvicorn serving
 `bench/bare_asgi.py`, one fixed answer, under the same requests: the floor of any app
-served this way. Its last line is `http/in-process: R` (triggers/s over HTTP divided by
+served this way. With `--servers N` the `--clients` clients are dealt in turn to N API
+processes on the one database, as a load balancer deals connections (their CPU is
+summed). Its last line is `http/in-process: R` (triggers/s over HTTP divided by
 in-process, `--clients` clients). PostgreSQL runs durable, and is stopped at the end.
 """
 
@@ -29,6 +32,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import argparse
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import signal
@@ -134,15 +138,15 @@ def in_process(url: str, contracts: int, clients: int) -> Run:
     return contracts * TRIGGERS_PER_CONTRACT / seconds, releases
 
 
-def over_http(url: str, contracts: int, clients: int) -> Served:
-    """The mix against `escrowflow serve --no-worker` on `url`."""
+def over_http(url: str, contracts: int, clients: int, servers: int = 1) -> Served:
+    """The mix against `servers` processes of `escrowflow serve --no-worker` on `url`."""
     settings = Settings(database_url=url)
     db = make_engine(settings)
     token = tokens.create(db, SystemClock().now(), "bench", ["act:client", "act:freelancer"])
     db.dispose()
     command = [sys.executable, "-m", "escrowflow", "serve", "--no-worker", "--port"]
     env = {**os.environ, "ESCROWFLOW_DATABASE_URL": url}
-    return _served(command, env, f"Bearer {token['token']}", contracts, clients)
+    return _served(command, env, f"Bearer {token['token']}", contracts, clients, servers)
 
 
 def floor(contracts: int, clients: int) -> Served:
@@ -163,27 +167,38 @@ def _server_seconds(pid: int) -> tuple[float, float]:
 
 
 def _served(
-    command: list[str], env: dict[str, str], auth: str, contracts: int, clients: int
+    command: list[str],
+    env: dict[str, str],
+    auth: str,
+    contracts: int,
+    clients: int,
+    servers: int = 1,
 ) -> Served:
-    port = free_port()
-    server = subprocess.Popen(
-        [*command, str(port)],
-        env=env,
-        cwd=Path(__file__).resolve().parent.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    ports = [free_port() for _ in range(servers)]
+    started = [
+        subprocess.Popen(
+            [*command, str(port)],
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
     releases: list[float] = []
     try:
-        _wait(base)
+        for port in ports:
+            _wait(f"http://127.0.0.1:{port}")
         local = threading.local()
+        dealt = itertools.count()
 
         def connected() -> http.client.HTTPConnection:
             # The stdlib's keep-alive connection, one per client thread: the load generator
             # costs a fifth of httpx's CPU per request, so on two cores the figures are the
-            # server's, not the client's.
+            # server's, not the client's. Client threads are dealt to the servers in turn,
+            # as a load balancer deals connections.
             if not hasattr(local, "connection"):
+                port = ports[next(dealt) % len(ports)]
                 local.connection = http.client.HTTPConnection("127.0.0.1", port)
             connection: http.client.HTTPConnection = local.connection
             return connection
@@ -217,14 +232,17 @@ def _served(
                     releases.append(time.perf_counter() - started)
             call("GET", f"/v1/milestones/{milestone}", {}, None)
 
-        before = _server_seconds(server.pid)
+        before = [_server_seconds(server.pid) for server in started]
         seconds = run_clients(clients, contracts, one)
-        after = _server_seconds(server.pid)
+        after = [_server_seconds(server.pid) for server in started]
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
+        for server in started:
+            server.send_signal(signal.SIGTERM)
+        for server in started:
+            server.wait(30)
     per = 1e6 / (contracts * TRIGGERS_PER_CONTRACT)
-    cpu = ((after[0] - before[0]) * per, (after[1] - before[1]) * per)
+    spent = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before, strict=True)]
+    cpu = (sum(every for every, _ in spent) * per, sum(loop for _, loop in spent) * per)
     return contracts * TRIGGERS_PER_CONTRACT / seconds, releases, cpu
 
 
@@ -255,6 +273,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--servers", type=int, default=1, help="API processes on the one database (8 clients)"
+    )
     args = parser.parse_args()
     ratios = []
     cpus: list[tuple[float, float, float]] = []
@@ -273,7 +294,10 @@ def main() -> None:
             for clients in (1, args.clients):
                 count = args.contracts if clients > 1 else max(20, args.contracts // 4)
                 direct, near = in_process(database(where, f"direct{n}_{clients}"), count, clients)
-                remote, far, cpu = over_http(database(where, f"http{n}_{clients}"), count, clients)
+                servers = args.servers if clients > 1 else 1
+                remote, far, cpu = over_http(
+                    database(where, f"http{n}_{clients}"), count, clients, servers
+                )
                 latencies.setdefault(("in-process", clients), []).extend(near)
                 latencies.setdefault(("over HTTP", clients), []).extend(far)
                 line = (
