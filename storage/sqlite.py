@@ -4,19 +4,23 @@ chooses between the two).
 
 A file in WAL mode with foreign keys on. Every write transaction starts with `BEGIN
 IMMEDIATE`, so a writer holds the lock from its first read (no upgrade deadlock between
-two writers); reads start a plain `BEGIN` and never wait for a writer. The threads of
-one process take turns for the write lock on a lock of their own (`WriterTurn`) rather
-than in SQLite's busy handler, which sleeps and polls (1, 2, 5 ... 100 ms); both waits
-are bounded by the lock timeout. A claim reads, then leases: there is one writer.
+two writers); reads start a plain `BEGIN` and never wait for a writer. Writers take turns
+for the write lock on locks of their own (`WriterTurn`) rather than in SQLite's busy
+handler, which sleeps and polls (1, 2, 5 ... 100 ms): the threads of one process on a
+lock in memory, then the processes on one file on `<file>.write-lock` (`FileTurn`, which
+the kernel hands on at once and lets go when its holder dies). Every wait is bounded by
+the lock timeout. A claim reads, then leases: there is one writer.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
 import re
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -40,18 +44,139 @@ WRITES = "escrowflow_writes"
 """The execution option of a write transaction's connection (`db.transaction`)."""
 
 
-class WriterTurn:
-    """A process's writers take turns here, each waiting at most `timeout` seconds."""
+KEEPER_IDLE_SECONDS = 5.0
+"""A `FileTurn`'s keeper thread ends after waiting this long for a writer (the next
+writer that has to wait starts another)."""
 
-    def __init__(self, timeout: float) -> None:
+
+class FileTurn:
+    """The processes writing to one SQLite file take turns on `<file>.write-lock`, an
+    exclusive `flock`: the kernel queues the waiting processes, wakes one the moment the
+    turn is let go, and lets it go itself when the process holding it dies, however it
+    dies. Before the lock a process passes `<file>.write-gate`, which a process waiting
+    for the lock holds: a process that has just let the lock go cannot take it straight
+    back while another waits, so the processes take it in turn.
+
+    A lock the kernel queues cannot be waited for with a time limit, so a writer that
+    finds the turn taken waits for a keeper thread (one per process and file) that waits
+    for the lock on its behalf, and gives up after its time; a turn the keeper gets for a
+    writer that gave up, it lets go at once. A process's threads take turns before this
+    (`WriterTurn`): one of them at a time waits here. An instance stands for one open
+    file: two engines on one file in one process take turns as two processes do."""
+
+    def __init__(self, database: str) -> None:
+        self._paths = (f"{database}.write-lock", f"{database}.write-gate")
+        self._fds: tuple[int, int] | None = None  # opened at the first write
+        self._cv = threading.Condition()
+        self._wanted = False  # a writer waits for the keeper
+        self._granted = False  # the keeper got the lock for it
+        self._keeping = False  # the keeper waits in the kernel for the lock
+        self._keeper: threading.Thread | None = None
+
+    def take(self, timeout: float) -> bool:
+        """Whether this process got the turn within `timeout` seconds."""
+        with self._cv:
+            lock, gate = self._opened()
+            if not self._keeping and _try(gate):
+                try:
+                    if _try(lock):
+                        return True
+                finally:
+                    fcntl.flock(gate, fcntl.LOCK_UN)
+            self._wanted, self._granted = True, False
+            if self._keeper is None:
+                self._keeper = threading.Thread(
+                    target=self._keep, name="escrowflow-write-turn", daemon=True
+                )
+                self._keeper.start()
+            self._cv.notify_all()
+            got = self._cv.wait_for(lambda: self._granted, timeout)
+            self._wanted = self._granted = False
+            return got
+
+    def give(self) -> None:
+        """Let the turn go."""
+        assert self._fds is not None
+        fcntl.flock(self._fds[0], fcntl.LOCK_UN)
+
+    def _opened(self) -> tuple[int, int]:
+        if self._fds is None:
+            fds = [self._open(path) for path in self._paths]
+            self._fds = (fds[0], fds[1])
+        return self._fds
+
+    def _open(self, path: str) -> int:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot open {path} ({exc.strerror}): the processes writing to a SQLite "
+                "file take turns on it, so the file's directory must be writable",
+                code="database_unavailable",
+            ) from None
+        weakref.finalize(self, os.close, fd)
+        return fd
+
+    def _keep(self) -> None:
+        lock, gate = self._opened()
+        while True:
+            with self._cv:
+                waiting = self._cv.wait_for(
+                    lambda: self._wanted and not self._granted, KEEPER_IDLE_SECONDS
+                )
+                if not waiting:
+                    self._keeper = None
+                    return
+                self._keeping = True
+            fcntl.flock(gate, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+            with self._cv:
+                self._keeping = False
+                if self._wanted:
+                    self._granted = True
+                    self._cv.notify_all()
+                else:  # the writer gave up meanwhile
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _try(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+class WriterTurn:
+    """A writer's turn on one file: first among its process's threads, then among the
+    processes (`FileTurn`); it waits at most `timeout` seconds for both together."""
+
+    def __init__(self, timeout: float, database: str) -> None:
         self._lock = threading.RLock()
         self._timeout = timeout
+        self._file = FileTurn(database)
+        self._depth = 0  # a writer's nested transactions take the file's turn once
 
     def __enter__(self) -> None:
+        deadline = time.monotonic() + self._timeout
         if not self._lock.acquire(timeout=self._timeout):
             raise busy_with_writes()
+        if self._depth == 0:
+            try:
+                taken = self._file.take(max(0.0, deadline - time.monotonic()))
+            except BaseException:
+                self._lock.release()
+                raise
+            if not taken:
+                self._lock.release()
+                raise busy_with_writes()
+        self._depth += 1
 
     def __exit__(self, *_exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._file.give()
         self._lock.release()
 
 
@@ -89,7 +214,7 @@ def make(url: sa.URL, synchronous: str, lock_timeout: float, **engine_kwargs: An
         cursor.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
         cursor.close()
 
-    TURNS[engine] = WriterTurn(lock_timeout)
+    TURNS[engine] = WriterTurn(lock_timeout, str(Path(url.database).resolve()))
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
