@@ -93,7 +93,7 @@ def _waiting_in_the_kernel(path: Path) -> bool:
     inode = os.stat(f"{path}.write-lock").st_ino
     for line in Path("/proc/locks").read_text().splitlines():
         fields = line.split()
-        if len(fields) > 5 and fields[1] == "->" and fields[6].endswith(f":{inode}"):
+        if len(fields) > 6 and fields[1] == "->" and fields[6].endswith(f":{inode}"):
             return True
     return False
 
