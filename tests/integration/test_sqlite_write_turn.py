@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from storage.db import make_engine, transaction
 from storage.dialect import adapter_of
-from storage.errors import StorageBusy
+from storage.errors import StorageBusy, StorageError
 from tests.conftest import database_settings
 
 BOUND = 10.0  # no test waits this long unless the behaviour under test is broken
@@ -175,3 +175,27 @@ def test_a_turn_got_for_a_writer_that_gave_up_is_let_go(tmp_path: Path) -> None:
     assert _written(third) == ["third", "impatient, later"]
     for engine in (holding, impatient, third):
         engine.dispose()
+
+
+def test_a_turn_file_that_cannot_be_opened_is_named_with_what_to_fix(tmp_path: Path) -> None:
+    path = tmp_path / "escrowflow.db"
+    engine = make_engine(database_settings(f"sqlite:///{path}"), lock_timeout=0.5)
+    Path(f"{path}.write-lock").mkdir()  # not a file: no one, root included, opens it so
+    with pytest.raises(StorageError) as refused:
+        _write(engine, "never")
+    assert refused.value.code == "database_unavailable"
+    assert f"{path}.write-lock" in refused.value.message
+    assert "directory must be writable" in refused.value.message
+    again: list[str] = []
+
+    def other_thread() -> None:  # it finds the threads' turn free: the first let it go
+        try:
+            _write(engine, "never")
+        except StorageError as error:
+            again.append(error.code)
+
+    other = threading.Thread(target=other_thread)
+    other.start()
+    other.join(BOUND)
+    assert again == ["database_unavailable"]
+    engine.dispose()
