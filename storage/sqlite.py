@@ -164,13 +164,11 @@ class WriterTurn:
             raise busy_with_writes()
         if self._depth == 0:
             try:
-                taken = self._file.take(max(0.0, deadline - time.monotonic()))
+                if not self._file.take(max(0.0, deadline - time.monotonic())):
+                    raise busy_with_writes()
             except BaseException:
                 self._lock.release()
                 raise
-            if not taken:
-                self._lock.release()
-                raise busy_with_writes()
         self._depth += 1
 
     def __exit__(self, *_exc: object) -> None:

@@ -12,8 +12,7 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from storage.db import make_engine, transaction
 from storage.dialect import adapter_of
 from storage.errors import StorageBusy, StorageError
 from tests.conftest import database_settings
+from tests.served import until
 
 BOUND = 10.0  # no test waits this long unless the behaviour under test is broken
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,13 +80,6 @@ def _holder(path: Path) -> Iterator[subprocess.Popen[str]]:
         process.stdout.close()
 
 
-def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + BOUND
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.005)
-
-
 def _waiting_in_the_kernel(path: Path) -> bool:
     """Whether an open file waits, blocked in the kernel, for the turn (`/proc/locks`
     lists a waiter as `N: -> FLOCK ... <major>:<minor>:<inode> ...`)."""
@@ -139,7 +132,7 @@ def test_a_process_that_lets_the_turn_go_cannot_take_it_back_while_another_waits
     with first_turn:
         other = threading.Thread(target=waiting_second)
         other.start()
-        _until(lambda: _waiting_in_the_kernel(path), "the second waits for the turn")
+        until(lambda: _waiting_in_the_kernel(path), "the second to wait for the turn")
     with first_turn:  # straight back, as a busy process would
         order.append("first again")
     other.join(BOUND)
