@@ -17,6 +17,7 @@ from storage.db import make_engine
 from storage.migrate import upgrade
 from tests.conftest import database_settings
 from tests.live import live_server
+from tests.served import until
 from workflows.clock import ManualClock
 from workflows.engine import EscrowEngine
 from workflows.policy import Policy
@@ -84,6 +85,10 @@ def test_readyz_answers_while_the_database_holds_its_lock(db: DBEngine) -> None:
     finally:
         transaction.rollback()
         holder.close()
+        # The probe it gave up on still runs in a thread of this process: its connection
+        # comes back to the pool once the lock is gone. Disposed before that, the pool
+        # would leave it open, for the garbage collector to find in a later test.
+        until(lambda: patient.pool.checkedout() == 0, "the readiness probe to end")  # type: ignore[attr-defined]
         with patient.begin() as conn:
             conn.exec_driver_sql("DROP TABLE alembic_version")
         patient.dispose()
