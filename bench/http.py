@@ -11,8 +11,9 @@ HTTP it runs against `escrowflow serve --no-worker` as its own process on 127.0.
                          [--servers 1]
 
 It prints a release's latency p50 and p99, in-process and over HTTP, with one client and
-with `--clients`, and the server's CPU per trigger (Linux's per-thread run times; the
-contract's one read is shared among its triggers) beside that of uvicorn serving
+with `--clients`, and the server's CPU per trigger (Linux's per-thread run times, its
+writing process's included; the contract's one read is shared among its triggers)
+beside that of uvicorn serving
 `bench/bare_asgi.py`, one fixed answer, under the same requests: the floor of any app
 served this way. With `--servers N` the `--clients` clients are dealt in turn to N API
 processes on the one database, as a load balancer deals connections (their CPU is
@@ -157,13 +158,19 @@ def floor(contracts: int, clients: int) -> Served:
 
 
 def _server_seconds(pid: int) -> tuple[float, float]:
-    """CPU seconds the process `pid` has run, every thread and its main thread (the event
-    loop's), from Linux's scheduler (ns)."""
+    """CPU seconds the server `pid` has run: every thread of it and of its child processes
+    (on SQLite, the process its writes run in), and its main thread (the event loop's),
+    from Linux's scheduler (ns)."""
     ran = {
         stat.parent.name: int(stat.read_text().split()[0]) / 1e9
         for stat in Path(f"/proc/{pid}/task").glob("*/schedstat")
     }
-    return sum(ran.values()), ran.get(str(pid), 0.0)
+    children = (
+        int(child)
+        for listed in Path(f"/proc/{pid}/task").glob("*/children")
+        for child in listed.read_text().split()
+    )
+    return sum(ran.values()) + sum(_server_seconds(c)[0] for c in children), ran.get(str(pid), 0.0)
 
 
 def _served(

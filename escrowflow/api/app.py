@@ -39,6 +39,7 @@ from escrowflow.api import (
     writes,
 )
 from escrowflow.api.deps import SafeJSONResponse, checked, operation_id
+from escrowflow.api.write_process import WriteProcess
 from escrowflow.api.write_turn import WriteTurn
 from escrowflow.console import routes as console
 from escrowflow.daemon import build_worker
@@ -59,12 +60,18 @@ def create_app(
     settings: Settings, *, engine: EscrowEngine | None = None, run_worker: bool = False
 ) -> FastAPI:
     """The API for `settings`; with `run_worker`, the daemon's worker runs inside it."""
+    # Built here from the settings, the engine's writes for requests run in a process of
+    # their own, which builds the same engine (write_process.py).
+    process = None
     if engine is None:
         engine = settings.engine()
+        if settings.api_write_process:
+            process = WriteProcess(settings)
     metrics = Metrics(engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await app.state.write_turn.start()
         worker = build_worker(settings, engine, metrics) if run_worker else None
         if worker is not None:
             worker.start()
@@ -74,7 +81,7 @@ def create_app(
         finally:
             if worker is not None:
                 worker.stop()  # the batch in hand finishes first
-            app.state.write_turn.close()
+            await app.state.write_turn.close()
 
     app = FastAPI(
         title="escrowflow",
@@ -101,7 +108,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.head = head()
     app.state.token_cache = tokens.TokenCache(settings.api_token_cache_seconds)
-    app.state.write_turn = WriteTurn(one_writer(engine.db), settings.lock_timeout)
+    app.state.write_turn = WriteTurn(one_writer(engine.db), settings.lock_timeout, process)
     _install_error_handlers(app)
     # Outermost: before authentication and before any parsing.
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)

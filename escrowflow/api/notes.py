@@ -22,7 +22,7 @@ def router() -> APIRouter:
         engine: EngineDep,
     ) -> schemas.TransitionOut:
         turn: WriteTurn = request.app.state.write_turn
-        noted = await turn.run(engine.add_note, acting.actor, entity_id, body.text)
+        noted = await turn.run(engine, "add_note", acting.actor, entity_id, body.text)
         return schemas.TransitionOut.model_validate(noted)
 
     return router

@@ -20,36 +20,64 @@ loop's thread 5-8 % of the server's CPU a request (`bench/http.py`, 8 clients, m
 of alternating rounds: 1,322 against 1,218-1,260 us). The request's context variables
 (its id, which log lines carry) go with it. Were a request cancelled while its write
 runs, the write still ends before the next: there is only the one thread.
+
+When the app builds its engine from its settings (`escrowflow serve`), the writes go
+instead to a process of their own (`escrowflow.api.write_process`), which applies them
+in turn (SQLite) or side by side (PostgreSQL); an app given an engine (the tests' own
+clocks) keeps the writing thread and the threadpool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any
 
 import anyio
 from starlette.concurrency import run_in_threadpool as offload
 
+from escrowflow.api.write_process import WRITES, WriteProcess
 from storage.errors import busy_with_writes
-
-T = TypeVar("T")
+from workflows.engine import EscrowEngine
 
 
 class WriteTurn:
-    """One write at a time on a thread of its own (`one_writer`), each waiting at most
-    `timeout` seconds for its turn; or straight into the threadpool."""
+    """The writes in the writing process, if there is one, each refused if it has not
+    begun within `timeout` seconds; else one at a time (`one_writer`) on a thread of its
+    own, each waiting at most `timeout` seconds for its turn, or straight into the
+    threadpool."""
 
-    def __init__(self, one_writer: bool, timeout: float) -> None:
+    def __init__(
+        self, one_writer: bool, timeout: float, process: WriteProcess | None = None
+    ) -> None:
         self._one_writer = one_writer
         self._timeout = timeout
+        self._process = process
         self._lock: anyio.Lock | None = None  # made on the event loop, at first use
         self._writer: ThreadPoolExecutor | None = None  # started at the first write
 
-    async def run(self, write: Callable[..., T], *args: Any) -> T:
-        """`write(*args)` off the event loop, in its turn."""
+    @property
+    def process(self) -> WriteProcess | None:
+        """The process the writes go to, if they go to one."""
+        return self._process
+
+    async def start(self) -> None:
+        """Start the writing process, if the writes go to one (the app's start)."""
+        if self._process is not None:
+            await self._process.start()
+
+    async def run(self, engine: EscrowEngine, method: str, *args: Any, **kwargs: Any) -> Any:
+        """The engine's `method(*args, **kwargs)`, one of `WRITES`, off the event loop,
+        in its turn."""
+        if method not in WRITES:
+            raise ValueError(f"{method} is not one of the engine's writes {sorted(WRITES)}")
+        if self._process is not None:
+            deadline = time.monotonic() + self._timeout
+            return await self._process.call(deadline, method, args, kwargs)
+        write = partial(getattr(engine, method), **kwargs)
         if not self._one_writer:
             return await offload(write, *args)
         if self._lock is None:
@@ -68,8 +96,11 @@ class WriteTurn:
         finally:
             self._lock.release()
 
-    def close(self) -> None:
-        """Let the writing thread end, once the write in hand is done (the app's end)."""
+    async def close(self) -> None:
+        """Let the writing process or thread end, once the write in hand is done (the
+        app's end)."""
+        if self._process is not None:
+            await self._process.stop()
         if self._writer is not None:
             self._writer.shutdown(wait=True)
             self._writer = None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -79,16 +78,15 @@ class Write:
         """Apply the event in its turn (`WriteTurn`) and answer it: every event route ends here."""
         turn: WriteTurn = self.request.app.state.write_turn
         result = await turn.run(
-            partial(
-                self.engine.apply,
-                idempotency_key=scoped_key(self.acting, self.key),
-                expected_version=expected_version(self.if_match),
-            ),
+            self.engine,
+            "apply",
             entity,
             entity_id,
             event,
             self.acting.actor,
             payload,
+            idempotency_key=scoped_key(self.acting, self.key),
+            expected_version=expected_version(self.if_match),
         )
         return _answer(self.request, self.response, result, created=created)
 
@@ -96,7 +94,8 @@ class Write:
         """Offer a contract in its turn and answer it (201, with its Location)."""
         turn: WriteTurn = self.request.app.state.write_turn
         result = await turn.run(
-            self.engine.create_contract,
+            self.engine,
+            "create_contract",
             self.acting.actor,
             contract,
             scoped_key(self.acting, self.key),

@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
-import logging
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +19,7 @@ import typer
 from escrowflow.cli.common import app, emit, emit_rows, errors, fail, load_engine, load_settings
 from escrowflow.cli.options import As, AsJson, Id
 from escrowflow.error_codes import ADDRESS_IN_USE
+from escrowflow.logs import log_json_lines
 from storage.db import sole_worker
 from workflows import sweeper, views
 from workflows.actors import Actor
@@ -33,9 +32,8 @@ def worker(
 ) -> None:
     """Run the daemon: fire due deadlines, now and as they fall due, until SIGTERM/SIGINT."""
     settings = load_settings()
-    logging.basicConfig(level=logging.INFO, handlers=[_json_handler()], force=True)
     # APScheduler logs every run of the sweep job; our own batch lines say what matters.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    log_json_lines()
     engine = load_engine()
     from escrowflow.daemon import build_worker  # APScheduler, httpx: the daemon's own
 
@@ -57,16 +55,6 @@ def _settled() -> None:
     of a drain's time, bench/deadlines.py)."""
     gc.collect()
     gc.freeze()
-
-
-def _json_handler() -> logging.Handler:
-    from escrowflow.request_ids import InLogs
-    from scheduler.worker import JsonLines
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines())
-    handler.addFilter(InLogs())  # each line written while serving a request names it
-    return handler
 
 
 @app.command()
@@ -222,8 +210,7 @@ def serve(
     from escrowflow.api import create_app
 
     settings = load_settings()
-    logging.basicConfig(level=logging.INFO, handlers=[_json_handler()], force=True)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    log_json_lines()
     with contextlib.ExitStack() as held:
         if not no_worker:  # API-only nodes may share a SQLite file; its worker may not
             held.enter_context(errors())

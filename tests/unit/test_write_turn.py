@@ -5,6 +5,8 @@ locks rows, writes run side by side."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any, cast
 
 import anyio
 import pytest
@@ -12,8 +14,19 @@ import pytest
 from escrowflow import request_ids
 from escrowflow.api.write_turn import WriteTurn
 from storage.errors import StorageBusy
+from workflows.engine import EscrowEngine
 
 BOUND = 5.0  # no test waits this long unless the behaviour under test is broken
+
+
+class _Engine:
+    """Stands for the engine: its write `apply` runs the function it is given."""
+
+    def apply(self, write: Callable[..., Any], *args: Any) -> Any:
+        return write(*args)
+
+
+ENGINE = cast(EscrowEngine, _Engine())
 
 
 def _two_at_once(turn: WriteTurn, wait: float = BOUND) -> list[str]:
@@ -31,8 +44,8 @@ def _two_at_once(turn: WriteTurn, wait: float = BOUND) -> list[str]:
 
     async def main() -> None:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(turn.run, write, "a")
-            tasks.start_soon(turn.run, write, "b")
+            tasks.start_soon(turn.run, ENGINE, "apply", write, "a")
+            tasks.start_soon(turn.run, ENGINE, "apply", write, "b")
 
     anyio.run(main)
     return sorted(seen)
@@ -64,12 +77,12 @@ def test_a_write_that_waits_past_the_lock_timeout_is_refused_as_busy() -> None:
 
     async def main() -> StorageBusy:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(turn.run, hold)
+            tasks.start_soon(turn.run, ENGINE, "apply", hold)
             await anyio.to_thread.run_sync(holding.wait, BOUND)
             with pytest.raises(StorageBusy) as refused:
-                await turn.run(lambda: None)
+                await turn.run(ENGINE, "apply", lambda: None)
             release.set()
-        assert await turn.run(lambda: "after") == "after"  # the turn is free again
+        assert await turn.run(ENGINE, "apply", lambda: "after") == "after"  # the turn is free again
         return refused.value
 
     refused = anyio.run(main)
@@ -86,7 +99,7 @@ def test_a_write_in_its_turn_runs_in_the_requests_context_on_the_writing_thread(
 
     async def request(request_id: str) -> tuple[str | None, threading.Thread]:
         request_ids.CURRENT.set(request_id)
-        return await turn.run(seen)
+        return await turn.run(ENGINE, "apply", seen)
 
     async def main() -> list[tuple[str | None, threading.Thread]]:
         return [await request("req-1"), await request("req-2")]
@@ -95,5 +108,11 @@ def test_a_write_in_its_turn_runs_in_the_requests_context_on_the_writing_thread(
     assert (first, second) == ("req-1", "req-2")
     assert thread is again and thread.name.startswith("escrowflow-writer")
     assert thread is not threading.main_thread()
-    turn.close()
+    anyio.run(turn.close)
     assert not thread.is_alive()
+
+
+def test_only_the_engines_writes_are_run_in_a_turn() -> None:
+    turn = WriteTurn(one_writer=True, timeout=BOUND)
+    with pytest.raises(ValueError, match="dispose is not one of the engine's writes"):
+        anyio.run(turn.run, ENGINE, "dispose")
