@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     # token is refused at most this long after `escrowflow tokens revoke`.
     api_token_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     # The API's writes run in a process of their own, beside the HTTP server's
-    # (escrowflow/api/write_process.py); false keeps them on threads of its process.
+    # (escrowflow/write_process.py); false keeps them on threads of its process.
     api_write_process: bool = True
 
     # Webhooks: attempts before a delivery is dead-lettered, and the first retry's wait

@@ -39,7 +39,6 @@ from escrowflow.api import (
     writes,
 )
 from escrowflow.api.deps import SafeJSONResponse, checked, operation_id
-from escrowflow.api.write_process import WriteProcess
 from escrowflow.api.write_turn import WriteTurn
 from escrowflow.console import routes as console
 from escrowflow.daemon import build_worker
@@ -47,6 +46,7 @@ from escrowflow.error_codes import http_status
 from escrowflow.limits import BodyLimit
 from escrowflow.metrics import Metrics
 from escrowflow.settings import Settings
+from escrowflow.write_process import WriteProcess
 from storage.db import one_writer
 from storage.errors import (
     EscrowflowError,
@@ -61,7 +61,7 @@ def create_app(
 ) -> FastAPI:
     """The API for `settings`; with `run_worker`, the daemon's worker runs inside it."""
     # Built here from the settings, the engine's writes for requests run in a process of
-    # their own, which builds the same engine (write_process.py).
+    # their own, which builds the same engine (escrowflow/write_process.py).
     process = None
     if engine is None:
         engine = settings.engine()

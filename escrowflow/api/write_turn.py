@@ -22,7 +22,7 @@ of alternating rounds: 1,322 against 1,218-1,260 us). The request's context vari
 runs, the write still ends before the next: there is only the one thread.
 
 When the app builds its engine from its settings (`escrowflow serve`), the writes go
-instead to a process of their own (`escrowflow.api.write_process`), which applies them
+instead to a process of their own (`escrowflow.write_process`), which applies them
 in turn (SQLite) or side by side (PostgreSQL); an app given an engine (the tests' own
 clocks) keeps the writing thread and the threadpool.
 """
@@ -39,7 +39,7 @@ from typing import Any
 import anyio
 from starlette.concurrency import run_in_threadpool as offload
 
-from escrowflow.api.write_process import WRITES, WriteProcess
+from escrowflow.write_process import WRITES, WriteProcess
 from storage.errors import busy_with_writes
 from workflows.engine import EscrowEngine
 

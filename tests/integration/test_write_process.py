@@ -1,5 +1,5 @@
 """On SQLite, an app built from its settings (`escrowflow serve`) has the engine's writes
-for requests run in a process of their own (`escrowflow/api/write_process.py`): the
+for requests run in a process of their own (`escrowflow/write_process.py`): the
 answers are the writing thread's, refusals included; a write that has not begun by its
 deadline is refused as busy and writes nothing; a failure there is logged with the
 request's id; the process ignores SIGTERM and ends with the app; killed, the writes it
@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -25,8 +27,8 @@ import sqlalchemy as sa
 
 from escrowflow import request_ids, tokens
 from escrowflow.api import create_app
-from escrowflow.api.write_process import WriteProcess
 from escrowflow.settings import Settings
+from escrowflow.write_process import WriteProcess
 from storage.db import make_engine
 from storage.dialect import adapter_of
 from storage.errors import StorageBusy
@@ -102,7 +104,7 @@ def test_requests_writes_run_in_a_process_of_the_servers_own_which_ends_with_it(
         process: WriteProcess = app.state.write_turn.process
         pid = process.pid
         assert pid is not None and _parent_of(pid) == os.getpid()
-        assert "escrowflow.api.write_process" in Path(f"/proc/{pid}/cmdline").read_text()
+        assert "escrowflow.write_process" in Path(f"/proc/{pid}/cmdline").read_text()
         os.kill(pid, signal.SIGTERM)  # a service manager's, meant for the server
         offered = client.offer()
         assert offered.status_code == 201, offered.text
@@ -254,3 +256,22 @@ def _waits_for_a_lock(pid: int) -> bool:
         if len(fields) > 5 and fields[1] == "->" and fields[5] == str(pid):
             return True
     return False
+
+
+def test_the_writing_process_loads_the_engine_not_the_web_framework() -> None:
+    """It runs from `escrowflow.write_process`, which imports neither FastAPI nor the API:
+    the second process costs the engine's memory and start-up, not the server's."""
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, escrowflow.write_process; "
+            "print(sorted(m for m in ('fastapi', 'starlette', 'uvicorn', 'escrowflow.api') "
+            "if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert loaded.stdout.strip() == "[]"

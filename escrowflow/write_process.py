@@ -1,17 +1,23 @@
-"""On SQLite the API's writes run in a process of their own: its interpreter runs the
-engine while the API's runs HTTP, on another core.
+"""`escrowflow serve` runs its requests' writes in a process of their own: its
+interpreter runs the engine while the API's runs HTTP, on another core.
 
 SQLite takes one writer at a time, so every request's write waits for the one before it,
 and with the writes on a thread of the API's process the engine and the event loop
 shared one interpreter lock: the loop's reading, routing and answering of the requests
 waiting their turn sat in the one-at-a-time section that bounds the throughput
 (`bench/http.py`, 8 clients: 0.57-0.68 of the engine called in-process). With the writes
-in a process of their own, that section is the engine's alone, as it is in-process.
+in a process of their own, that section is the engine's alone, as it is in-process. On
+PostgreSQL, where writes run side by side on threads, they no longer share the
+interpreter with the event loop either.
+
+This module imports no web framework: the writing process loads the engine and what
+it needs, not the API.
 
 The API's process (`WriteProcess`) starts the writing process when the app starts, and
 sends it each write as a frame over a socket pair: the engine method's name and
 arguments, a deadline, and the request's id (which its log lines then carry). The writing
-process applies them one at a time, in the order they came, and answers each. Both ends
+process applies them in the order they came, one at a time on SQLite and side by side
+on a pool of `pool_size` threads on PostgreSQL, and answers each. Both ends
 are escrowflow: frames are pickles, on a socket pair no other process can reach.
 
 - A write that has not begun by its deadline (`lock_timeout` after the request asked)
@@ -62,7 +68,7 @@ STOP_SECONDS = 30.0
 """How long the API's shutdown waits for the write in hand before it kills the process."""
 
 _LENGTH = struct.Struct("!I")
-_MAIN = "import sys; from escrowflow.api.write_process import serve; serve(int(sys.argv[1]))"
+_MAIN = "import sys; from escrowflow.write_process import serve; serve(int(sys.argv[1]))"
 log = logging.getLogger("escrowflow.api")
 
 # An answer: (call, True, the method's result) or (call, False, a refusal), where a
