@@ -7,6 +7,7 @@ had answer 503 `database_unavailable` and the next write starts another."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -275,3 +276,29 @@ def test_the_writing_process_loads_the_engine_not_the_web_framework() -> None:
         timeout=60,
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def test_at_the_apps_end_the_writing_process_answers_the_writes_it_has_then_ends(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path / "w.db")
+    process = WriteProcess(settings)
+    client = Actor.parse("client:acme")
+
+    async def main() -> list[Any]:
+        await process.start()
+        pid = process.pid
+        assert pid is not None
+        deadline = time.monotonic() + BOUND
+        asked = [
+            asyncio.ensure_future(process.call(deadline, "create_contract", (client, OFFER), {}))
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0)  # each has sent its frame and waits for its answer
+        await process.stop()
+        assert not Path(f"/proc/{pid}").exists()
+        return await asyncio.gather(*asked)
+
+    answers = asyncio.run(main())
+    assert [(a["entity"], a["event"]) for a in answers] == [("contract", "create")] * 3
+    assert _contracts(settings) == 3
