@@ -207,6 +207,12 @@ class _Channel:
                     answer.set_exception(_rebuilt(value))
         except (asyncio.IncompleteReadError, OSError):
             pass
+        except Exception:  # an answer that cannot be read: no later one can be trusted
+            log.exception(
+                "an answer of the writing process could not be read: it is stopped",
+                extra={"fields": {"event": "write_process_unreadable", "pid": self.pid}},
+            )
+            self._process.kill()
         self.alive = False
         self._writer.close()
         status = await asyncio.to_thread(self._process.wait)
@@ -256,17 +262,21 @@ def _portable(exc: BaseException) -> tuple[str, ...] | tuple[str, str, str, dict
 
 def _rebuilt(refusal: tuple[Any, ...]) -> Exception:
     """The exception a refusal stands for, raised in the API's process."""
+    text = refusal[-1]
     if refusal[0] == "error":
         _, module, name, state = refusal
-        kind: Any = importlib.import_module(module)
-        for part in name.split("."):
-            kind = getattr(kind, part)
+        kind: Any = None
+        with contextlib.suppress(ImportError, AttributeError):
+            kind = importlib.import_module(module)
+            for part in name.split("."):
+                kind = getattr(kind, part)
         if isinstance(kind, type) and issubclass(kind, EscrowflowError):
             exc = kind.__new__(kind)
             Exception.__init__(exc, state.get("message", ""))
             vars(exc).update(state)
             return exc
-    return RuntimeError(f"the write failed in the writing process: {refusal[-1]}")
+        text = f"{module}.{name}: {state.get('message', '')}"
+    return RuntimeError(f"the write failed in the writing process: {text}")
 
 
 # The writing process.
@@ -300,7 +310,11 @@ def serve(fd: int) -> None:
     sending = threading.Lock()
 
     def answer(frame: tuple[Any, ...]) -> None:
-        answered = _frame(_applied(writes, *frame))
+        try:
+            answered = _frame(_applied(writes, *frame))
+        except Exception as exc:  # an answer that does not pickle: say so, not nothing
+            log.exception("write answer failed", extra={"fields": {"event": "write_failed"}})
+            answered = _frame((frame[0], False, _portable(exc)))
         with sending, contextlib.suppress(OSError):  # OSError: the API's process is gone
             connection.sendall(answered)
 

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from escrowflow import request_ids, tokens
 from escrowflow.api import create_app
 from escrowflow.settings import Settings
-from escrowflow.write_process import WriteProcess
+from escrowflow.write_process import WriteProcess, _portable, _rebuilt
 from storage.db import make_engine
 from storage.dialect import adapter_of
 from storage.errors import StorageBusy
@@ -302,3 +302,14 @@ def test_at_the_apps_end_the_writing_process_answers_the_writes_it_has_then_ends
     answers = asyncio.run(main())
     assert [(a["entity"], a["event"]) for a in answers] == [("contract", "create")] * 3
     assert _contracts(settings) == 3
+
+
+def test_a_refusal_of_a_class_the_api_cannot_find_is_a_plain_failure_naming_it() -> None:
+    refused = _rebuilt(("error", "escrowflow.nowhere", "Gone", {"message": "it went"}))
+    assert isinstance(refused, RuntimeError)
+    assert str(refused) == (
+        "the write failed in the writing process: escrowflow.nowhere.Gone: it went"
+    )
+    known = _rebuilt(_portable(StorageBusy("wait", code="database_busy", details={"n": 1})))
+    assert isinstance(known, StorageBusy)
+    assert (known.message, known.code, known.details) == ("wait", "database_busy", {"n": 1})
