@@ -60,7 +60,9 @@ def asgi_mix(url: str, count: int) -> None:
     from storage.migrate import upgrade
     from workflows.clock import SystemClock
 
-    settings = Settings(database_url=url, sqlite_synchronous="OFF")
+    # The engine's writes in this process, as they were before the writing process: the
+    # count is the app's and the engine's together, whatever the revision.
+    settings = Settings(database_url=url, sqlite_synchronous="OFF", api_write_process=False)
     db = make_engine(settings, create=True)
     upgrade(db)
     bearer = tokens.create(db, SystemClock().now(), "bench", ["act:client", "act:freelancer"])
