@@ -164,6 +164,10 @@ class _Channel:
         if not ready[1]:
             writer.close()
             raise _rebuilt(ready[2])
+        log.info(
+            "writing process started",
+            extra={"fields": {"event": "write_process_started", "pid": process.pid}},
+        )
         return cls(process, reader, writer)
 
     async def call(

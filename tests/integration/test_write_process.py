@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -24,7 +25,6 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from escrowflow import request_ids, tokens
 from escrowflow.api import create_app
@@ -217,8 +217,9 @@ def test_a_write_not_begun_by_its_deadline_is_refused_and_a_failure_is_logged_wi
 
 
 def test_a_killed_writing_process_fails_its_writes_and_the_next_write_starts_another(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="escrowflow.api")
     settings = _settings(tmp_path / "w.db", lock_timeout=BOUND * 3)
     with _served(settings) as (client, app):
         process: WriteProcess = app.state.write_turn.process
@@ -245,8 +246,15 @@ def test_a_killed_writing_process_fails_its_writes_and_the_next_write_starts_ano
         )
         assert again.status_code == 201, again.text
         assert process.pid not in (None, first)
-        with settings.engine().db.connect() as conn:  # one contract, by the new process
-            assert conn.execute(sa.text("SELECT count(*) FROM contracts")).scalar_one() == 1
+    assert _contracts(settings) == 1  # by the new process
+    logged = [
+        (r.getMessage(), r.fields.get("pid"))  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "fields", {}).get("event", "").startswith("write_process")
+    ]
+    assert logged[0] == ("writing process started", first)
+    assert logged[1][0] == "the writing process ended with writes in hand"
+    assert logged[2][0] == "writing process started" and logged[2][1] != first
 
 
 def _waits_for_a_lock(pid: int) -> bool:
