@@ -65,7 +65,7 @@ WRITES = frozenset({"apply", "create_contract", "add_note"})
 START_SECONDS = 60.0
 """How long the writing process may take to build its engine before the API gives up."""
 STOP_SECONDS = 30.0
-"""How long the API's shutdown waits for the write in hand before it kills the process."""
+"""How long the API's shutdown waits for the writes the process has before killing it."""
 
 _LENGTH = struct.Struct("!I")
 _MAIN = "import sys; from escrowflow.write_process import serve; serve(int(sys.argv[1]))"
@@ -132,6 +132,7 @@ class _Channel:
     ) -> None:
         self.pid = process.pid
         self.alive = True
+        self._closing = False
         self._process, self._reader, self._writer = process, reader, writer
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._calls = itertools.count()
@@ -184,6 +185,7 @@ class _Channel:
 
     async def close(self) -> None:
         """Tell the process the writes have ended; it answers those it has, and ends."""
+        self._closing = True
         if self.alive:
             self._writer.write_eof()
         try:
@@ -220,9 +222,11 @@ class _Channel:
         self.alive = False
         self._writer.close()
         status = await asyncio.to_thread(self._process.wait)
-        if self._waiting:
+        if self._waiting or not self._closing:
             log.error(
-                "the writing process ended with writes in hand",
+                "the writing process ended with writes in hand"
+                if self._waiting
+                else "the writing process ended: the next write starts another",
                 extra={
                     "fields": {
                         "event": "write_process_ended",

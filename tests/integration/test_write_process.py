@@ -321,3 +321,36 @@ def test_a_refusal_of_a_class_the_api_cannot_find_is_a_plain_failure_naming_it()
     known = _rebuilt(_portable(StorageBusy("wait", code="database_busy", details={"n": 1})))
     assert isinstance(known, StorageBusy)
     assert (known.message, known.code, known.details) == ("wait", "database_busy", {"n": 1})
+
+
+def test_a_writing_process_that_dies_idle_is_logged_at_once_and_replaced_at_the_next_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="escrowflow.api")
+    settings = _settings(tmp_path / "w.db")
+    process = WriteProcess(settings)
+    client = Actor.parse("client:acme")
+
+    async def main() -> tuple[int, int | None]:
+        await process.start()
+        first = process.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        give_up = time.monotonic() + BOUND
+        while process.pid is not None:  # the API's end has seen it go
+            assert time.monotonic() < give_up, "the writing process's end went unseen"
+            await asyncio.sleep(0.01)
+        ended = [r for r in caplog.records if r.getMessage().startswith("the writing process")]
+        assert [r.getMessage() for r in ended] == [
+            "the writing process ended: the next write starts another"
+        ]
+        assert ended[0].fields["status"] == -signal.SIGKILL  # type: ignore[attr-defined]
+        try:
+            await process.call(time.monotonic() + BOUND, "create_contract", (client, OFFER), {})
+            return first, process.pid
+        finally:
+            await process.stop()
+
+    first, second = asyncio.run(main())
+    assert second not in (None, first)
+    assert _contracts(settings) == 1
