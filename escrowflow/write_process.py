@@ -157,13 +157,15 @@ class _Channel:
         except (TimeoutError, asyncio.IncompleteReadError, OSError):
             process.kill()
             writer.close()
+            status = await asyncio.to_thread(process.wait)
             raise StorageError(
-                f"the process that writes to the database did not start within "
-                f"{START_SECONDS:.0f} s (exit status {process.poll()}): see its log lines",
+                f"the process that writes to the database did not start (exit status "
+                f"{status}; it may take {START_SECONDS:.0f} s): see its log lines",
                 code="database_unavailable",
             ) from None
-        if not ready[1]:
+        if not ready[1]:  # its engine refused to start: the reason, as raised there
             writer.close()
+            await asyncio.to_thread(process.wait)
             raise _rebuilt(ready[2])
         log.info(
             "writing process started",

@@ -32,7 +32,7 @@ from escrowflow.settings import Settings
 from escrowflow.write_process import WriteProcess, _portable, _rebuilt
 from storage.db import make_engine
 from storage.dialect import adapter_of
-from storage.errors import StorageBusy
+from storage.errors import StorageBusy, StorageError
 from storage.migrate import upgrade
 from tests.live import serving
 from tests.served import until
@@ -354,3 +354,13 @@ def test_a_writing_process_that_dies_idle_is_logged_at_once_and_replaced_at_the_
     first, second = asyncio.run(main())
     assert second not in (None, first)
     assert _contracts(settings) == 1
+
+
+def test_a_writing_process_whose_engine_cannot_start_says_why(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.db"
+    process = WriteProcess(Settings(database_url=f"sqlite:///{missing}"))
+    with pytest.raises(StorageError) as refused:
+        asyncio.run(process.start())
+    assert refused.value.code == "not_migrated"
+    assert str(missing) in refused.value.message and "escrowflow migrate" in refused.value.message
+    assert process.pid is None
