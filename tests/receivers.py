@@ -39,7 +39,10 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
+                length = int(self.headers["Content-Length"])
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender went away mid-request: not delivered
+                    return
                 receiver.received.append((dict(self.headers), body))
                 self.send_response(receiver.status)
                 self.end_headers()
