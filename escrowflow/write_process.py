@@ -176,8 +176,6 @@ class _Channel:
     async def call(
         self, deadline: float, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not self.alive:
-            raise _ended(self._process.poll())
         call = next(self._calls)
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[call] = answer
@@ -190,16 +188,15 @@ class _Channel:
         self._closing = True
         if self.alive:
             self._writer.write_eof()
-        try:
-            await asyncio.wait_for(asyncio.to_thread(self._process.wait), STOP_SECONDS)
+        try:  # the answers' task ends once the process has ended
+            await asyncio.wait_for(asyncio.shield(self._answers), STOP_SECONDS)
         except TimeoutError:
             log.error(
                 "the writing process did not end: killed",
                 extra={"fields": {"event": "write_process_killed", "pid": self.pid}},
             )
             self._process.kill()
-            await asyncio.to_thread(self._process.wait)
-        await self._answers
+            await self._answers
 
     async def _answer(self) -> None:
         """Hand each answer to its request; when the process ends, fail those left."""
@@ -244,7 +241,7 @@ class _Channel:
         self._waiting.clear()
 
 
-def _ended(status: int | None) -> StorageError:
+def _ended(status: int) -> StorageError:
     return StorageError(
         f"the process writing to the database ended (exit status {status}): a write it had "
         "in hand may or may not have been made; retry with the same Idempotency-Key",
